@@ -1,0 +1,3 @@
+from bayes_soil.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtual environment (Python 3.12 from .python-version) and run every test tier.
+# Installs Debian's chromium for the browser test when it is absent and we may use apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=$(command -v python3.12 || echo python)
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser test will skip"
+fi
+exec .venv/bin/python -m pytest -n 2 "$@"
