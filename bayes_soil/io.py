@@ -7,6 +7,7 @@ half-written file: everything goes to a temporary name first and is renamed at t
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bayes_soil.errors import InputError
@@ -47,32 +49,129 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
     Raises InputError naming the file when it is missing, empty or unreadable.
     """
+    df, _ = read_table_with_lines(path)
+    return df
+
+
+# Missing-value spellings accepted in any cell (compared after strip + lower-case).
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
+_DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def read_table_with_lines(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read a table as text plus the 1-based file line of every data row (header = line 1).
+
+    CSV is parsed with the csv module so that line numbers stay right across blank lines and
+    quoted multi-line cells; XLSX rows are spreadsheet row numbers; Parquet rows count as if the
+    table were a CSV (first data row = line 2). Fully blank rows are dropped. Cells are ``str``
+    or None (missing). Raises InputError naming the file (and line) for a missing, empty or
+    unreadable file, a file that is not comma-separated, or rows with more cells than the header.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a CSV, XLSX or Parquet file")
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm", ".xls"):
-            df = pd.read_excel(path, dtype=str)
+            grid = pd.read_excel(path, dtype=str, header=None)
+            if grid.shape[0] == 0:
+                raise InputError(f"{path}: line 1: the file is empty")
+            header = [_header_cell(c, i) for i, c in enumerate(grid.iloc[0].tolist())]
+            df = grid.iloc[1:].copy()
+            df.columns = header
+            lines = np.arange(2, grid.shape[0] + 1)
+            df = df.astype(object).where(df.notna(), None)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
             df = df.astype("string").astype(object).where(df.notna(), None)
+            df.columns = [str(c) for c in df.columns]
+            lines = np.arange(2, df.shape[0] + 2)
         else:
             raw = path.read_bytes()
             if not raw.strip():
                 raise InputError(f"{path}: line 1: the file is empty")
-            text = decode_text(raw, path)
-            df = pd.read_csv(
-                io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""]
-            )
+            df, lines = _parse_csv_text(decode_text(raw, path), path)
     except InputError:
         raise
     except Exception as exc:  # pandas/openpyxl/pyarrow raise many types
         raise InputError(f"{path}: cannot be read as a table ({exc})") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.reset_index(drop=True)
+    blank = df.apply(lambda col: col.map(_is_blank)).all(axis=1).to_numpy()
+    if blank.any():
+        df = df.loc[~blank].reset_index(drop=True)
+        lines = np.asarray(lines)[~blank]
     if df.shape[0] == 0:
         raise InputError(f"{path}: line 2: the file has a header but no data rows")
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+    return df, np.asarray(lines, dtype=int)
+
+
+def _header_cell(value: object, i: int) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return f"unnamed_{i + 1}"
+    return str(value)
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _parse_csv_text(text: str, path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """Parse comma-separated text, recording the line on which each record starts."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    header_line = 1
+    rows: list[list[str | None]] = []
+    lines: list[int] = []
+    too_long: list[str] = []
+    start = 1
+    for record in reader:
+        line = start
+        start = reader.line_num + 1
+        if not record or all(not c.strip() for c in record):
+            continue
+        if header is None:
+            header, header_line = record, line
+            _check_delimiter(header, path, header_line)
+            continue
+        if len(record) > len(header):
+            extra = [c for c in record[len(header) :] if c.strip()]
+            if extra:
+                too_long.append(
+                    f"{path}: line {line}: {len(record)} cells but the header (line "
+                    f"{header_line}) has {len(header)}; extra value {extra[0]!r}"
+                )
+            record = record[: len(header)]
+        record = record + [""] * (len(header) - len(record))
+        rows.append([None if c == "" else c for c in record])
+        lines.append(line)
+    if header is None:
+        raise InputError(f"{path}: line 1: the file is empty")
+    if too_long:
+        shown = too_long[:200]
+        more = len(too_long) - len(shown)
+        raise InputError(
+            "rows with more cells than the header (a stray comma or a wrong delimiter?):\n"
+            + "\n".join(shown)
+            + (f"\n... and {more} more" if more else "")
+        )
+    return pd.DataFrame(rows, columns=header, dtype=object), lines
+
+
+def _check_delimiter(header: list[str], path: Path, line: int) -> None:
+    """A header that is one cell holding ';', tab or '|' means the file is not comma-separated."""
+    if len(header) != 1:
+        return
+    cell = header[0]
+    for sep, name in _DELIMITER_NAMES.items():
+        if cell.count(sep) >= 1:
+            raise InputError(
+                f"{path}: line {line}, column {cell[:40]!r}: the file looks {name}-separated "
+                f"({cell.count(sep) + 1} fields split by {sep!r}); save it as comma-separated "
+                "CSV (or as XLSX/Parquet)"
+            )
 
 
 @contextlib.contextmanager
