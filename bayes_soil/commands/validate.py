@@ -1,0 +1,39 @@
+"""``validate``: check an observations table and report every problem (exit 2) or a summary."""
+
+from __future__ import annotations
+
+import argparse
+
+from bayes_soil.commands import add_data_argument
+
+HELP = "check an observations table (CSV, XLSX, Parquet) and list every problem"
+EXAMPLE = "python -m bayes_soil validate --data my_observations.csv"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 with a one-line summary when valid; ObservationsError (exit 2) otherwise."""
+    from bayes_soil import io
+    from bayes_soil.validate import load_observations, summarize_observations
+
+    path = io.DEMO_OBSERVATIONS if args.data is None else args.data
+    df = load_observations(path)
+    s = summarize_observations(df)
+    is_synthetic = getattr(io, "is_synthetic", None)
+    synthetic = bool(is_synthetic(df)) if is_synthetic is not None else io.is_demo(args.data)
+    parts = [
+        f"valid: {path}: {s['rows']} rows, {s['studies']} studies, {s['sites']} sites, "
+        f"{s['profiles']} profiles ({s['controls']} control rows with years=0)"
+    ]
+    if s["no_quantity"]:
+        parts.append(
+            f"warning: {s['no_quantity']} rows have no C or N quantity "
+            "(harmonize will list them in rejected.csv)"
+        )
+    if synthetic:
+        parts.append(io.SYNTHETIC_LABEL)
+    print("; ".join(parts))
+    return 0

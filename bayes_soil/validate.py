@@ -1,0 +1,419 @@
+"""Validation of observation tables (DATA_SCHEMA.md section 1).
+
+``load_observations`` reads a CSV/XLSX/Parquet table, checks every row and either returns a typed
+copy or raises :class:`ObservationsError` (an ``InputError``, exit code 2) that lists every
+problem with file, 1-based line, column and value. Checking everything before anything else runs
+means a bad table never produces partial outputs and the user fixes all problems in one pass.
+
+Rows that are valid but carry no C or N quantity are *not* errors here: harmonisation puts them in
+its rejection report. :func:`summarize_observations` counts them so ``validate`` can warn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayes_soil import schema
+from bayes_soil.errors import InputError
+from bayes_soil.io import DEMO_OBSERVATIONS, MISSING_TOKENS, read_table_with_lines
+
+# Plausible ranges; values outside them are errors (units of DATA_SCHEMA.md).
+BD_RANGE = (0.3, 2.2)  # g cm-3, mineral soils
+LAT_RANGE = (-90.0, 90.0)
+LON_RANGE = (-180.0, 180.0)
+MAP_RANGE = (0.0, 15000.0)  # mm yr-1
+MAT_RANGE = (-60.0, 60.0)  # degC
+MAX_CONCENTRATION = 1000.0  # g kg-1 cannot exceed the whole kilogram
+ID_COLUMNS = ("obs_id", "study_id", "site_id", "plot_id")
+LABEL_COLUMNS = {"vegetation": schema.VEGETATION, "origin": schema.ORIGINS}
+DEFAULT_PLOT_ID = "p1"
+MAX_LISTED = 200  # problems printed in one error message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input table; ``str()`` gives a single readable line."""
+
+    file: str
+    line: int | None
+    column: str | None
+    value: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column {self.column}")
+        text = ", ".join(where)
+        if self.value is not None:
+            text += f", value {self.value!r}"
+        return f"{text}: {self.reason}"
+
+
+class ObservationsError(InputError):
+    """Invalid observations table; ``problems`` holds every :class:`Problem` found."""
+
+    def __init__(self, name: str, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__(format_problems(name, self.problems))
+
+
+def format_problems(name: str, problems: list[Problem], limit: int = MAX_LISTED) -> str:
+    """Header line plus one line per problem, capped at ``limit`` with a count of the rest."""
+    n = len(problems)
+    head = f"{name}: {n} problem{'s' if n != 1 else ''} found; the table was not used"
+    shown = [f"  {p}" for p in problems[:limit]]
+    if n > limit:
+        shown.append(f"  ... and {n - limit} more problems")
+    return "\n".join([head, *shown])
+
+
+def load_observations(path: str | Path | None = None) -> pd.DataFrame:
+    """Read and validate an observations table; return a typed copy.
+
+    Parameters
+    ----------
+    path : CSV, XLSX or Parquet file; None means the bundled SYNTHETIC demo dataset.
+
+    Returns
+    -------
+    DataFrame with every column of DATA_SCHEMA.md section 1 (absent optional columns added as
+    missing), numeric columns float, vegetation/origin lower-case, ids as str (``obs_id``
+    generated as ``row<line>`` and ``plot_id`` filled with ``p1`` where absent), extra input
+    columns passed through, and an int column ``line`` = 1-based line in the file (header = 1).
+
+    Raises
+    ------
+    ObservationsError (an InputError, exit code 2) listing every problem.
+    """
+    path = DEMO_OBSERVATIONS if path is None else Path(path)
+    name = str(path)
+    raw, lines = read_table_with_lines(path)
+    raw = raw.copy()
+    if "line" in [c.strip().lower() for c in raw.columns]:
+        # keep a user column called "line" under another name; ours is the file line
+        raw.columns = ["input_line" if c.strip().lower() == "line" else c for c in raw.columns]
+    raw["line"] = lines
+    typed, problems = _check(raw, name)
+    if problems:
+        raise ObservationsError(name, problems)
+    return typed
+
+
+def validate_observations(df: pd.DataFrame, name: str) -> list[Problem]:
+    """Every problem in ``df`` (raw text cells or already-typed values).
+
+    Line numbers come from a ``line`` column when present, otherwise row position + 2 (as if the
+    table were a CSV with a header line). Rows without any C or N quantity are not problems.
+    """
+    return _check(df, name)[1]
+
+
+def summarize_observations(df: pd.DataFrame) -> dict[str, int]:
+    """Counts for the one-line summary of a valid, typed table."""
+    has_quantity = df[[*schema.C_COLUMNS, *schema.N_COLUMNS]].notna().any(axis=1)
+    return {
+        "rows": len(df),
+        "studies": int(df["study_id"].nunique()),
+        "sites": int(df["site_id"].nunique()),
+        "profiles": int(df.groupby(list(schema.PROFILE_KEYS), dropna=False).ngroups),
+        "controls": int((df["years"] == 0).sum()),
+        "no_quantity": int((~has_quantity).sum()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def _check(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[Problem]]:
+    """Parse and check ``df``; return the typed table and the list of problems."""
+    problems: list[Problem] = []
+    df = df.copy()
+    lines = _lines(df)
+    df = df.drop(columns=["line"], errors="ignore")
+    df = _normalise_columns(df, name, problems)
+    df = df.reset_index(drop=True)
+
+    missing = [c for c in schema.REQUIRED_COLUMNS if c not in df.columns]
+    for col in missing:
+        problems.append(Problem(name, 1, col, None, "required column is missing"))
+    if missing and len(df.columns) == 1:
+        problems.append(
+            Problem(
+                name,
+                1,
+                str(df.columns[0]),
+                None,
+                "only one column found: is the file separated by something other than commas?",
+            )
+        )
+
+    out = pd.DataFrame(index=df.index)
+    # ids and labels: text, stripped
+    for col in ID_COLUMNS:
+        if col in df.columns:
+            out[col] = _text(df[col])
+    for col in LABEL_COLUMNS:
+        if col in df.columns:
+            out[col] = _text(df[col]).str.lower()
+    # numbers
+    for col in schema.NUMERIC_COLUMNS:
+        if col in df.columns:
+            out[col] = _numeric(df[col], col, lines, name, problems)
+        else:
+            out[col] = np.nan
+    # required values present
+    for col in schema.REQUIRED_COLUMNS:
+        if col in out.columns and col not in missing:
+            for i in np.flatnonzero(out[col].isna().to_numpy() & _is_missing(df[col])):
+                problems.append(Problem(name, int(lines[i]), col, "", "required value is missing"))
+
+    _check_labels(out, df, lines, name, problems)
+    _check_ranges(out, df, lines, name, problems)
+    _fill_ids(out, lines)
+    _check_duplicate_ids(out, lines, name, problems)
+    if not missing:
+        _check_overlaps(out, lines, name, problems)
+
+    # source and extra columns pass through as text
+    for col in df.columns:
+        if col not in out.columns:
+            out[col] = _text(df[col]) if df[col].dtype == object else df[col]
+    if "source" not in out.columns:
+        out["source"] = pd.Series(pd.NA, index=out.index, dtype="str")
+    out["line"] = lines.astype(int)
+    ordered = ["obs_id", *schema.REQUIRED_COLUMNS]
+    ordered += [c for c in schema.OPTIONAL_COLUMNS if c not in ordered]
+    ordered += [c for c in out.columns if c not in ordered]
+    out = out[[c for c in ordered if c in out.columns]]
+    problems.sort(key=lambda p: p.line if p.line is not None else 0)
+    return out, problems
+
+
+def _lines(df: pd.DataFrame) -> np.ndarray:
+    if "line" in df.columns:
+        return pd.to_numeric(df["line"]).to_numpy(dtype=int)
+    return np.arange(2, len(df) + 2)
+
+
+def _normalise_columns(df: pd.DataFrame, name: str, problems: list[Problem]) -> pd.DataFrame:
+    """Column names stripped and lower-cased; two columns with the same name is an error."""
+    norm = [str(c).strip().lower() for c in df.columns]
+    seen: dict[str, str] = {}
+    for orig, new in zip(df.columns, norm, strict=True):
+        if new in seen:
+            problems.append(
+                Problem(name, 1, str(orig), None, f"duplicated column (also {seen[new]!r})")
+            )
+        else:
+            seen[new] = str(orig)
+    keep = [i for i, n in enumerate(norm) if norm.index(n) == i]
+    df = df.iloc[:, keep]
+    df.columns = [norm[i] for i in keep]
+    return df
+
+
+def _is_missing(col: pd.Series) -> np.ndarray:
+    """True where a cell is empty or a common missing-value spelling ('NA', 'nan', ...)."""
+
+    def miss(v: object) -> bool:
+        if v is None or v is pd.NA:
+            return True
+        if isinstance(v, float) and np.isnan(v):
+            return True
+        return isinstance(v, str) and v.strip().lower() in MISSING_TOKENS
+
+    return col.map(miss).to_numpy(dtype=bool)
+
+
+def _text(col: pd.Series) -> pd.Series:
+    """Cells as stripped str, missing as NA; integral floats written without '.0'."""
+
+    def conv(v: object) -> object:
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v).strip()
+
+    miss = _is_missing(col)
+    vals = [pd.NA if m else conv(v) for v, m in zip(col.tolist(), miss, strict=True)]
+    return pd.Series(vals, index=col.index, dtype="str")
+
+
+def _numeric(
+    col: pd.Series, name_col: str, lines: np.ndarray, name: str, problems: list[Problem]
+) -> pd.Series:
+    """Parse a numeric column; non-numbers and non-finite numbers are problems."""
+    miss = _is_missing(col)
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        values = col.astype(float).to_numpy()
+    else:
+        text = col.map(lambda v: v.strip() if isinstance(v, str) else v)
+        text = text.where(~miss, None)
+        values = pd.to_numeric(text, errors="coerce").astype(float).to_numpy()
+        bad = np.isnan(values) & ~miss
+        for i in np.flatnonzero(bad):
+            problems.append(
+                Problem(name, int(lines[i]), name_col, str(col.iloc[i]), "not a number")
+            )
+    values = np.where(miss, np.nan, values)
+    for i in np.flatnonzero(np.isinf(values)):
+        problems.append(
+            Problem(name, int(lines[i]), name_col, str(col.iloc[i]), "not a finite number")
+        )
+    values = np.where(np.isinf(values), np.nan, values)
+    return pd.Series(values, index=col.index, dtype=float)
+
+
+def _check_labels(
+    out: pd.DataFrame, raw: pd.DataFrame, lines: np.ndarray, name: str, problems: list[Problem]
+) -> None:
+    for col, allowed in LABEL_COLUMNS.items():
+        if col not in out.columns:
+            continue
+        vals = out[col]
+        bad = vals.notna() & ~vals.isin(allowed)
+        for i in np.flatnonzero(bad.to_numpy()):
+            problems.append(
+                Problem(
+                    name,
+                    int(lines[i]),
+                    col,
+                    str(raw[col].iloc[i]),
+                    f"unknown {col}; expected one of {', '.join(allowed)} (any case)",
+                )
+            )
+
+
+def _check_ranges(
+    out: pd.DataFrame, raw: pd.DataFrame, lines: np.ndarray, name: str, problems: list[Problem]
+) -> None:
+    """Value checks column by column (missing values are left to the required-value check)."""
+
+    def flag(mask: np.ndarray, col: str, reason: str) -> None:
+        for i in np.flatnonzero(mask):
+            problems.append(Problem(name, int(lines[i]), col, _shown(raw, col, i), reason))
+
+    def v(col: str) -> np.ndarray:
+        return out[col].to_numpy(dtype=float)
+
+    with np.errstate(invalid="ignore"):
+        flag(v("lat") < LAT_RANGE[0], "lat", "latitude below -90")
+        flag(v("lat") > LAT_RANGE[1], "lat", "latitude above 90")
+        flag(v("lon") < LON_RANGE[0], "lon", "longitude below -180")
+        flag(v("lon") > LON_RANGE[1], "lon", "longitude above 180")
+        flag(v("years") < 0, "years", "years since revegetation must be >= 0")
+        flag(v("map_mm") < MAP_RANGE[0], "map_mm", "precipitation (mm) must be >= 0")
+        flag(v("map_mm") > MAP_RANGE[1], "map_mm", f"precipitation above {MAP_RANGE[1]:g} mm")
+        flag(
+            (v("mat_c") < MAT_RANGE[0]) | (v("mat_c") > MAT_RANGE[1]),
+            "mat_c",
+            f"temperature outside {MAT_RANGE[0]:g} to {MAT_RANGE[1]:g} degC",
+        )
+        top, bottom = v("depth_top_cm"), v("depth_bottom_cm")
+        flag(top < 0, "depth_top_cm", "depth must be >= 0 cm")
+        flag(bottom < 0, "depth_bottom_cm", "depth must be >= 0 cm")
+        flag(
+            (bottom <= top) & (top >= 0) & (bottom >= 0),
+            "depth_bottom_cm",
+            "bottom depth must be greater than top depth (inverted or empty interval)",
+        )
+        for col in (*schema.C_COLUMNS, *schema.N_COLUMNS, "bd_g_cm3"):
+            flag(v(col) < 0, col, "must not be negative")
+        for col in ("soc_g_kg", "som_g_kg", "stn_g_kg"):
+            flag(v(col) > MAX_CONCENTRATION, col, "a concentration cannot exceed 1000 g kg-1")
+        bd = v("bd_g_cm3")
+        flag(
+            (bd >= 0) & ((bd < BD_RANGE[0]) | (bd > BD_RANGE[1])),
+            "bd_g_cm3",
+            f"bulk density outside {BD_RANGE[0]}-{BD_RANGE[1]} g cm-3",
+        )
+
+
+def _shown(raw: pd.DataFrame, col: str, i: int) -> str:
+    if col in raw.columns:
+        return str(raw[col].iloc[i]).strip()
+    return ""
+
+
+def _fill_ids(out: pd.DataFrame, lines: np.ndarray) -> None:
+    """obs_id defaults to row<line>; plot_id to p1 (one plot per study, site and age)."""
+    generated = pd.Series([f"row{n}" for n in lines], index=out.index, dtype="str")
+    if "obs_id" in out.columns:
+        out["obs_id"] = out["obs_id"].fillna(generated)
+    else:
+        out["obs_id"] = generated
+    if "plot_id" in out.columns:
+        out["plot_id"] = out["plot_id"].fillna(DEFAULT_PLOT_ID)
+    else:
+        out["plot_id"] = pd.Series(DEFAULT_PLOT_ID, index=out.index, dtype="str")
+
+
+def _check_duplicate_ids(
+    out: pd.DataFrame, lines: np.ndarray, name: str, problems: list[Problem]
+) -> None:
+    ids = out["obs_id"]
+    first_line: dict[str, int] = {}
+    for i, obs in enumerate(ids.tolist()):
+        if obs in first_line:
+            problems.append(
+                Problem(
+                    name,
+                    int(lines[i]),
+                    "obs_id",
+                    obs,
+                    f"duplicated obs_id (first on line {first_line[obs]})",
+                )
+            )
+        else:
+            first_line[obs] = int(lines[i])
+
+
+def _check_overlaps(
+    out: pd.DataFrame, lines: np.ndarray, name: str, problems: list[Problem]
+) -> None:
+    """Intervals of one profile must not overlap (they would be counted twice in a layer)."""
+    top = out["depth_top_cm"].to_numpy(dtype=float)
+    bottom = out["depth_bottom_cm"].to_numpy(dtype=float)
+    ok = np.isfinite(top) & np.isfinite(bottom) & (top >= 0) & (bottom > top)
+    keys = out[list(schema.PROFILE_KEYS)].copy()
+    ok &= keys.notna().all(axis=1).to_numpy()
+    if not ok.any():
+        return
+    frame = (
+        keys.loc[ok]
+        .astype(str)
+        .assign(
+            _top=top[ok], _bottom=bottom[ok], _line=lines[ok], _years=out["years"].to_numpy()[ok]
+        )
+    )
+    frame["years"] = frame["_years"]  # group on the number, not its text
+    for _, grp in frame.groupby(list(schema.PROFILE_KEYS), sort=False):
+        if len(grp) < 2:
+            continue
+        grp = grp.sort_values(["_top", "_bottom", "_line"])
+        prev_bottom, prev_top, prev_line = -np.inf, -np.inf, 0
+        for t, b, ln in zip(grp["_top"], grp["_bottom"], grp["_line"], strict=True):
+            if t < prev_bottom:
+                same = t == prev_top and b == prev_bottom
+                problems.append(
+                    Problem(
+                        name,
+                        int(ln),
+                        "depth_top_cm",
+                        f"{t:g}",
+                        f"interval {t:g}-{b:g} cm "
+                        + ("repeats" if same else "overlaps")
+                        + f" interval {prev_top:g}-{prev_bottom:g} cm on line {prev_line} of the"
+                        " same profile (study_id, site_id, plot_id, vegetation, origin, years);"
+                        " give one row per interval or distinct plot_id values",
+                    )
+                )
+            if b > prev_bottom:
+                prev_bottom, prev_top, prev_line = b, t, int(ln)
