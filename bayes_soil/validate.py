@@ -173,7 +173,10 @@ def _check(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[Problem]]:
     for col in schema.REQUIRED_COLUMNS:
         if col in out.columns and col not in missing:
             for i in np.flatnonzero(out[col].isna().to_numpy() & _is_missing(df[col])):
-                problems.append(Problem(name, int(lines[i]), col, "", "required value is missing"))
+                shown = "" if df[col].iloc[i] is None else str(df[col].iloc[i])
+                problems.append(
+                    Problem(name, int(lines[i]), col, shown, "required value is missing")
+                )
 
     _check_labels(out, df, lines, name, problems)
     _check_ranges(out, df, lines, name, problems)
