@@ -241,3 +241,14 @@ def _json_default(obj: object) -> object:
 def is_demo(path: str | Path | None) -> bool:
     """True when ``path`` is the bundled synthetic demo dataset (or None, which means it)."""
     return path is None or Path(path).resolve() == DEMO_OBSERVATIONS.resolve()
+
+
+def is_synthetic(df: pd.DataFrame) -> bool:
+    """True when every row's ``source`` starts with "synthetic" (simulator output).
+
+    Downstream code uses this to label every table, figure and report made from such data.
+    """
+    if "source" not in df.columns or len(df) == 0:
+        return False
+    src = df["source"].astype("string").str.strip().str.lower()
+    return bool(src.notna().all() and src.str.startswith("synthetic").all())
