@@ -1,0 +1,59 @@
+"""``harmonize``: observations -> standard-layer stocks, changes, rejected rows and a report."""
+
+from __future__ import annotations
+
+import argparse
+
+from bayes_soil.commands import add_data_argument
+
+HELP = "harmonise observations into 0-20/20-100/100-200/0-200 cm stocks and changes"
+EXAMPLE = "python -m bayes_soil harmonize --out out/harmonised --bd-method rf"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_argument(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--bd-method",
+        choices=("rf", "ptf"),
+        default="rf",
+        help="bulk density where not measured: random forest (rf, default) or the paper's "
+        "pedotransfer function (ptf, Eq. 4-5)",
+    )
+    parser.add_argument(
+        "--exclude-deep-imputed",
+        action="store_true",
+        help="leave out 100-200 and 0-200 rows filled by the shallow-to-deep function",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (forest, CV folds)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bayes_soil.harmonize import harmonize, write_harmonised
+    from bayes_soil.io import DEMO_OBSERVATIONS, SYNTHETIC_LABEL, sha256_file
+    from bayes_soil.validate import load_observations
+
+    obs = load_observations(args.data)
+    result = harmonize(
+        obs,
+        bd_method=args.bd_method,
+        exclude_deep_imputed=args.exclude_deep_imputed,
+        seed=args.seed,
+    )
+    path = DEMO_OBSERVATIONS if args.data is None else args.data
+    result.data_sha256 = sha256_file(path)
+    result.report["data_sha256"] = result.data_sha256
+    result.report["data_file"] = str(path)
+    if result.synthetic:
+        result.report["label"] = SYNTHETIC_LABEL
+    files = write_harmonised(result, args.out)
+    rows = result.report["rows"]
+    if result.synthetic:
+        print(SYNTHETIC_LABEL)
+    print(
+        f"{rows['input']} rows: {rows['used']} used, {rows['rejected']} rejected; "
+        f"{len(result.layers)} layer rows, {len(result.changes)} change rows"
+    )
+    for f in files:
+        print(f"wrote {f}")
+    return 0

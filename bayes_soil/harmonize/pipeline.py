@@ -1,0 +1,560 @@
+"""The harmonisation pipeline: observations -> layers, changes, rejected rows and a report.
+
+Steps (each in its own module): SOC from SOM (soc), bulk density where missing
+(bulk_density), interval stocks (stocks), standard layers with the coverage rule (depth),
+the shallow-to-deep fill of the deepest layer (deep), the 0-200 total, stages
+(schema.stage_of) and changes against the year-0 controls (changes).
+
+Row accounting is exact: every input row ends up either in ``obs_ids`` of at least one layer
+row or in ``rejected`` with a reason, and ``len(input) == used + rejected`` is asserted.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayes_soil import __version__
+from bayes_soil.errors import InputError
+from bayes_soil.harmonize.bulk_density import impute_bd, score_bd_methods
+from bayes_soil.harmonize.changes import compute_changes
+from bayes_soil.harmonize.deep import fill_deep_layer
+from bayes_soil.harmonize.depth import (
+    COVERAGE_TOLERANCE,
+    apply_coverage_rule,
+    layer_label,
+    merge_duplicate_intervals,
+    split_into_layers,
+)
+from bayes_soil.harmonize.soc import harmonised_soc
+from bayes_soil.harmonize.stocks import interval_stocks
+from bayes_soil.schema import (
+    C_COLUMNS,
+    LAYER_BOUNDS,
+    LAYER_COLUMNS,
+    N_COLUMNS,
+    PROFILE_KEYS,
+    stage_of,
+)
+
+BD_METHODS = ("rf", "ptf")
+PROFILE_ATTRS = (
+    "study_id",
+    "site_id",
+    "plot_id",
+    "lon",
+    "lat",
+    "map_mm",
+    "mat_c",
+    "vegetation",
+    "origin",
+    "years",
+)
+LAYER_EXTRA_COLUMNS = ("plot_id", "coverage_scaled")
+REJECTED_COLUMNS = ("obs_id", "line", "reason")
+OUTPUT_FILES = ("layers.csv", "changes.csv", "rejected.csv", "harmonize_report.json")
+
+REASON_NO_QUANTITY = "no C or N quantity (soc_g_kg, som_g_kg, soc_stock_mg_ha, stn_g_kg, "
+REASON_NO_QUANTITY += "stn_stock_mg_ha all missing)"
+
+
+@dataclass
+class HarmonizeResult:
+    """Output of :func:`harmonize` (and :func:`load_harmonised`)."""
+
+    layers: pd.DataFrame
+    changes: pd.DataFrame
+    rejected: pd.DataFrame
+    report: dict = field(default_factory=dict)
+    synthetic: bool = False
+    data_sha256: str = ""
+
+
+def profile_ids(df: pd.DataFrame) -> pd.Series:
+    """Stable profile id: 'p' + 12 hex digits of SHA-1 over the profile keys.
+
+    The keys are schema.PROFILE_KEYS (study, site, plot, vegetation, origin, years); years are
+    written with ``repr(float)`` so 5 and 5.0 give the same id.
+    """
+    keys = df[list(PROFILE_KEYS)].astype(object).copy()
+    keys["years"] = [repr(float(y)) for y in df["years"]]
+    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(keys.astype(str)))
+    ids = np.array(
+        ["p" + hashlib.sha1("\x1f".join(u).encode()).hexdigest()[:12] for u in uniques],
+        dtype=object,
+    )
+    return pd.Series(ids[codes], index=df.index, dtype=object)
+
+
+def _is_synthetic(obs: pd.DataFrame) -> bool:
+    try:
+        from bayes_soil.io import is_synthetic
+    except ImportError:
+        is_synthetic = None
+    if is_synthetic is not None:
+        return bool(is_synthetic(obs))
+    if "source" not in obs.columns or len(obs) == 0:
+        return False
+    src = obs["source"].astype("object")
+    return bool(src.notna().all() and src.str.lower().str.startswith("synthetic").all())
+
+
+def frame_sha256(df: pd.DataFrame) -> str:
+    """SHA-256 of a table's CSV text: the data identity when no file is involved."""
+    return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
+
+
+def _prepare(obs: pd.DataFrame) -> pd.DataFrame:
+    df = obs.copy()
+    df.index = pd.RangeIndex(len(df))
+    if "line" not in df.columns:
+        df["line"] = np.arange(len(df)) + 2
+    if "obs_id" not in df.columns:
+        df["obs_id"] = ["row" + str(x) for x in df["line"]]
+    df["obs_id"] = df["obs_id"].astype(str)
+    if "plot_id" not in df.columns:
+        df["plot_id"] = "p1"
+    df["plot_id"] = df["plot_id"].astype(object).where(df["plot_id"].notna(), "p1").astype(str)
+    dup = df["obs_id"].duplicated(keep=False)
+    if dup.any():
+        first = df.loc[dup].iloc[0]
+        raise InputError(
+            f"line {first['line']}: column obs_id: value {first['obs_id']!r} is not unique "
+            f"({int(dup.sum())} rows share ids); obs_id must identify one row"
+        )
+    for c in ("study_id", "site_id", "vegetation", "origin"):
+        df[c] = df[c].astype(object)
+    df["vegetation"] = df["vegetation"].str.lower()
+    df["origin"] = df["origin"].str.lower()
+    return df
+
+
+def _quantity_mask(df: pd.DataFrame) -> pd.Series:
+    cols = [c for c in (*C_COLUMNS, *N_COLUMNS) if c in df.columns]
+    if not cols:
+        return pd.Series(False, index=df.index)
+    return df[cols].apply(pd.to_numeric, errors="coerce").notna().any(axis=1)
+
+
+def _unique_join(ids: str) -> str:
+    return ";".join(dict.fromkeys(ids.split(";")))
+
+
+def harmonize(
+    obs: pd.DataFrame,
+    *,
+    bd_method: str = "rf",
+    exclude_deep_imputed: bool = False,
+    seed: int = 0,
+    layer_bounds: tuple[tuple[float, float], ...] = LAYER_BOUNDS,
+    coverage_tolerance: float = COVERAGE_TOLERANCE,
+    score_bd: bool = True,
+) -> HarmonizeResult:
+    """Turn validated observations into standard-layer stocks and changes.
+
+    Parameters
+    ----------
+    obs : typed observations (``bayes_soil.validate.load_observations``), with ``obs_id`` and
+        ``line`` (generated when absent).
+    bd_method : ``rf`` (random forest) or ``ptf`` (Eq. 4-5) for rows without measured BD.
+    exclude_deep_imputed : drop layer rows whose deepest layer came from the shallow-to-deep
+        function (the deepest layer and the total).
+    seed : random state of the forest and every CV split.
+    layer_bounds : standard layers (cm), contiguous from the surface.
+    coverage_tolerance : minimum coverage kept (scaled up by 1/coverage); see ``depth``.
+    score_bd : run the BD cross-validation for the report (the slowest step).
+    """
+    if bd_method not in BD_METHODS:
+        raise ValueError(f"bd_method must be one of {BD_METHODS}, not {bd_method!r}")
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def tick(name: str, t0: float) -> float:
+        t = time.perf_counter()
+        timings[name] = round(t - t0, 3)
+        return t
+
+    df = _prepare(obs)
+    n_input = len(df)
+    layer_names = [layer_label(a, b) for a, b in layer_bounds]
+    total_label = layer_label(layer_bounds[0][0], layer_bounds[-1][1])
+    max_depth = float(layer_bounds[-1][1])
+    row_reason = pd.Series(None, index=df.index, dtype=object)
+
+    # 1. SOC from SOM (Eq. 3)
+    t0 = time.perf_counter()
+    df["soc_g_kg"], from_som = harmonised_soc(df)
+    t0 = tick("soc", t0)
+
+    # 2. rows that cannot enter any layer
+    top = pd.to_numeric(df["depth_top_cm"], errors="coerce").astype(float)
+    bottom = pd.to_numeric(df["depth_bottom_cm"], errors="coerce").astype(float)
+    df["depth_top_cm"], df["depth_bottom_cm"] = top, bottom
+    years = pd.to_numeric(df["years"], errors="coerce").astype(float)
+    df["years"] = years
+    checks = [
+        (~_quantity_mask(df), REASON_NO_QUANTITY),
+        (~(top.notna() & bottom.notna() & (top < bottom) & (top >= 0)), "invalid depth interval"),
+        (years.isna() | (years < 0), "years missing or negative"),
+        (top >= max_depth, f"interval entirely below {max_depth:g} cm (ignored)"),
+    ]
+    for mask, reason in checks:
+        row_reason = row_reason.where(~(mask & row_reason.isna()), reason)
+    usable = row_reason.isna()
+    df["profile_id"] = profile_ids(df)
+    t0 = tick("screen", t0)
+
+    # 3. bulk density where a concentration needs one
+    work = df.loc[usable]
+
+    def _num(name: str) -> pd.Series:
+        if name not in work.columns:
+            return pd.Series(np.nan, index=work.index)
+        return pd.to_numeric(work[name], errors="coerce")
+
+    needs_bd = (work["soc_g_kg"].notna() & _num("soc_stock_mg_ha").isna()) | (
+        _num("stn_g_kg").notna() & _num("stn_stock_mg_ha").isna()
+    )
+    if "bd_g_cm3" not in work.columns:
+        work = work.assign(bd_g_cm3=np.nan)
+    for c in ("stn_g_kg",):
+        if c not in work.columns:
+            work = work.assign(**{c: np.nan})
+    bd, bd_source, bd_report = impute_bd(work, needs_bd, method=bd_method, seed=seed)
+    t0 = tick("bd_impute", t0)
+    if score_bd:
+        bd_report["cv"] = score_bd_methods(work, groups=work["study_id"], seed=seed)
+    t0 = tick("bd_cv", t0)
+
+    # 4. interval stocks (Eq. 1-2)
+    intervals, dropped_el = interval_stocks(work, bd, bd_source)
+    n_interval_rows = len(intervals)
+    intervals, n_dup = merge_duplicate_intervals(intervals)
+    t0 = tick("stocks", t0)
+
+    # 5. standard layers and the coverage rule
+    raw_layers = split_into_layers(intervals, layer_bounds)
+    kept, dropped_layers = apply_coverage_rule(raw_layers, coverage_tolerance)
+    kept["deep_imputed"] = False
+    t0 = tick("layers", t0)
+
+    # 6. shallow-to-deep fill of the deepest layer
+    profiles = (
+        df.loc[usable].groupby("profile_id", sort=False)[list(PROFILE_ATTRS)].first().reset_index()
+    )
+    filled, deep_report = fill_deep_layer(kept, profiles, layer_names, seed=seed)
+    if len(filled):
+        # the sampled fraction of a partly covered deepest layer stays visible in coverage
+        part = dropped_layers.set_index(["profile_id", "element", "layer"])["coverage"]
+        idx = pd.MultiIndex.from_frame(filled[["profile_id", "element", "layer"]])
+        filled["coverage"] = part.reindex(idx).fillna(0.0).clip(upper=1.0).to_numpy()
+    layers = pd.concat([kept.drop(columns="layer_index"), filled], ignore_index=True)
+    t0 = tick("deep", t0)
+
+    # 7. total layer, only where every standard layer exists
+    widths = {layer_label(a, b): b - a for a, b in layer_bounds}
+    per = layers.assign(_w=layers["layer"].map(widths))
+    per["_cw"] = per["coverage"] * per["_w"]
+    tot = per.groupby(["profile_id", "element"], sort=False).agg(
+        n_layers=("layer", "nunique"),
+        stock_mg_ha=("stock_mg_ha", "sum"),
+        _cw=("_cw", "sum"),
+        deep_imputed=("deep_imputed", "any"),
+        coverage_scaled=("coverage_scaled", "any"),
+        bd_method=("bd_method", lambda s: s.iloc[0] if s.nunique() == 1 else "mixed"),
+        obs_ids=("obs_ids", ";".join),
+    )
+    tot = tot[tot["n_layers"] == len(layer_names)].reset_index()
+    tot["layer"] = total_label
+    tot["coverage"] = tot["_cw"] / sum(widths.values())
+    layers = pd.concat([layers, tot.drop(columns=["n_layers", "_cw"])], ignore_index=True)
+    n_deep_imputed_rows = int(layers["deep_imputed"].sum())
+    if exclude_deep_imputed:
+        layers = layers.loc[~layers["deep_imputed"]]
+    layers["obs_ids"] = [_unique_join(s) for s in layers["obs_ids"]]
+    t0 = tick("total_layer", t0)
+
+    # 8. profile attributes, stage, column order
+    layers = layers.merge(profiles, on="profile_id", how="left", validate="many_to_one")
+    layers["stage"] = stage_of(layers["years"]).to_numpy()
+    order = {name: i for i, name in enumerate([*layer_names, total_label])}
+    layers = (
+        layers.assign(_o=layers["layer"].map(order))
+        .sort_values(["study_id", "site_id", "profile_id", "element", "_o"], kind="stable")
+        .drop(columns="_o")
+    )
+    layers["deep_imputed"] = layers["deep_imputed"].astype(bool)
+    layers["coverage_scaled"] = layers["coverage_scaled"].astype(bool)
+    layers = layers[[*LAYER_COLUMNS, *LAYER_EXTRA_COLUMNS]].reset_index(drop=True)
+
+    # 9. changes against the year-0 controls
+    changes, changes_report = compute_changes(layers)
+    t0 = tick("changes", t0)
+
+    # 10. row accounting
+    used_ids = set(";".join(layers["obs_ids"]).split(";")) if len(layers) else set()
+    used = df["obs_id"].isin(used_ids)
+    reason = row_reason.copy()
+    reason = reason.where(~used, None)
+    need = ~used & reason.isna()
+    if need.any():
+        reason.loc[need] = _explain(
+            df.loc[need],
+            dropped_el,
+            dropped_layers,
+            kept,
+            exclude_deep_imputed,
+        )
+    rejected = pd.DataFrame(
+        {
+            "obs_id": df.loc[~used, "obs_id"],
+            "line": df.loc[~used, "line"].astype(int),
+            "reason": reason.loc[~used],
+        }
+    ).reset_index(drop=True)
+    n_used = int(used.sum())
+    assert n_input == n_used + len(rejected), "row accounting broken"
+    assert rejected["reason"].notna().all(), "a rejected row has no reason"
+    t0 = tick("accounting", t0)
+
+    dropped_counts = (
+        dropped_layers.groupby(["reason", "element", "layer"]).size()
+        if len(dropped_layers)
+        else pd.Series(dtype=int)
+    )
+    report = {
+        "rows": {
+            "input": n_input,
+            "used": n_used,
+            "rejected": len(rejected),
+            "rejected_by_reason": {
+                str(k): int(v) for k, v in rejected["reason"].value_counts().items()
+            },
+        },
+        "steps": {
+            "soc_from_som": int((from_som & usable).sum()),
+            "rows_usable": int(usable.sum()),
+            "interval_element_rows": n_interval_rows,
+            "duplicate_intervals_averaged": n_dup,
+            "element_rows_without_bd": len(dropped_el),
+            "intervals_below_bottom": int((top >= max_depth).sum()),
+            "intervals_partly_below_bottom": int(((top < max_depth) & (bottom > max_depth)).sum()),
+            "layer_rows_from_intervals": len(raw_layers),
+            "layer_rows_kept": len(kept),
+            "layer_rows_coverage_scaled": int(kept["coverage_scaled"].sum()),
+            "layer_rows_dropped": {
+                " | ".join(map(str, k)): int(v) for k, v in dropped_counts.items()
+            },
+            "deep_layer_rows_imputed": len(filled),
+            "deep_imputed_rows_incl_total": n_deep_imputed_rows,
+            "deep_imputed_excluded": bool(exclude_deep_imputed),
+            "total_layer_rows": len(tot),
+            "final_layer_rows": len(layers),
+            "final_layer_rows_by_element_layer": {
+                f"{e} {lay}": int(n)
+                for (e, lay), n in layers.groupby(["element", "layer"], sort=False).size().items()
+            },
+            "profiles": int(layers["profile_id"].nunique()),
+        },
+        "bulk_density": bd_report,
+        "bd_method_counts": {str(k): int(v) for k, v in layers["bd_method"].value_counts().items()},
+        "depth": {
+            "layer_bounds_cm": [list(map(float, b)) for b in layer_bounds],
+            "total_layer": total_label,
+            "coverage_tolerance": coverage_tolerance,
+            "coverage_rule": (
+                f"a layer with coverage >= {coverage_tolerance:g} is kept with its stock scaled "
+                "by 1/coverage (coverage_scaled = true); lower coverage, or overlapping "
+                "intervals (coverage > 1), leave the layer out with a reason; exact duplicate "
+                "intervals in a profile are averaged; the part of an interval below the deepest "
+                f"boundary is ignored; {total_label} only where every layer exists"
+            ),
+        },
+        "shallow_to_deep": deep_report,
+        "changes": changes_report,
+        "stages": "years in [0,5] -> 0-5, (5,10] -> 6-10, (10,20] -> 11-20, (20,30] -> 21-30, "
+        "(30,inf) -> >30",
+        "settings": {
+            "bd_method": bd_method,
+            "exclude_deep_imputed": bool(exclude_deep_imputed),
+            "seed": seed,
+            "coverage_tolerance": coverage_tolerance,
+            "layer_bounds_cm": [list(map(float, b)) for b in layer_bounds],
+            "bayes_soil_version": __version__,
+        },
+        "timings_s": timings,
+    }
+    synthetic = _is_synthetic(obs)
+    sha = frame_sha256(obs)
+    report["synthetic"] = synthetic
+    report["data_sha256"] = sha
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    return HarmonizeResult(
+        layers=layers,
+        changes=changes,
+        rejected=rejected[list(REJECTED_COLUMNS)],
+        report=report,
+        synthetic=synthetic,
+        data_sha256=sha,
+    )
+
+
+def _explain(
+    rows: pd.DataFrame,
+    dropped_el: pd.DataFrame,
+    dropped_layers: pd.DataFrame,
+    kept: pd.DataFrame,
+    exclude_deep_imputed: bool,
+) -> list[str]:
+    """Why each usable row reached no layer: no BD, profile without any full layer, or the
+    layers it touched were left out (coverage rule)."""
+    reasons: dict[str, list[str]] = {}
+    for oid, r in zip(dropped_el["obs_id"], dropped_el["reason"], strict=True):
+        reasons.setdefault(oid, []).append(r)
+    if len(dropped_layers):
+        exploded = dropped_layers.assign(obs_id=dropped_layers["obs_ids"].str.split(";")).explode(
+            "obs_id"
+        )
+        for oid, el, lay, cov, r in zip(
+            exploded["obs_id"],
+            exploded["element"],
+            exploded["layer"],
+            exploded["coverage"],
+            exploded["reason"],
+            strict=True,
+        ):
+            reasons.setdefault(oid, []).append(f"{el} layer {lay}: {r}, coverage {cov:.2f}")
+    kept_profiles = set(kept["profile_id"])
+    out = []
+    for oid, pid in zip(rows["obs_id"], rows["profile_id"], strict=True):
+        parts: list[str] = []
+        # merged duplicates carry 'a;b' ids: match any part
+        parts = reasons.get(oid, [])
+        if pid not in kept_profiles:
+            parts = ["profile covers no standard layer fully", *parts]
+        if not parts:
+            parts = (
+                ["contributed only to deep-imputed rows that were excluded"]
+                if (exclude_deep_imputed)
+                else ["contributed to no kept layer"]
+            )
+        out.append("; ".join(dict.fromkeys(parts)))
+    return out
+
+
+def write_harmonised(result: HarmonizeResult, out_dir: str | Path) -> list[Path]:
+    """Write layers.csv, changes.csv, rejected.csv and harmonize_report.json atomically."""
+    from bayes_soil.io import AtomicOutputs
+
+    out_dir = Path(out_dir)
+    with AtomicOutputs(out_dir) as out:
+        out.write_csv(result.layers, "layers.csv")
+        out.write_csv(result.changes, "changes.csv")
+        out.write_csv(result.rejected, "rejected.csv")
+        out.write_json(result.report, "harmonize_report.json")
+    return [out_dir / name for name in OUTPUT_FILES]
+
+
+_STR_COLUMNS = (
+    "profile_id",
+    "study_id",
+    "site_id",
+    "plot_id",
+    "vegetation",
+    "origin",
+    "stage",
+    "element",
+    "layer",
+    "bd_method",
+    "obs_ids",
+)
+_BOOL_COLUMNS = ("deep_imputed", "coverage_scaled")
+
+
+def _read_output_csv(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(
+        path, dtype={c: str for c in _STR_COLUMNS}, keep_default_na=False, na_values=[""]
+    )
+    for c in _STR_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].astype(object)
+    for c in _BOOL_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].astype(str).str.lower().isin(["true", "1"])
+    return df
+
+
+def _read_directory(directory: Path) -> HarmonizeResult:
+    layers = _read_output_csv(directory / "layers.csv")
+    changes = _read_output_csv(directory / "changes.csv")
+    h = hashlib.sha256()
+    for name in ("layers.csv", "changes.csv"):
+        h.update((directory / name).read_bytes())
+    report: dict = {}
+    report_path = directory / "harmonize_report.json"
+    if report_path.exists():
+        report = json.loads(report_path.read_text())
+    rejected_path = directory / "rejected.csv"
+    rejected = (
+        pd.read_csv(rejected_path, dtype={"obs_id": str, "reason": str})
+        if rejected_path.exists()
+        else pd.DataFrame(columns=list(REJECTED_COLUMNS))
+    )
+    synthetic = bool(report.get("synthetic", False))
+    if not synthetic and "source" in layers.columns:
+        synthetic = _is_synthetic(layers)
+    return HarmonizeResult(layers, changes, rejected, report, synthetic, h.hexdigest())
+
+
+_CACHE: dict[tuple, HarmonizeResult] = {}
+
+
+def load_harmonised(
+    data: str | Path | None = None,
+    *,
+    bd_method: str = "rf",
+    exclude_deep_imputed: bool = False,
+) -> HarmonizeResult:
+    """Harmonised layers and changes from the demo, an observations file or an output folder.
+
+    ``None`` -> the bundled SYNTHETIC demo; a directory holding layers.csv and changes.csv ->
+    read as written by ``harmonize`` (data_sha256 over those two files); any other path ->
+    ``load_observations`` + :func:`harmonize` (data_sha256 = SHA-256 of the input file).
+    Results for files are cached in-process by (path, file hash, settings); callers get copies.
+    """
+    from bayes_soil.io import DEMO_OBSERVATIONS, sha256_file
+
+    if data is not None and Path(data).is_dir():
+        directory = Path(data)
+        missing = [n for n in ("layers.csv", "changes.csv") if not (directory / n).exists()]
+        if missing:
+            raise InputError(f"{directory}: not a harmonise output folder (missing {missing})")
+        return _read_directory(directory)
+    path = Path(DEMO_OBSERVATIONS if data is None else data)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    sha = sha256_file(path)
+    key = (str(path.resolve()), sha, bd_method, bool(exclude_deep_imputed))
+    if key not in _CACHE:
+        from bayes_soil.validate import load_observations
+
+        obs = load_observations(None if data is None else path)
+        result = harmonize(obs, bd_method=bd_method, exclude_deep_imputed=exclude_deep_imputed)
+        result.report["data_sha256"] = sha
+        result.report["data_file"] = str(path)
+        _CACHE[key] = replace(result, data_sha256=sha)
+    cached = _CACHE[key]
+    return replace(
+        cached,
+        layers=cached.layers.copy(),
+        changes=cached.changes.copy(),
+        rejected=cached.rejected.copy(),
+        report=copy.deepcopy(cached.report),
+    )
