@@ -21,6 +21,7 @@ Everything is synthetic and labelled so: every row's ``source`` starts with "syn
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,16 +67,16 @@ _BETA = {
         "shrub": [
             [0.25, 0.05, 0.00],
             [0.35, -1.45, -1.10],
-            [-0.10, -0.15, -0.15],
+            [-0.10, -0.40, -0.40],
             [0.05, 0.03, 0.02],
             [0.30, 0.70, 0.60],
         ],
         "grassland": [
-            [0.30, -2.40, -0.77],
-            [0.35, 0.20, -1.01],
-            [0.25, -0.60, -0.29],
-            [0.20, -0.05, 0.30],
-            [0.30, 1.60, 1.30],
+            [0.30, -1.97, -1.20],
+            [0.35, -0.11, -0.70],
+            [0.25, -0.20, -0.19],
+            [0.20, 0.00, 0.25],
+            [0.30, 1.40, 1.50],
         ],
     },
     "N": {
@@ -108,13 +109,13 @@ _ALPHA = {"C": (24.0, 44.0, 36.0), "N": (2.4, 4.6, 3.8)}
 # standard deviations per element and layer (Mg ha-1, and Mg ha-1 yr-1 for the study rate)
 _SD = {
     "C": {
-        "site": (4.0, 7.0, 6.0),
+        "site": (3.5, 6.0, 5.0),
         "unit": (2.0, 3.5, 3.0),
         "rate": (0.06, 0.12, 0.10),
         "plot": (1.2, 2.5, 2.5),
     },
     "N": {
-        "site": (0.4, 0.7, 0.6),
+        "site": (0.35, 0.6, 0.5),
         "unit": (0.2, 0.35, 0.3),
         "rate": (0.006, 0.012, 0.010),
         "plot": (0.12, 0.25, 0.25),
@@ -127,13 +128,13 @@ CN_CORRELATION = 0.7  # correlation of C and N site/unit/plot effects (C:N ratio
 _CLIMATE = {
     "C": {
         "psi": (514.0, 430.0, 535.0),
-        "k1": (-0.0020, -0.0035, -0.0028),
-        "k2": (0.0022, 0.0030, 0.0030),
+        "k1": (-0.0016, -0.0025, -0.0018),
+        "k2": (0.0017, 0.0022, 0.0020),
     },
     "N": {
         "psi": (514.0, 440.0, 451.0),
-        "k1": (-0.00020, -0.00035, -0.00030),
-        "k2": (0.00022, 0.00030, 0.00026),
+        "k1": (-0.00010, -0.00016, -0.00013),
+        "k2": (0.00011, 0.00014, 0.00012),
     },
 }
 
@@ -163,6 +164,9 @@ class Simulation:
     observations: pd.DataFrame
     truth: dict
     settings: dict = field(default_factory=dict)
+    true_layers: pd.DataFrame | None = None
+    """True layer stocks per profile x element x layer (before depth schemes and reporting),
+    keyed like DATA_SCHEMA section 2; for checking harmonisation against truth."""
 
 
 def source_label(seed: int, variant: str) -> str:
@@ -198,6 +202,12 @@ def _climate_params(variant: str) -> dict[str, dict[str, tuple[float, ...]]]:
         k = tuple(0.5 * (abs(a) + b) for a, b in zip(p["k1"], p["k2"], strict=True))
         out[e] = {"psi": p["psi"], "k1": k, "k2": k}
     return out
+
+
+def _climate_term(climate: dict, element: str, layer: int, x: np.ndarray) -> np.ndarray:
+    """The uncentred V (or line) of one element and layer at MAP values ``x``."""
+    p = climate[element]
+    return hinge(x, p["psi"][layer], p["k1"][layer], p["k2"][layer])
 
 
 def _layer_share(top: float, bottom: float, layer: int) -> float:
@@ -261,7 +271,8 @@ def simulate(
     climate = _climate_params(variant)
 
     # --- sites: a MAP gradient like the plateau's; wetter is warmer, further south-east --------
-    map_mm = np.round(250.0 + 500.0 * rng.beta(1.1, 1.1, n_si))
+    # stratified over 250-750 mm so the whole gradient is covered at any size
+    map_mm = np.round(250.0 + 500.0 * (rng.permutation(n_si) + rng.uniform(0, 1, n_si)) / n_si)
     mat_c = np.round(np.clip(9.0 + 0.016 * (map_mm - 500.0) + rng.normal(0, 1.3, n_si), 4, 14), 1)
     lat = np.round(np.clip(37.5 - 0.011 * (map_mm - 500.0) + rng.normal(0, 0.8, n_si), 34, 41), 3)
     lon = np.round(
@@ -327,14 +338,7 @@ def simulate(
 
     # climate centring: mean zero over the study x site units of this dataset
     clim_c = {
-        e: [
-            float(
-                np.mean(
-                    hinge(unit_map, climate[e]["psi"][l], climate[e]["k1"][l], climate[e]["k2"][l])
-                )
-            )
-            for l in range(3)
-        ]
+        e: [float(np.mean(_climate_term(climate, e, li, unit_map))) for li in range(3)]
         for e in ELEMENTS
     }
 
@@ -363,15 +367,7 @@ def simulate(
         beta = beta_array(e)
         sd = _SD[e]
         for li in range(3):
-            clim = (
-                hinge(
-                    map_mm[prof["site"]],
-                    climate[e]["psi"][li],
-                    climate[e]["k1"][li],
-                    climate[e]["k2"][li],
-                )
-                - clim_c[e][li]
-            )
+            clim = _climate_term(climate, e, li, map_mm[prof["site"]]) - clim_c[e][li]
             dev = np.array([studies[i]["rate_dev"][ei, li] for i in prof["study"]])
             mu = (
                 _ALPHA[e][li]
@@ -389,15 +385,12 @@ def simulate(
     # --- intervals: what the literature reports -------------------------------------------------
     obs = []
     label = source_label(seed, variant)
-    plot_counter: dict[tuple, int] = {}
     for k, row in enumerate(prof.itertuples(index=False)):
         st = studies[row.study]
         bounds = _SCHEMES[st["scheme"]]
         if st["only_100"]:
             bounds = [b for b in bounds if b <= 100]
-        key = (row.study, row.site, row.veg, row.years)
-        plot_counter[key] = plot_counter.get(key, 0) + 1
-        for top, bottom in zip(bounds[:-1], bounds[1:], strict=True):
+        for top, bottom in itertools.pairwise(bounds):
             shares = [_layer_share(top, bottom, li) for li in range(3)]
             c_stock = float(np.dot(shares, stocks[k, :, 0]))
             n_stock = float(np.dot(shares, stocks[k, :, 1]))
@@ -407,7 +400,7 @@ def simulate(
                     row.site,
                     row.veg,
                     row.years,
-                    plot_counter[key],
+                    row.plot + 1,
                     top,
                     bottom,
                     c_stock,
@@ -474,7 +467,34 @@ def simulate(
         "simulator_version": SIMULATOR_VERSION,
     }
     truth = _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm, n_floored)
-    return Simulation(observations=out, truth=truth, settings=settings)
+    return Simulation(
+        observations=out,
+        truth=truth,
+        settings=settings,
+        true_layers=_true_layers(prof, stocks, studies, site_ids),
+    )
+
+
+def _true_layers(prof: pd.DataFrame, stocks: np.ndarray, studies: list, site_ids: list):
+    """Long table of the latent layer stocks (0-20, 20-100, 100-200 and their 0-200 sum)."""
+    keys = pd.DataFrame(
+        {
+            "study_id": [studies[i]["study_id"] for i in prof["study"]],
+            "site_id": [site_ids[s] for s in prof["site"]],
+            "plot_id": [f"p{p + 1}" for p in prof["plot"]],
+            "vegetation": [VEGETATION[v] for v in prof["veg"]],
+            "origin": [
+                studies[i]["origin"][v] for i, v in zip(prof["study"], prof["veg"], strict=True)
+            ],
+            "years": prof["years"].to_numpy(dtype=float),
+        }
+    )
+    full = np.concatenate([stocks, stocks.sum(axis=1, keepdims=True)], axis=1)
+    parts = []
+    for ei, e in enumerate(ELEMENTS):
+        for li, lay in enumerate((*LAYERS, TOTAL_LAYER)):
+            parts.append(keys.assign(element=e, layer=lay, stock_mg_ha=full[:, li, ei]))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _years_to_gain(beta_l: np.ndarray, horizon: float = MAX_AGE) -> float | None:
@@ -541,7 +561,6 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
     unit_map = map_mm[[s for _, s in units]]
     turning = []
     for e in ELEMENTS:
-        total = np.zeros(len(unit_map))
         for li, lay in enumerate(LAYERS):
             p = climate[e]
             brk = settings["variant"] == "base"
@@ -557,7 +576,6 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
                     "c": round(clim_c[e][li], 6),
                 }
             )
-            total += hinge(unit_map, p["psi"][li], p["k1"][li], p["k2"][li])
         turning.append(_total_turning_point(e, climate, settings["variant"], unit_map))
         for lay in layers:
             turning.append(
@@ -637,14 +655,10 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
 
 def _total_turning_point(element, climate, variant, unit_map) -> dict:
     """Best single-break (or line) approximation of the 0-200 climate term over the units."""
-    p = climate[element]
-    grid = np.linspace(250.0, 750.0, 501)
-    total = sum(hinge(grid, p["psi"][li], p["k1"][li], p["k2"][li]) for li in range(3))
-    c = float(
-        np.mean(sum(hinge(unit_map, p["psi"][li], p["k1"][li], p["k2"][li]) for li in range(3)))
-    )
+    total = sum(_climate_term(climate, element, li, unit_map) for li in range(3))
+    c = float(np.mean(total))
     if variant != "base":
-        k = float(sum(p["k1"]))
+        k = float(sum(climate[element]["k1"]))
         return {
             "element": element,
             "driver": "map_mm",
@@ -657,11 +671,11 @@ def _total_turning_point(element, climate, variant, unit_map) -> dict:
             "approximate": False,
         }
     best = None
-    for psi in np.arange(300.0, 700.0, 1.0):
-        x = np.column_stack(
-            [np.ones_like(grid), np.minimum(grid - psi, 0), np.maximum(grid - psi, 0)]
-        )
-        coef, res, *_ = np.linalg.lstsq(x, total, rcond=None)
+    lo, hi = np.quantile(unit_map, [0.05, 0.95])
+    for psi in np.arange(np.floor(lo), np.ceil(hi) + 1.0, 1.0):
+        d = unit_map - psi
+        x = np.column_stack([np.ones_like(d), np.minimum(d, 0), np.maximum(d, 0)])
+        coef, *_ = np.linalg.lstsq(x, total, rcond=None)
         sse = float(np.sum((x @ coef - total) ** 2))
         if best is None or sse < best[0]:
             best = (sse, psi, coef)
