@@ -531,7 +531,7 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
                             "vegetation": v,
                             "stage": g,
                             "layer": lay,
-                            "rate": round(float(full[e][vi, gi, li]), 6),
+                            "rate": float(full[e][vi, gi, li]),
                         }
                     )
             for li, lay in enumerate(layers):
@@ -573,7 +573,7 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
                     "k1": p["k1"][li],
                     "k2": p["k2"][li],
                     "has_break": brk,
-                    "c": round(clim_c[e][li], 6),
+                    "c": clim_c[e][li],
                 }
             )
         turning.append(_total_turning_point(e, climate, settings["variant"], unit_map))
@@ -667,7 +667,7 @@ def _total_turning_point(element, climate, variant, unit_map) -> dict:
             "k1": k,
             "k2": k,
             "has_break": False,
-            "c": round(c, 6),
+            "c": c,
             "approximate": False,
         }
     best = None
@@ -688,7 +688,7 @@ def _total_turning_point(element, climate, variant, unit_map) -> dict:
         "k1": round(float(coef[1]), 7),
         "k2": round(float(coef[2]), 7),
         "has_break": True,
-        "c": round(c, 6),
+        "c": c,
         "approximate": True,
     }
 
@@ -740,4 +740,10 @@ def write_demo(directory: str | Path | None = None, **kwargs) -> Simulation:
         out.write_csv(sim.observations, "demo_synthetic_observations.csv")
         out.write_json(sim.truth, "demo_synthetic_truth.json")
         out.write_json(sim.settings, DEMO_SETTINGS_NAME)
+    for name in (
+        DEMO_SETTINGS_NAME,
+        "demo_synthetic_observations.csv",
+        "demo_synthetic_truth.json",
+    ):
+        (directory / name).chmod(0o644)  # package data: readable by everyone
     return sim
