@@ -1,0 +1,73 @@
+"""``compare``: posterior rates and turning points beside the frequentist estimates."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "compare fitted posteriors with the frequentist tables (comparison.csv and friends)"
+EXAMPLE = (
+    "python -m bayes_soil compare fits/hier_rates/RUN.nc fits/climate_breakpoints/RUN.nc "
+    "--freq out/freq --out out/compare"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "fits",
+        nargs="+",
+        metavar="FIT.nc",
+        help="fits written by 'fit' (hier_rates and/or climate_breakpoints)",
+    )
+    parser.add_argument(
+        "--freq",
+        required=True,
+        metavar="FREQ_DIR",
+        help="directory with rates.csv and breakpoints.csv written by 'freq'",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory for comparison.csv, breakpoints_comparison.csv, "
+        "comparison_rules.json",
+    )
+    parser.add_argument(
+        "--hdi-prob",
+        type=float,
+        default=0.94,
+        help="probability mass of the posterior HDI (default 0.94)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from bayes_soil.compare import compare, load_fits, read_freq_tables, write_comparison
+
+    fits = load_fits(args.fits)
+    freq = read_freq_tables(args.freq, required=())
+    if "rates" not in freq and "breakpoints" not in freq:
+        from bayes_soil.errors import InputError
+
+        raise InputError(f"{args.freq}: neither rates.csv nor breakpoints.csv found (run 'freq')")
+    result = compare(fits, freq, hdi_prob=args.hdi_prob, fit_labels=[str(p) for p in args.fits])
+    written = write_comparison(result, args.out)
+    n_post_only = (
+        int((result.rates["agreement"] == "posterior only").sum()) if len(result.rates) else 0
+    )
+    n_dis = int((result.rates["agreement"] == "disagree").sum()) if len(result.rates) else 0
+    for info in result.fits:
+        if info["diagnostics_verdict"] != "pass":
+            print(
+                f"warning: {info['fit']} ({info['model']}) failed its diagnostics "
+                f"({info['diagnostics_verdict']}): treat its posterior with care"
+            )
+    if any(i["synthetic"] for i in result.fits):
+        from bayes_soil.io import SYNTHETIC_LABEL
+
+        print(f"note: {SYNTHETIC_LABEL}")
+    print(
+        f"{len(result.rates)} rate cells ({n_dis} disagree, {n_post_only} posterior only), "
+        f"{len(result.breakpoints)} turning-point cells; intervals: {result.interval}"
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,682 @@
+"""Posterior versus frequentist: the tables behind the ``compare`` command and the report.
+
+For every element x layer x vegetation x stage the OLS slope (``rates.csv``) sits beside the
+hierarchical posterior of the same rate; for every element x layer x driver the segmented
+breakpoint (``breakpoints.csv``) sits beside the posterior turning point. The join is an outer
+join: a cell the frequentist side could not estimate still shows what the partially pooled
+model says about it, which is the point of the hierarchical model.
+
+Vegetation ``all`` on the frequentist side (OLS over every vegetation type) is paired with the
+posterior ``rate_mean`` (the equal-weight mean over vegetation types).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayes_soil import schema
+from bayes_soil.errors import InputError
+
+FREQ_INTERVAL = "OLS 95% CI"
+SEGMENTED_INTERVAL = "segmented psi +- 1.96 SE (Wald 95% CI)"
+DEFAULT_HDI_PROB = 0.94
+
+RATE_KEYS = ("element", "layer", "vegetation", "stage")
+BREAK_KEYS = ("element", "layer", "driver")
+
+# comparison.csv: the keys, the frequentist columns of rates.csv, the posterior columns of
+# rates_posterior.csv (names kept from DATA_SCHEMA sections 4 and 5), then the comparison.
+COMPARISON_COLUMNS = (
+    *RATE_KEYS,
+    "k",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p",
+    "n",
+    "freq_interval",
+    "freq_status",
+    "mean",
+    "sd",
+    "hdi_low",
+    "hdi_high",
+    "interval",
+    "p_positive",
+    "r_hat",
+    "ess_bulk",
+    "difference",
+    "pooled_mean",
+    "shrinkage",
+    "agree",
+    "agreement",
+    "agreement_rule",
+    "fit_verdict",
+)
+BREAKPOINTS_COMPARISON_COLUMNS = (
+    *BREAK_KEYS,
+    "psi",
+    "psi_se",
+    "k1",
+    "k2",
+    "davies_p",
+    "n",
+    "freq_interval",
+    "freq_status",
+    "psi_mean",
+    "psi_sd",
+    "psi_hdi_low",
+    "psi_hdi_high",
+    "interval",
+    "k1_mean",
+    "k2_mean",
+    "p_k1_neg_k2_pos",
+    "r_hat",
+    "difference",
+    "loo_elpd_diff",
+    "loo_elpd_diff_se",
+    "agree",
+    "agreement",
+    "agreement_rule",
+    "fit_verdict",
+)
+
+
+def interval_name(hdi_prob: float) -> str:
+    """The name every table and figure gives the posterior interval, e.g. '94% HDI'."""
+    pct = hdi_prob * 100
+    return f"{pct:.0f}% HDI" if abs(pct - round(pct)) < 1e-9 else f"{pct:g}% HDI"
+
+
+def rate_rule(hdi_prob: float = DEFAULT_HDI_PROB) -> str:
+    """The agreement rule for rates, written into comparison.csv, its sidecar and the report."""
+    return (
+        f"agree = the {FREQ_INTERVAL} and the posterior {interval_name(hdi_prob)} overlap; "
+        "'posterior only' where OLS could not estimate the cell"
+    )
+
+
+def breakpoint_rule(hdi_prob: float = DEFAULT_HDI_PROB) -> str:
+    """The agreement rule for turning points."""
+    return (
+        f"agree = the {SEGMENTED_INTERVAL} and the posterior psi {interval_name(hdi_prob)} "
+        "overlap; 'posterior only' where segmented regression gave no estimate"
+    )
+
+
+def definitions(hdi_prob: float = DEFAULT_HDI_PROB) -> dict[str, str]:
+    """What each derived column means (the sidecar comparison_rules.json and the report)."""
+    name = interval_name(hdi_prob)
+    return {
+        "interval": f"posterior interval: {name} (highest density interval)",
+        "freq_interval": FREQ_INTERVAL,
+        "rate_agreement_rule": rate_rule(hdi_prob),
+        "breakpoint_agreement_rule": breakpoint_rule(hdi_prob),
+        "difference": (
+            "posterior mean - frequentist estimate (rates: mean - k; psi: psi_mean - psi)"
+        ),
+        "p_positive": "posterior probability that the rate is > 0",
+        "pooled_mean": (
+            "posterior mean of rate_mean (equal-weight mean over vegetation types) for the same "
+            "element, layer and stage"
+        ),
+        "shrinkage": (
+            "(k - mean) / (k - pooled_mean): the fraction of the distance between the OLS slope "
+            "and the pooled mean that partial pooling removed; 0 = posterior at the OLS slope, "
+            "1 = at the pooled mean, > 1 past it, < 0 further away than OLS; empty for "
+            "vegetation 'all' and where OLS gave no slope"
+        ),
+        "p_k1_neg_k2_pos": "posterior probability that k1 < 0 < k2 (loss before, gain after psi)",
+        "loo_elpd_diff": (
+            "ELPD (PSIS-LOO) of the breakpoint model minus that of the no-break model for the "
+            "element and driver (positive favours a turning point), with its standard error"
+        ),
+    }
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare`: the two tables and the rules that produced them."""
+
+    rates: pd.DataFrame
+    breakpoints: pd.DataFrame
+    psi_diff: pd.DataFrame
+    hdi_prob: float = DEFAULT_HDI_PROB
+    fits: list[dict] = field(default_factory=list)
+
+    @property
+    def interval(self) -> str:
+        return interval_name(self.hdi_prob)
+
+    def rules(self) -> dict:
+        """The sidecar written beside the CSVs."""
+        return {
+            "interval": self.interval,
+            "hdi_prob": self.hdi_prob,
+            "definitions": definitions(self.hdi_prob),
+            "fits": self.fits,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# posterior summaries
+
+
+def _draws(da: xr.DataArray) -> xr.DataArray:
+    """Stack chain and draw into one ``sample`` dimension (last)."""
+    return da.stack(sample=("chain", "draw")).transpose(..., "sample")
+
+
+def summarize_draws(da: xr.DataArray, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
+    """Mean, sd, HDI, P(>0), R-hat and bulk ESS of every cell of a posterior variable.
+
+    Returns one row per cell with the variable's dims as key columns.
+    """
+    from arviz_stats import ess, hdi, rhat
+
+    interval = hdi(da, prob=hdi_prob)
+    stats = xr.Dataset(
+        {
+            "mean": da.mean(("chain", "draw")),
+            "sd": da.std(("chain", "draw"), ddof=1),
+            "hdi_low": interval.sel(ci_bound="lower", drop=True),
+            "hdi_high": interval.sel(ci_bound="upper", drop=True),
+            "p_positive": (da > 0).mean(("chain", "draw")),
+            "r_hat": rhat(da),
+            "ess_bulk": ess(da, method="bulk"),
+        }
+    )
+    dims = [d for d in da.dims if d not in ("chain", "draw")]
+    if not dims:
+        return pd.DataFrame({k: [float(v)] for k, v in stats.items()})
+    df = stats.to_dataframe().reset_index()
+    return df[[*dims, *stats.data_vars]]
+
+
+def posterior_rates(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
+    """Posterior summary of ``rate`` plus ``rate_mean`` as vegetation ``all``.
+
+    Adds ``pooled_mean`` (the posterior mean of ``rate_mean`` of the same element, stage and
+    layer) so that shrinkage can be computed against it.
+    """
+    post = dt["posterior"].to_dataset()
+    if "rate" not in post:
+        raise InputError("fit has no posterior variable 'rate' (not a hier_rates fit)")
+    veg = summarize_draws(post["rate"], hdi_prob)
+    parts = [veg]
+    if "rate_mean" in post:
+        pooled = summarize_draws(post["rate_mean"], hdi_prob)
+        pooled["vegetation"] = schema.ALL_VEGETATION
+        parts.append(pooled)
+        pooled_mean = pooled[["element", "stage", "layer", "mean"]].rename(
+            columns={"mean": "pooled_mean"}
+        )
+    else:
+        pooled_mean = pd.DataFrame(columns=["element", "stage", "layer", "pooled_mean"])
+    out = pd.concat(parts, ignore_index=True)
+    for col in RATE_KEYS:
+        out[col] = out[col].astype(str)
+    pooled_mean = pooled_mean.astype({"element": str, "stage": str, "layer": str})
+    out = out.merge(pooled_mean, on=["element", "stage", "layer"], how="left")
+    out["interval"] = interval_name(hdi_prob)
+    return out[
+        [
+            *RATE_KEYS,
+            "mean",
+            "sd",
+            "hdi_low",
+            "hdi_high",
+            "p_positive",
+            "r_hat",
+            "ess_bulk",
+            "pooled_mean",
+            "interval",
+        ]
+    ]
+
+
+def parse_loo_attr(value: object) -> dict[tuple[str, str], float]:
+    """Read the LOO attribute of a climate_breakpoints fit into {(element, driver): value}.
+
+    Accepts a JSON object nested by element then driver ({"C": {"map_mm": 3.1}}) or flat with
+    keys joined by one of ``:/|_,`` ({"C:map_mm": 3.1}); anything else gives an empty dict.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except (TypeError, ValueError):
+            return {}
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[tuple[str, str], float] = {}
+    for key, val in value.items():
+        if isinstance(val, Mapping):
+            for driver, v in val.items():
+                if _is_number(v):
+                    out[(str(key), str(driver))] = float(v)
+            continue
+        if not _is_number(val):
+            continue
+        key = str(key)
+        for el in schema.ELEMENTS:
+            for drv in schema.DRIVERS:
+                for sep in (":", "/", "|", "_", ","):
+                    if key in (f"{el}{sep}{drv}", f"{drv}{sep}{el}"):
+                        out[(el, drv)] = float(val)
+    return out
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def posterior_breakpoints(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
+    """Posterior turning points per element x driver x layer, with P(k1 < 0 < k2) and LOO."""
+    post = dt["posterior"].to_dataset()
+    if "psi" not in post:
+        raise InputError("fit has no posterior variable 'psi' (not a climate_breakpoints fit)")
+    psi = summarize_draws(post["psi"], hdi_prob).rename(
+        columns={
+            "mean": "psi_mean",
+            "sd": "psi_sd",
+            "hdi_low": "psi_hdi_low",
+            "hdi_high": "psi_hdi_high",
+        }
+    )
+    psi = psi[[*BREAK_KEYS, "psi_mean", "psi_sd", "psi_hdi_low", "psi_hdi_high", "r_hat"]]
+    extra = {}
+    if "k1" in post:
+        extra["k1_mean"] = post["k1"].mean(("chain", "draw"))
+    if "k2" in post:
+        extra["k2_mean"] = post["k2"].mean(("chain", "draw"))
+    if "k1" in post and "k2" in post:
+        extra["p_k1_neg_k2_pos"] = ((post["k1"] < 0) & (post["k2"] > 0)).mean(("chain", "draw"))
+    if extra:
+        ex = xr.Dataset(extra).to_dataframe().reset_index()
+        ex = ex[[c for c in ex.columns if c in (*BREAK_KEYS, *extra)]]
+        psi = psi.merge(ex, on=list(BREAK_KEYS), how="left")
+    for col in ("k1_mean", "k2_mean", "p_k1_neg_k2_pos"):
+        if col not in psi:
+            psi[col] = np.nan
+    loo = parse_loo_attr(dt.attrs.get("loo_elpd_diff"))
+    loo_se = parse_loo_attr(dt.attrs.get("loo_elpd_diff_se"))
+    keys = list(zip(psi["element"].astype(str), psi["driver"].astype(str), strict=True))
+    psi["loo_elpd_diff"] = [loo.get(k, np.nan) for k in keys]
+    psi["loo_elpd_diff_se"] = [loo_se.get(k, np.nan) for k in keys]
+    psi["interval"] = interval_name(hdi_prob)
+    for col in BREAK_KEYS:
+        psi[col] = psi[col].astype(str)
+    return psi
+
+
+def posterior_psi_diff(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
+    """Posterior of psi_C - psi_N per driver x layer, when the fit holds both elements."""
+    post = dt["posterior"].to_dataset()
+    if "psi_diff" not in post:
+        return pd.DataFrame(
+            columns=["driver", "layer", "mean", "hdi_low", "hdi_high", "p_positive", "interval"]
+        )
+    df = summarize_draws(post["psi_diff"], hdi_prob)
+    df["interval"] = interval_name(hdi_prob)
+    return df.drop(columns=["sd", "r_hat", "ess_bulk"])
+
+
+# --------------------------------------------------------------------------------------------
+# the comparison
+
+
+def fit_kind(dt: xr.DataTree) -> str:
+    """'rates' for a fit with ``rate`` in its posterior, 'breakpoints' for one with ``psi``."""
+    if "posterior" not in dt.children:
+        raise InputError(f"fit {dt.attrs.get('model', '')!s} has no posterior group")
+    names = set(dt["posterior"].to_dataset().data_vars)
+    if "rate" in names:
+        return "rates"
+    if "psi" in names:
+        return "breakpoints"
+    raise InputError(
+        f"fit of model {dt.attrs.get('model', '?')!s} has neither 'rate' nor 'psi' in its "
+        "posterior: nothing to compare"
+    )
+
+
+def _overlap(a_low, a_high, b_low, b_high) -> pd.Series:
+    """Boolean (nullable) whether [a_low, a_high] and [b_low, b_high] overlap."""
+    a_low, a_high, b_low, b_high = (
+        pd.to_numeric(x, errors="coerce") for x in (a_low, a_high, b_low, b_high)
+    )
+    ok = a_low.notna() & a_high.notna() & b_low.notna() & b_high.notna()
+    res = (a_low <= b_high) & (b_low <= a_high)
+    return res.astype("boolean").where(ok, pd.NA)
+
+
+def _agreement_text(agree: pd.Series, has_freq: pd.Series, has_post: pd.Series) -> pd.Series:
+    text = np.where(agree.fillna(False), "agree", "disagree").astype(object)
+    text[~np.asarray(has_post)] = "frequentist only"
+    text[np.asarray(has_post) & ~np.asarray(has_freq)] = "posterior only"
+    return pd.Series(text, index=agree.index, dtype=object)
+
+
+def _freq_status(df: pd.DataFrame, estimate: str) -> pd.Series:
+    """'ok', or why the frequentist side has no estimate (its status/reason columns)."""
+    has = pd.to_numeric(df.get(estimate), errors="coerce").notna()
+    status = pd.Series("ok", index=df.index, dtype=object)
+    reason = df["reason"] if "reason" in df else pd.Series(None, index=df.index, dtype=object)
+    st = df["status"] if "status" in df else pd.Series(None, index=df.index, dtype=object)
+    for i in df.index[~has]:
+        r = reason.loc[i]
+        s = st.loc[i]
+        if isinstance(r, str) and r:
+            status.loc[i] = f"not estimated: {r}"
+        elif isinstance(s, str) and s and s != "ok":
+            status.loc[i] = f"not estimated: {s}"
+        else:
+            status.loc[i] = "not estimated"
+    return status
+
+
+def _order(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Sort rows in the schema's order of elements, layers, vegetation, stages, drivers."""
+    orders = {
+        "element": list(schema.ELEMENTS),
+        "layer": list(schema.ALL_LAYERS),
+        "vegetation": [schema.ALL_VEGETATION, *schema.VEGETATION],
+        "stage": list(schema.STAGES),
+        "driver": list(schema.DRIVERS),
+    }
+    sort_cols = []
+    tmp = df.copy()
+    for key in keys:
+        order = orders.get(key, [])
+        known = {v: i for i, v in enumerate(order)}
+        tmp[f"_o_{key}"] = tmp[key].map(lambda v, known=known: known.get(v, len(known)))
+        sort_cols += [f"_o_{key}", key]
+    tmp = tmp.sort_values(sort_cols, kind="stable")
+    return tmp.drop(columns=[c for c in tmp.columns if c.startswith("_o_")]).reset_index(drop=True)
+
+
+def compare_rates(
+    freq_rates: pd.DataFrame | None,
+    post_rates: pd.DataFrame,
+    hdi_prob: float = DEFAULT_HDI_PROB,
+    fit_verdict: str = "",
+) -> pd.DataFrame:
+    """Join OLS rates (rates.csv) with posterior rates (:func:`posterior_rates`).
+
+    Every posterior cell appears; frequentist rows without a posterior cell are kept too
+    (``agreement`` = 'frequentist only').
+    """
+    post = post_rates.copy()
+    post["_post"] = True
+    if freq_rates is None or len(freq_rates) == 0:
+        freq = pd.DataFrame(columns=[*schema.RATES_COLUMNS])
+    else:
+        freq = freq_rates.copy()
+    for col in RATE_KEYS:
+        freq[col] = freq[col].astype(str)
+        post[col] = post[col].astype(str)
+    freq["freq_status"] = _freq_status(freq, "k")
+    freq["_freq_row"] = True
+    keep = [*RATE_KEYS, "k", "se", "ci_low", "ci_high", "p", "n", "freq_status", "_freq_row"]
+    freq = freq[[c for c in keep if c in freq]]
+    if freq.duplicated(list(RATE_KEYS)).any():
+        dup = freq.loc[freq.duplicated(list(RATE_KEYS)), list(RATE_KEYS)].iloc[0].to_dict()
+        raise InputError(f"rates.csv: duplicate rows for {dup}")
+    out = post.merge(freq, on=list(RATE_KEYS), how="outer")
+    for col in ("k", "se", "ci_low", "ci_high", "p", "n"):
+        out[col] = pd.to_numeric(out.get(col), errors="coerce")
+    has_post = out["_post"].fillna(False).astype(bool)
+    has_freq = out["k"].notna() & out["ci_low"].notna()
+    out.loc[~out["_freq_row"].fillna(False).astype(bool), "freq_status"] = (
+        "not estimated: no row in rates.csv"
+    )
+    out["freq_interval"] = FREQ_INTERVAL
+    out["interval"] = interval_name(hdi_prob)
+    out["difference"] = out["mean"] - out["k"]
+    denom = out["k"] - out["pooled_mean"]
+    shrink = (out["k"] - out["mean"]) / denom.where(denom.abs() > 1e-12)
+    is_all = out["vegetation"] == schema.ALL_VEGETATION
+    out["shrinkage"] = shrink.where(~is_all)
+    out["agree"] = _overlap(out["ci_low"], out["ci_high"], out["hdi_low"], out["hdi_high"])
+    out["agreement"] = _agreement_text(out["agree"], has_freq, has_post)
+    out["agreement_rule"] = rate_rule(hdi_prob)
+    out["fit_verdict"] = np.where(has_post, fit_verdict, "")
+    return _order(out[list(COMPARISON_COLUMNS)], RATE_KEYS)
+
+
+def compare_breakpoints(
+    freq_breaks: pd.DataFrame | None,
+    post_breaks: pd.DataFrame,
+    hdi_prob: float = DEFAULT_HDI_PROB,
+    fit_verdict: str = "",
+) -> pd.DataFrame:
+    """Join segmented breakpoints (breakpoints.csv) with posterior turning points."""
+    post = post_breaks.copy()
+    post["_post"] = True
+    freq = (
+        pd.DataFrame(columns=[*schema.BREAKPOINT_COLUMNS])
+        if freq_breaks is None or len(freq_breaks) == 0
+        else freq_breaks.copy()
+    )
+    for col in BREAK_KEYS:
+        freq[col] = freq[col].astype(str)
+        post[col] = post[col].astype(str)
+    freq["freq_status"] = _freq_status(freq, "psi")
+    freq["_freq_row"] = True
+    keep = [*BREAK_KEYS, "psi", "psi_se", "k1", "k2", "davies_p", "n", "freq_status", "_freq_row"]
+    freq = freq[[c for c in keep if c in freq]]
+    if freq.duplicated(list(BREAK_KEYS)).any():
+        dup = freq.loc[freq.duplicated(list(BREAK_KEYS)), list(BREAK_KEYS)].iloc[0].to_dict()
+        raise InputError(f"breakpoints.csv: duplicate rows for {dup}")
+    out = post.merge(freq, on=list(BREAK_KEYS), how="outer")
+    for col in ("psi", "psi_se", "k1", "k2", "davies_p", "n"):
+        out[col] = pd.to_numeric(out.get(col), errors="coerce")
+    has_post = out["_post"].fillna(False).astype(bool)
+    has_freq = out["psi"].notna() & out["psi_se"].notna()
+    out.loc[~out["_freq_row"].fillna(False).astype(bool), "freq_status"] = (
+        "not estimated: no row in breakpoints.csv"
+    )
+    out["freq_interval"] = SEGMENTED_INTERVAL
+    out["interval"] = interval_name(hdi_prob)
+    out["difference"] = out["psi_mean"] - out["psi"]
+    low = out["psi"] - 1.96 * out["psi_se"]
+    high = out["psi"] + 1.96 * out["psi_se"]
+    out["agree"] = _overlap(low, high, out["psi_hdi_low"], out["psi_hdi_high"])
+    out["agreement"] = _agreement_text(out["agree"], has_freq, has_post)
+    out["agreement_rule"] = breakpoint_rule(hdi_prob)
+    out["fit_verdict"] = np.where(has_post, fit_verdict, "")
+    return _order(out[list(BREAKPOINTS_COMPARISON_COLUMNS)], BREAK_KEYS)
+
+
+def _concat_unique(frames: list[pd.DataFrame], keys: Sequence[str], what: str) -> pd.DataFrame:
+    df = pd.concat(frames, ignore_index=True)
+    dup = df.duplicated(list(keys))
+    if dup.any():
+        cell = df.loc[dup, list(keys)].iloc[0].to_dict()
+        raise InputError(f"two {what} fits both hold the cell {cell}: pass only one of them")
+    return df
+
+
+def compare(
+    fits: Iterable[xr.DataTree],
+    freq: Mapping[str, pd.DataFrame],
+    hdi_prob: float = DEFAULT_HDI_PROB,
+    fit_labels: Sequence[str] | None = None,
+) -> Comparison:
+    """Compare fits (hier_rates and/or climate_breakpoints) with the frequentist tables.
+
+    Parameters
+    ----------
+    fits : fitted DataTrees; each is recognised by its posterior (``rate`` or ``psi``).
+        Several fits of one kind (e.g. one per element) are stacked; overlapping cells are an
+        error.
+    freq : frequentist tables by name: ``rates`` and/or ``breakpoints`` (DATA_SCHEMA section 4).
+    hdi_prob : probability mass of the posterior HDI (named in every output).
+    fit_labels : how each fit is named in the provenance (e.g. its path).
+    """
+    if not 0 < hdi_prob < 1:
+        raise InputError(f"--hdi-prob must be between 0 and 1, got {hdi_prob}")
+    fits = list(fits)
+    labels = (
+        list(fit_labels) if fit_labels is not None else [f"fit {i + 1}" for i in range(len(fits))]
+    )
+    rate_parts, break_parts, diff_parts, info = [], [], [], []
+    for dt, label in zip(fits, labels, strict=True):
+        kind = fit_kind(dt)
+        verdict = str(dt.attrs.get("diagnostics_verdict", "unknown"))
+        info.append(
+            {
+                "fit": label,
+                "kind": kind,
+                "model": str(dt.attrs.get("model", "")),
+                "data_sha256": str(dt.attrs.get("data_sha256", "")),
+                "diagnostics_verdict": verdict,
+                "synthetic": bool(int(dt.attrs.get("synthetic", 0) or 0)),
+            }
+        )
+        if kind == "rates":
+            df = posterior_rates(dt, hdi_prob)
+            df["_verdict"] = verdict
+            rate_parts.append(df)
+        else:
+            df = posterior_breakpoints(dt, hdi_prob)
+            df["_verdict"] = verdict
+            break_parts.append(df)
+            diff_parts.append(posterior_psi_diff(dt, hdi_prob))
+    hashes = {i["data_sha256"] for i in info if i["data_sha256"]}
+    if len(hashes) > 1:
+        raise InputError(
+            "the fits were made from different datasets (data_sha256 differ: "
+            + ", ".join(f"{i['fit']}={i['data_sha256'][:12]}" for i in info)
+            + ")"
+        )
+    rates = _compare_parts(
+        rate_parts,
+        RATE_KEYS,
+        "hier_rates",
+        freq.get("rates"),
+        hdi_prob,
+        compare_rates,
+        COMPARISON_COLUMNS,
+    )
+    breaks = _compare_parts(
+        break_parts,
+        BREAK_KEYS,
+        "climate_breakpoints",
+        freq.get("breakpoints"),
+        hdi_prob,
+        compare_breakpoints,
+        BREAKPOINTS_COMPARISON_COLUMNS,
+    )
+    diff_parts = [d for d in diff_parts if len(d)]
+    psi_diff = pd.concat(diff_parts, ignore_index=True) if diff_parts else pd.DataFrame()
+    return Comparison(
+        rates=rates, breakpoints=breaks, psi_diff=psi_diff, hdi_prob=hdi_prob, fits=info
+    )
+
+
+def _compare_parts(parts, keys, what, freq_df, hdi_prob, func, columns) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame(columns=list(columns))
+    post = _concat_unique(parts, keys, what)
+    verdicts = set(post["_verdict"])
+    verdict = verdicts.pop() if len(verdicts) == 1 else "/".join(sorted(verdicts))
+    out = func(freq_df, post.drop(columns="_verdict"), hdi_prob, verdict)
+    # per-cell verdict where several fits were stacked (e.g. one per element)
+    if len(parts) > 1:
+        v = post.set_index(list(keys))["_verdict"]
+        idx = pd.MultiIndex.from_frame(out[list(keys)])
+        out["fit_verdict"] = v.reindex(idx).fillna("").to_numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def read_freq_tables(freq_dir: str | Path, required: Sequence[str] = ("rates",)) -> dict:
+    """Read the ``freq`` command's CSVs (rates, rate_ratios, kruskal, breakpoints) present.
+
+    Raises InputError when the directory or a ``required`` table is missing, or a table lacks a
+    column of DATA_SCHEMA section 4.
+    """
+    freq_dir = Path(freq_dir)
+    if not freq_dir.is_dir():
+        raise InputError(f"{freq_dir}: frequentist results directory not found (run 'freq')")
+    expected = {
+        "rates": schema.RATES_COLUMNS,
+        "rate_ratios": schema.RATE_RATIO_COLUMNS,
+        "kruskal": schema.KRUSKAL_COLUMNS,
+        "breakpoints": schema.BREAKPOINT_COLUMNS,
+    }
+    out: dict[str, pd.DataFrame] = {}
+    for name, cols in expected.items():
+        path = freq_dir / f"{name}.csv"
+        if not path.exists():
+            if name in required:
+                raise InputError(f"{path}: file not found (run 'freq --out {freq_dir}')")
+            continue
+        try:
+            df = pd.read_csv(
+                path,
+                dtype={
+                    "layer": str,
+                    "stage": str,
+                    "vegetation": str,
+                    "element": str,
+                    "driver": str,
+                },
+            )
+        except Exception as exc:
+            raise InputError(f"{path}: cannot be read as CSV ({exc})") from exc
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise InputError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
+        out[name] = df
+    return out
+
+
+def write_comparison(result: Comparison, out_dir: str | Path) -> list[Path]:
+    """Write comparison.csv, breakpoints_comparison.csv, psi_diff.csv and comparison_rules.json
+    together (atomically)."""
+    from bayes_soil.io import AtomicOutputs
+
+    out_dir = Path(out_dir)
+    names = ["comparison.csv", "breakpoints_comparison.csv", "comparison_rules.json"]
+    with AtomicOutputs(out_dir) as out:
+        out.write_csv(result.rates, "comparison.csv")
+        out.write_csv(result.breakpoints, "breakpoints_comparison.csv")
+        if len(result.psi_diff):
+            out.write_csv(result.psi_diff, "psi_diff.csv")
+            names.append("psi_diff.csv")
+        out.write_json(result.rules(), "comparison_rules.json")
+    return [out_dir / n for n in names]
+
+
+def load_fits(paths: Sequence[str | Path]) -> list[xr.DataTree]:
+    """Load fits with ``bayes_soil.fits.load_fit`` (which checks provenance)."""
+    try:
+        from bayes_soil.fits import load_fit
+    except ImportError:  # pragma: no cover - fits module not built yet
+        load_fit = None
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise InputError(f"{path}: fit file not found")
+        if load_fit is not None:
+            out.append(load_fit(path))
+            continue
+        try:
+            out.append(xr.load_datatree(path, engine="h5netcdf"))
+        except Exception as exc:
+            raise InputError(f"{path}: cannot be read as a fit ({exc})") from exc
+    return out

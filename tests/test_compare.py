@@ -1,0 +1,286 @@
+"""compare: posterior vs frequentist tables on fake posteriors whose answers are known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_fakes import (
+    MISSING_CELL,
+    fake_breakpoints_fit,
+    fake_freq_tables,
+    fake_rates_fit,
+)
+
+from bayes_soil import compare as cmp
+from bayes_soil import schema
+from bayes_soil.cli import main
+
+
+@pytest.fixture(scope="module")
+def rates_fit():
+    return fake_rates_fit()
+
+
+@pytest.fixture(scope="module")
+def bp_fit():
+    return fake_breakpoints_fit()
+
+
+@pytest.fixture(scope="module")
+def freq():
+    return fake_freq_tables()
+
+
+@pytest.fixture(scope="module")
+def result(rates_fit, bp_fit, freq):
+    return cmp.compare([rates_fit, bp_fit], freq)
+
+
+def brute_hdi(x: np.ndarray, prob: float) -> tuple[float, float]:
+    """Shortest window holding ceil(prob * n) sorted draws (the textbook HDI)."""
+    x = np.sort(x)
+    m = int(np.ceil(prob * len(x)))
+    widths = x[m - 1 :] - x[: len(x) - m + 1]
+    i = int(np.argmin(widths))
+    return x[i], x[i + m - 1]
+
+
+def draws(dt, var, **sel):
+    return dt["posterior"][var].sel(**sel).to_numpy().ravel()
+
+
+def row(df, **keys):
+    mask = np.ones(len(df), bool)
+    for k, v in keys.items():
+        mask &= (df[k] == v).to_numpy()
+    assert mask.sum() == 1, keys
+    return df[mask].iloc[0]
+
+
+def test_columns_and_one_row_per_cell(result):
+    assert tuple(result.rates.columns) == cmp.COMPARISON_COLUMNS
+    assert tuple(result.breakpoints.columns) == cmp.BREAKPOINTS_COMPARISON_COLUMNS
+    n = (
+        len(schema.ELEMENTS)
+        * len(schema.ALL_LAYERS)
+        * (len(schema.VEGETATION) + 1)
+        * len(schema.STAGES)
+    )
+    assert len(result.rates) == n
+    assert not result.rates.duplicated(list(cmp.RATE_KEYS)).any()
+    assert set(result.rates["interval"]) == {"94% HDI"}
+
+
+def test_posterior_numbers_match_the_draws(result, rates_fit):
+    key = {"element": "C", "layer": "20-100", "vegetation": "grassland", "stage": "6-10"}
+    x = draws(rates_fit, "rate", **key)
+    r = row(result.rates, **key)
+    assert r["mean"] == pytest.approx(x.mean())
+    assert r["sd"] == pytest.approx(x.std(ddof=1))
+    assert r["p_positive"] == pytest.approx((x > 0).mean())
+    lo, hi = brute_hdi(x, 0.94)
+    width = hi - lo
+    assert r["hdi_low"] == pytest.approx(lo, abs=0.02 * width)
+    assert r["hdi_high"] == pytest.approx(hi, abs=0.02 * width)
+    assert r["difference"] == pytest.approx(r["mean"] - r["k"])
+
+
+def test_vegetation_all_pairs_with_rate_mean(result, rates_fit, freq):
+    key = {"element": "N", "layer": "0-20", "stage": "11-20"}
+    x = draws(rates_fit, "rate_mean", **key)
+    r = row(result.rates, vegetation="all", **key)
+    assert r["mean"] == pytest.approx(x.mean())
+    f = freq["rates"]
+    fk = f[
+        (f.element == "N") & (f.layer == "0-20") & (f.stage == "11-20") & (f.vegetation == "all")
+    ]
+    assert r["k"] == pytest.approx(fk["k"].iloc[0])
+    assert np.isnan(r["shrinkage"])  # no shrinkage toward itself
+    # pooled_mean of a vegetation row is the 'all' posterior mean
+    r_f = row(result.rates, vegetation="forest", **key)
+    assert r_f["pooled_mean"] == pytest.approx(x.mean())
+
+
+def test_cell_ols_could_not_estimate_still_has_a_posterior(result, rates_fit):
+    e, la, v, s = MISSING_CELL
+    r = row(result.rates, element=e, layer=la, vegetation=v, stage=s)
+    assert r["agreement"] == "posterior only"
+    assert pd.isna(r["agree"]) and np.isnan(r["k"])
+    assert "too few rows" in r["freq_status"]
+    x = draws(rates_fit, "rate", element=e, layer=la, vegetation=v, stage=s)
+    assert r["mean"] == pytest.approx(x.mean())
+    assert r["hdi_low"] < r["mean"] < r["hdi_high"]
+
+
+def test_agreement_rule_and_shrinkage_on_hand_made_intervals(rates_fit):
+    post = cmp.posterior_rates(rates_fit)
+    keys = dict(element="C", layer="0-20", stage="0-5")
+    p_for = row(post, vegetation="forest", **keys)
+    d = p_for["mean"] - p_for["pooled_mean"]
+    hi = p_for["hdi_high"]
+    freq = pd.DataFrame(
+        [
+            # touches the HDI's upper end exactly: overlap -> agree
+            {
+                **keys,
+                "vegetation": "forest",
+                "k": hi + 1.0,
+                "se": 0.5,
+                "ci_low": hi,
+                "ci_high": hi + 2.0,
+                "p": 0.1,
+                "n": 9,
+            },
+            # just above it: disagree
+            {
+                **keys,
+                "vegetation": "shrub",
+                "k": 50.0,
+                "se": 0.5,
+                "ci_low": 49.0,
+                "ci_high": 51.0,
+                "p": 0.1,
+                "n": 9,
+            },
+        ]
+    )
+    out = cmp.compare_rates(freq, post)
+    r_for = row(out, vegetation="forest", **keys)
+    assert bool(r_for["agree"]) is True and r_for["agreement"] == "agree"
+    assert row(out, vegetation="shrub", **keys)["agreement"] == "disagree"
+    assert row(out, vegetation="grassland", **keys)["agreement"] == "posterior only"
+    assert "OLS 95% CI" in r_for["agreement_rule"] and "94% HDI" in r_for["agreement_rule"]
+    # shrinkage: OLS at pooled + 2d, posterior at pooled + d -> half the distance removed
+    freq2 = freq.iloc[:1].assign(k=p_for["pooled_mean"] + 2 * d)
+    r2 = row(cmp.compare_rates(freq2, post), vegetation="forest", **keys)
+    assert r2["shrinkage"] == pytest.approx(0.5)
+    # posterior exactly at OLS -> no shrinkage
+    freq3 = freq.iloc[:1].assign(k=p_for["mean"])
+    assert row(cmp.compare_rates(freq3, post), vegetation="forest", **keys)[
+        "shrinkage"
+    ] == pytest.approx(0.0)
+
+
+def test_breakpoints_from_draws_and_loo(result, bp_fit, freq):
+    key = {"element": "C", "driver": "map_mm", "layer": "20-100"}
+    r = row(result.breakpoints, **key)
+    psi = draws(bp_fit, "psi", **key)
+    k1, k2 = draws(bp_fit, "k1", **key), draws(bp_fit, "k2", **key)
+    assert r["psi_mean"] == pytest.approx(psi.mean())
+    assert r["p_k1_neg_k2_pos"] == pytest.approx(((k1 < 0) & (k2 > 0)).mean())
+    assert r["k1_mean"] == pytest.approx(k1.mean())
+    assert r["loo_elpd_diff"] == 14.2 and r["loo_elpd_diff_se"] == 4.0
+    f = freq["breakpoints"]
+    fr = f[(f.element == "C") & (f.driver == "map_mm") & (f.layer == "20-100")].iloc[0]
+    assert r["psi"] == pytest.approx(fr["psi"]) and r["davies_p"] == pytest.approx(fr["davies_p"])
+    lo, hi = fr["psi"] - 1.96 * fr["psi_se"], fr["psi"] + 1.96 * fr["psi_se"]
+    assert bool(r["agree"]) == bool(lo <= r["psi_hdi_high"] and r["psi_hdi_low"] <= hi)
+    # the segmented side had no break for 0-200 and the posterior has no 0-200: kept, flagged
+    r0 = row(result.breakpoints, element="N", driver="mat_c", layer="0-200")
+    assert r0["agreement"] == "frequentist only" and "Davies" in r0["freq_status"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"C": {"map_mm": 3.5}},
+        {"C:map_mm": 3.5},
+        {"C/map_mm": 3.5},
+        {"map_mm_C": 3.5},
+        json.dumps({"C": {"map_mm": 3.5}}),
+    ],
+)
+def test_parse_loo_attr_formats(value):
+    assert cmp.parse_loo_attr(value) == {("C", "map_mm"): 3.5}
+
+
+def test_parse_loo_attr_garbage_is_empty():
+    assert cmp.parse_loo_attr("not json") == {}
+    assert cmp.parse_loo_attr(None) == {}
+
+
+def test_fits_from_different_datasets_are_refused(rates_fit, bp_fit, freq):
+    other = bp_fit.copy()
+    other.attrs["data_sha256"] = "cd" * 32
+    with pytest.raises(cmp.InputError, match="different datasets"):
+        cmp.compare([rates_fit, other], freq)
+
+
+def test_per_element_fits_are_stacked_and_overlaps_refused(freq):
+    c_fit = fake_rates_fit(elements=("C",), seed=5)
+    n_fit = fake_rates_fit(elements=("N",), seed=6, verdict="fail")
+    out = cmp.compare([c_fit, n_fit], freq).rates
+    assert set(out.loc[out.element == "C", "fit_verdict"]) == {"pass"}
+    assert set(out.loc[out.element == "N", "fit_verdict"]) == {"fail"}
+    with pytest.raises(cmp.InputError, match="both hold"):
+        cmp.compare([c_fit, c_fit], freq)
+
+
+def test_interval_name():
+    assert cmp.interval_name(0.94) == "94% HDI"
+    assert cmp.interval_name(0.895) == "89.5% HDI"
+
+
+def write_freq(freq, path):
+    path.mkdir()
+    for name, df in freq.items():
+        df.to_csv(path / f"{name}.csv", index=False)
+
+
+def test_cli_writes_tables_and_rule(tmp_path, rates_fit, bp_fit, freq, capsys):
+    fr, fb = tmp_path / "rates.nc", tmp_path / "bp.nc"
+    rates_fit.to_netcdf(fr, engine="h5netcdf")
+    bp_fit.to_netcdf(fb, engine="h5netcdf")
+    write_freq(freq, tmp_path / "freq")
+    out = tmp_path / "cmp"
+    code = main(
+        [
+            "compare",
+            str(fr),
+            str(fb),
+            "--freq",
+            str(tmp_path / "freq"),
+            "--out",
+            str(out),
+            "--hdi-prob",
+            "0.9",
+        ]
+    )
+    assert code == 0
+    table = pd.read_csv(out / "comparison.csv", keep_default_na=False, na_values=[""])
+    assert tuple(table.columns) == cmp.COMPARISON_COLUMNS
+    assert set(table["interval"]) == {"90% HDI"}
+    e, la, v, s = MISSING_CELL
+    miss = table[
+        (table.element == e) & (table.layer == la) & (table.vegetation == v) & (table.stage == s)
+    ]
+    assert miss["agreement"].tolist() == ["posterior only"]
+    bps = pd.read_csv(out / "breakpoints_comparison.csv")
+    assert len(bps) == 16
+    rules = json.loads((out / "comparison_rules.json").read_text())
+    assert "90% HDI" in rules["definitions"]["rate_agreement_rule"]
+    assert rules["fits"][0]["model"] == "hier_rates"
+    assert "synthetic" in capsys.readouterr().out.lower()
+
+
+def test_cli_missing_freq_dir_is_input_error(tmp_path, rates_fit):
+    fr = tmp_path / "rates.nc"
+    rates_fit.to_netcdf(fr, engine="h5netcdf")
+    code = main(
+        ["compare", str(fr), "--freq", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    )
+    assert code == 2
+    assert not (tmp_path / "o" / "comparison.csv").exists()
+
+
+def test_cli_missing_column_names_the_file(tmp_path, rates_fit, freq):
+    fr = tmp_path / "rates.nc"
+    rates_fit.to_netcdf(fr, engine="h5netcdf")
+    bad = dict(freq)
+    bad["rates"] = freq["rates"].drop(columns="ci_low")
+    write_freq(bad, tmp_path / "freq")
+    with pytest.raises(cmp.InputError, match=r"rates\.csv: line 1: missing column\(s\) ci_low"):
+        cmp.read_freq_tables(tmp_path / "freq")
