@@ -384,39 +384,32 @@ def _check_overlaps(
     """Intervals of one profile must not overlap (they would be counted twice in a layer)."""
     top = out["depth_top_cm"].to_numpy(dtype=float)
     bottom = out["depth_bottom_cm"].to_numpy(dtype=float)
+    keys = out[list(schema.PROFILE_KEYS)]
     ok = np.isfinite(top) & np.isfinite(bottom) & (top >= 0) & (bottom > top)
-    keys = out[list(schema.PROFILE_KEYS)].copy()
     ok &= keys.notna().all(axis=1).to_numpy()
-    if not ok.any():
+    if ok.sum() < 2:
         return
-    frame = (
-        keys.loc[ok]
-        .astype(str)
-        .assign(
-            _top=top[ok], _bottom=bottom[ok], _line=lines[ok], _years=out["years"].to_numpy()[ok]
-        )
-    )
-    frame["years"] = frame["_years"]  # group on the number, not its text
-    for _, grp in frame.groupby(list(schema.PROFILE_KEYS), sort=False):
-        if len(grp) < 2:
-            continue
-        grp = grp.sort_values(["_top", "_bottom", "_line"])
-        prev_bottom, prev_top, prev_line = -np.inf, -np.inf, 0
-        for t, b, ln in zip(grp["_top"], grp["_bottom"], grp["_line"], strict=True):
-            if t < prev_bottom:
-                same = t == prev_top and b == prev_bottom
-                problems.append(
-                    Problem(
-                        name,
-                        int(ln),
-                        "depth_top_cm",
-                        f"{t:g}",
-                        f"interval {t:g}-{b:g} cm "
-                        + ("repeats" if same else "overlaps")
-                        + f" interval {prev_top:g}-{prev_bottom:g} cm on line {prev_line} of the"
-                        " same profile (study_id, site_id, plot_id, vegetation, origin, years);"
-                        " give one row per interval or distinct plot_id values",
-                    )
+    group = keys.loc[ok].groupby(list(schema.PROFILE_KEYS), sort=False).ngroup().to_numpy()
+    t, b, ln = top[ok], bottom[ok], lines[ok]
+    order = np.lexsort((ln, b, t, group))
+    prev_group, reach, reach_top, reach_line = -1, -np.inf, -np.inf, 0
+    for g, ti, bi, li in zip(group[order], t[order], b[order], ln[order], strict=True):
+        if g != prev_group:
+            prev_group, reach, reach_top, reach_line = g, -np.inf, -np.inf, 0
+        if ti < reach:
+            same = ti == reach_top and bi == reach
+            problems.append(
+                Problem(
+                    name,
+                    int(li),
+                    "depth_top_cm",
+                    f"{ti:g}",
+                    f"interval {ti:g}-{bi:g} cm "
+                    + ("repeats" if same else "overlaps")
+                    + f" interval {reach_top:g}-{reach:g} cm on line {reach_line} of the"
+                    " same profile (study_id, site_id, plot_id, vegetation, origin, years);"
+                    " give one row per interval or distinct plot_id values",
                 )
-            if b > prev_bottom:
-                prev_bottom, prev_top, prev_line = b, t, int(ln)
+            )
+        if bi > reach:
+            reach, reach_top, reach_line = bi, ti, int(li)

@@ -287,92 +287,95 @@ def _merge_intervals(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     rows = rows.sort_values(["_mid", "line"], kind="stable")
     same = ["study_id", "site_id", "plot", "years", "variable", "top", "bottom"]
     rows["rep"] = rows.groupby(same, dropna=False).cumcount() + 1
-    rows["plot_id"] = rows["plot"].where(
-        rows["rep"] == 1, rows["plot"] + "r" + rows["rep"].astype(str)
-    )
-    key = ["study_id", "site_id", "plot_id", "years", "top", "bottom"]
-    records: list[dict] = []
-    rejected: list[dict] = []
-    bd_dropped = 0
-    for (study, site, plot, years, top, bottom), grp in rows.groupby(key, sort=False):
-        first = grp.iloc[0]
-        rec = {
-            "obs_id": f"groa-{first['measurement_id']}",
-            "study_id": study,
-            "site_id": site,
-            "plot_id": plot,
-            "lon": first["lon"],
-            "lat": first["lat"],
-            "map_mm": first["map_mm"],
-            "mat_c": first["mat_c"],
-            "vegetation": "forest",
-            "origin": "natural",
-            "years": years,
-            "depth_top_cm": top,
-            "depth_bottom_cm": bottom,
-            "bd_g_cm3": np.nan,
-            **{c: np.nan for c in (*schema.C_COLUMNS, *schema.N_COLUMNS)},
-            "groa_measurement_ids": ";".join(grp["measurement_id"]),
-            "groa_refor_type": first["refor_type"],
-            "groa_prior": first["prior"],
-            "groa_ref": first["ref"],
-            "n_plots": first["n_plots"],
-            "clay_pct": first["clay_pct"],
-            "silt_pct": first["silt_pct"],
-            "sand_pct": first["sand_pct"],
-            "_lines": grp["line"].tolist(),
-        }
-        notes = []
-        for _, r in grp.iterrows():
-            col, factor = VARIABLES[r["variable"]]
-            rec[col] = r["value"] * factor
-        bds = grp["bd"].dropna()
-        if len(bds):
-            bd = float(bds.iloc[0])
-            if len(set(bds)) > 1:
-                notes.append(f"bulk densities {sorted(set(bds))} differ; kept {bd:g}")
-            if BD_RANGE[0] <= bd <= BD_RANGE[1]:
-                rec["bd_g_cm3"] = bd
-            else:
-                bd_dropped += 1
-                notes.append(
-                    f"bulk_density {bd:g} outside {BD_RANGE[0]}-{BD_RANGE[1]} g cm-3 dropped"
-                )
-        if not first["is_regrowth"] and first["age"] != 0:
-            notes.append(f"reference plot ({first['refor_type']}) with stand.age {first['age']:g}")
-        rec["import_note"] = "; ".join(notes)
-        records.append(rec)
-    obs = pd.DataFrame(records)
+    suffixed = rows["plot"] + "r" + rows["rep"].astype(str)
+    rows["plot_id"] = rows["plot"].where(rows["rep"] == 1, suffixed)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows.to_dict("records"):
+        key = (r["study_id"], r["site_id"], r["plot_id"], r["years"], r["top"], r["bottom"])
+        groups.setdefault(key, []).append(r)
+    records = [_merged_record(key, grp) for key, grp in groups.items()]
+    bd_dropped = sum(rec.pop("_bd_dropped") for rec in records)
+
     # overlapping intervals within a profile: keep the finest non-overlapping set
-    obs["_thick"] = obs["depth_bottom_cm"] - obs["depth_top_cm"]
-    obs = obs.sort_values(["study_id", "site_id", "plot_id", "years", "depth_top_cm", "_thick"])
-    drop = []
-    for _, grp in obs.groupby(["study_id", "site_id", "plot_id", "years"], sort=False):
+    rejected: list[dict] = []
+    profiles: dict[tuple, list[dict]] = {}
+    for rec in records:
+        key = (rec["study_id"], rec["site_id"], rec["plot_id"], rec["years"])
+        profiles.setdefault(key, []).append(rec)
+    kept: list[dict] = []
+    for recs in profiles.values():
+        recs.sort(key=lambda d: (d["depth_top_cm"], d["depth_bottom_cm"] - d["depth_top_cm"]))
         reach, reach_iv = -np.inf, ""
-        for idx, r in grp.iterrows():
-            if r["depth_top_cm"] < reach:
-                drop.append(idx)
-                for mid, ln in zip(r["groa_measurement_ids"].split(";"), r["_lines"], strict=True):
-                    rejected.append(
-                        {
-                            "measurement_id": mid,
-                            "source_line": ln,
-                            "reason": (
-                                f"interval {r['depth_top_cm']:g}-{r['depth_bottom_cm']:g} cm "
-                                f"overlaps {reach_iv} cm of the same plot and age"
-                            ),
-                        }
-                    )
-            else:
-                reach = r["depth_bottom_cm"]
-                reach_iv = f"{r['depth_top_cm']:g}-{r['depth_bottom_cm']:g}"
-    obs = obs.drop(index=drop).drop(columns=["_thick"])
-    obs = obs.sort_values(["study_id", "site_id", "plot_id", "years", "depth_top_cm"], key=_natural)
-    obs = obs.reset_index(drop=True)
+        for rec in recs:
+            top, bottom = rec["depth_top_cm"], rec["depth_bottom_cm"]
+            if top < reach:
+                why = (
+                    f"interval {top:g}-{bottom:g} cm overlaps {reach_iv} cm of the same plot "
+                    "and age"
+                )
+                ids = rec["groa_measurement_ids"].split(";")
+                for mid, ln in zip(ids, rec["_lines"], strict=True):
+                    rejected.append({"measurement_id": mid, "source_line": ln, "reason": why})
+                continue
+            reach, reach_iv = bottom, f"{top:g}-{bottom:g}"
+            kept.append(rec)
     ordered = ["obs_id", *schema.REQUIRED_COLUMNS]
     ordered.insert(3, "plot_id")
     ordered += ["bd_g_cm3", *schema.C_COLUMNS, *schema.N_COLUMNS, *EXTRA_COLUMNS, "_lines"]
-    return obs[ordered], {"rejected": rejected, "bd_dropped": bd_dropped}
+    obs = pd.DataFrame(kept, columns=ordered)
+    obs = obs.sort_values(["study_id", "site_id", "plot_id", "years", "depth_top_cm"], key=_natural)
+    return obs.reset_index(drop=True), {"rejected": rejected, "bd_dropped": bd_dropped}
+
+
+def _merged_record(key: tuple, grp: list[dict]) -> dict:
+    """Merge the source rows of one plot, age and interval (at most one per variable)."""
+    study, site, plot, years, top, bottom = key
+    first = grp[0]
+    rec = {
+        "obs_id": f"groa-{first['measurement_id']}",
+        "study_id": study,
+        "site_id": site,
+        "plot_id": plot,
+        "lon": first["lon"],
+        "lat": first["lat"],
+        "map_mm": first["map_mm"],
+        "mat_c": first["mat_c"],
+        "vegetation": "forest",
+        "origin": "natural",
+        "years": years,
+        "depth_top_cm": top,
+        "depth_bottom_cm": bottom,
+        "bd_g_cm3": np.nan,
+        **{c: np.nan for c in (*schema.C_COLUMNS, *schema.N_COLUMNS)},
+        "groa_measurement_ids": ";".join(r["measurement_id"] for r in grp),
+        "groa_refor_type": first["refor_type"],
+        "groa_prior": first["prior"],
+        "groa_ref": first["ref"],
+        "n_plots": first["n_plots"],
+        "clay_pct": first["clay_pct"],
+        "silt_pct": first["silt_pct"],
+        "sand_pct": first["sand_pct"],
+        "_lines": [int(r["line"]) for r in grp],
+        "_bd_dropped": 0,
+    }
+    for r in grp:
+        col, factor = VARIABLES[r["variable"]]
+        rec[col] = r["value"] * factor
+    notes = []
+    bds = [float(r["bd"]) for r in grp if not np.isnan(r["bd"])]
+    if bds:
+        bd = bds[0]
+        if len(set(bds)) > 1:
+            notes.append(f"bulk densities {sorted(set(bds))} differ; kept {bd:g}")
+        if BD_RANGE[0] <= bd <= BD_RANGE[1]:
+            rec["bd_g_cm3"] = bd
+        else:
+            rec["_bd_dropped"] = 1
+            notes.append(f"bulk_density {bd:g} outside {BD_RANGE[0]}-{BD_RANGE[1]} g cm-3 dropped")
+    if not first["is_regrowth"] and first["age"] != 0:
+        notes.append(f"reference plot ({first['refor_type']}) with stand.age {first['age']:g}")
+    rec["import_note"] = "; ".join(notes)
+    return rec
 
 
 def _natural(col: pd.Series) -> pd.Series:
