@@ -626,6 +626,13 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
                 f"{MAX_AGE:g} yr)"
             ),
             "origin_effect": 0.0,
+            "climate_mean_by_vegetation": _climate_by_vegetation(climate, clim_c, chronos, map_mm),
+            "climate_mean_by_vegetation_definition": (
+                "mean over the chronosequences of each vegetation type of the centred climate "
+                "term (Mg ha-1 yr-1): how far a model without climate would see that "
+                "vegetation's rates shifted from beta (vegetation is drawn independently of MAP, "
+                "so these are small)"
+            ),
         },
         "alpha": {e: dict(zip(LAYERS, _ALPHA[e], strict=True)) for e in ELEMENTS},
         "sds": {
@@ -651,6 +658,17 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
             "floored_layer_stocks": n_floored,
         },
     }
+
+
+def _climate_by_vegetation(climate, clim_c, chronos, map_mm) -> list[dict]:
+    out = []
+    for e in ELEMENTS:
+        for li, lay in enumerate(LAYERS):
+            for vi, v in enumerate(VEGETATION):
+                x = np.array([map_mm[c["site"]] for c in chronos if c["veg"] == vi])
+                val = float(np.mean(_climate_term(climate, e, li, x)) - clim_c[e][li])
+                out.append({"element": e, "layer": lay, "vegetation": v, "mean": val})
+    return out
 
 
 def _total_turning_point(element, climate, variant, unit_map) -> dict:

@@ -304,3 +304,17 @@ def test_cli_simulate(tmp_path, capsys):
     assert json.loads((out2 / "truth.json").read_text())["seed"] == 3
     assert main(["simulate", "--out", str(tmp_path / "bad"), "--scale", "0"]) == 2
     assert not (tmp_path / "bad" / "observations.csv").exists()
+
+
+def test_simulated_tables_pass_validation(tmp_path):
+    """Both variants and the demo are valid input for the rest of the pipeline."""
+    from bayes_soil.validate import load_observations
+
+    demo = load_observations(None)
+    assert len(demo) == json.loads(io.DEMO_TRUTH.read_text())["counts"]["rows"]
+    for variant in ("base", "no-turning-point"):
+        sim = simulate(seed=11, variant=variant, scale=0.3)
+        path = tmp_path / f"{variant}.csv"
+        sim.observations.to_csv(path, index=False)
+        df = load_observations(path)  # raises InputError listing every problem
+        assert len(df) == len(sim.observations)
