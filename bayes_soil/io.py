@@ -85,6 +85,15 @@ def read_table_with_lines(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
             df = df.astype(object).where(df.notna(), None)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
+            for c in df.columns:  # ids stored as floats (12.0) read as "12", not "12.0"
+                v = df[c]
+                finite = v.dropna()
+                if (
+                    pd.api.types.is_float_dtype(v)
+                    and (finite % 1 == 0).all()
+                    and (finite.abs() < 2**53).all()
+                ):
+                    df[c] = v.astype("Int64")
             df = df.astype("string").astype(object).where(df.notna(), None)
             df.columns = [str(c) for c in df.columns]
             lines = np.arange(2, df.shape[0] + 2)
@@ -99,7 +108,8 @@ def read_table_with_lines(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
         raise InputError(f"{path}: cannot be read as a table ({exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
     df = df.reset_index(drop=True)
-    blank = df.apply(lambda col: col.map(_is_blank)).all(axis=1).to_numpy()
+    blank = (df.isna() | (df.astype("string").apply(lambda c: c.str.strip()) == "")).all(axis=1)
+    blank = blank.to_numpy(dtype=bool)
     if blank.any():
         df = df.loc[~blank].reset_index(drop=True)
         lines = np.asarray(lines)[~blank]
@@ -112,10 +122,6 @@ def _header_cell(value: object, i: int) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return f"unnamed_{i + 1}"
     return str(value)
-
-
-def _is_blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _parse_csv_text(text: str, path: Path) -> tuple[pd.DataFrame, list[int]]:

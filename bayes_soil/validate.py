@@ -11,6 +11,7 @@ its rejection report. :func:`summarize_observations` counts them so ``validate``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ ID_COLUMNS = ("obs_id", "study_id", "site_id", "plot_id")
 LABEL_COLUMNS = {"vegetation": schema.VEGETATION, "origin": schema.ORIGINS}
 DEFAULT_PLOT_ID = "p1"
 MAX_LISTED = 200  # problems printed in one error message
+DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
 
 
 @dataclass(frozen=True)
@@ -144,16 +146,22 @@ def _check(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[Problem]]:
     missing = [c for c in schema.REQUIRED_COLUMNS if c not in df.columns]
     for col in missing:
         problems.append(Problem(name, 1, col, None, "required column is missing"))
-    if missing and len(df.columns) == 1:
-        problems.append(
-            Problem(
-                name,
-                1,
-                str(df.columns[0]),
-                None,
-                "only one column found: is the file separated by something other than commas?",
-            )
-        )
+    if missing:
+        for col in df.columns:
+            seps = [w for sep, w in ((";", "semicolon"), ("\t", "tab")) if sep in col]
+            if seps or len(df.columns) == 1:
+                problems.append(
+                    Problem(
+                        name,
+                        1,
+                        str(col),
+                        None,
+                        f"the header looks {seps[0]}-separated; save the file as comma-separated"
+                        if seps
+                        else "only one column found: is the file separated by something other "
+                        "than commas?",
+                    )
+                )
 
     out = pd.DataFrame(index=df.index)
     # ids and labels: text, stripped
@@ -225,15 +233,11 @@ def _normalise_columns(df: pd.DataFrame, name: str, problems: list[Problem]) -> 
 
 def _is_missing(col: pd.Series) -> np.ndarray:
     """True where a cell is empty or a common missing-value spelling ('NA', 'nan', ...)."""
-
-    def miss(v: object) -> bool:
-        if v is None or v is pd.NA:
-            return True
-        if isinstance(v, float) and np.isnan(v):
-            return True
-        return isinstance(v, str) and v.strip().lower() in MISSING_TOKENS
-
-    return col.map(miss).to_numpy(dtype=bool)
+    miss = col.isna().to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+        return miss
+    text = col.astype("string").str.strip().str.lower()
+    return miss | text.isin(MISSING_TOKENS).fillna(False).to_numpy(dtype=bool)
 
 
 def _text(col: pd.Series) -> pd.Series:
@@ -262,9 +266,11 @@ def _numeric(
         values = pd.to_numeric(text, errors="coerce").astype(float).to_numpy()
         bad = np.isnan(values) & ~miss
         for i in np.flatnonzero(bad):
-            problems.append(
-                Problem(name, int(lines[i]), name_col, str(col.iloc[i]), "not a number")
-            )
+            value = str(col.iloc[i])
+            reason = "not a number"
+            if DECIMAL_COMMA.match(value.strip()):
+                reason += " (use a decimal point, not a comma)"
+            problems.append(Problem(name, int(lines[i]), name_col, value, reason))
     values = np.where(miss, np.nan, values)
     for i in np.flatnonzero(np.isinf(values)):
         problems.append(

@@ -348,3 +348,66 @@ def test_missing_file(tmp_path, capsys):
     code, text = run_validate(path, capsys)
     assert code == 2
     assert "file not found" in text
+
+
+def test_bundled_demo_validates_and_is_labelled_synthetic(capsys):
+    code = main(["validate"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "SYNTHETIC" in text
+    demo = load_observations(None)
+    assert demo["source"].str.startswith("synthetic").all()
+    assert demo["line"].iloc[0] == 2 and demo["line"].is_monotonic_increasing
+
+
+def test_decimal_comma_gets_a_hint(tmp_path, capsys):
+    rows = list(ROWS)
+    rows[0] = replace_cell(rows[0], "soc_g_kg", '"8,1"')
+    path = write(tmp_path, rows)
+    code, text = run_validate(path, capsys)
+    assert code == 2
+    assert_problem(text, path, 2, "soc_g_kg", r"not a number \(use a decimal point")
+
+
+def test_semicolon_file_whose_header_has_a_comma(tmp_path, capsys):
+    header = HEADER.replace(",", ";").replace("source", "source,notes")
+    rows = [r.replace(",", ";") for r in ROWS]
+    path = write(tmp_path, rows, header=header)
+    code, text = run_validate(path, capsys)
+    assert code == 2
+    assert "semicolon-separated" in text
+    assert_problem(text, path, 1, "study_id", "required column is missing")
+
+
+def test_duplicated_column_name(tmp_path, capsys):
+    header = HEADER.replace("source", "Years")
+    path = write(tmp_path, ROWS, header=header)
+    code, text = run_validate(path, capsys)
+    assert code == 2
+    assert_problem(text, path, 1, "Years", r"duplicated column \(also 'years'\)")
+
+
+def test_user_line_column_is_kept_apart(tmp_path):
+    header = HEADER.replace("source", "line")
+    df = load_observations(write(tmp_path, ROWS, header=header))
+    assert df["line"].tolist() == [2, 3, 4, 5, 6]
+    assert df["input_line"].tolist() == ["paper 1"] * 4 + ["paper 2"]
+
+
+def test_bom_and_crlf(tmp_path):
+    path = tmp_path / "win.csv"
+    path.write_bytes(("\r\n".join([HEADER, *ROWS]) + "\r\n").encode("utf-8-sig"))
+    df = load_observations(path)
+    assert df.columns[0] == "obs_id" and len(df) == 5
+    assert df["source"].iloc[-1] == "paper 2"
+
+
+def test_parquet_float_ids_read_as_integers(tmp_path):
+    df = pd.read_csv(write(tmp_path, ROWS))
+    df["study_id"] = [1.0, 1.0, 1.0, 1.0, 2.0]
+    df["plot_id"] = [3.0, 3.0, 3.0, 3.0, np.nan]
+    path = tmp_path / "obs.parquet"
+    df.to_parquet(path, index=False)
+    loaded = load_observations(path)
+    assert loaded["study_id"].tolist() == ["1", "1", "1", "1", "2"]
+    assert loaded["plot_id"].tolist() == ["3", "3", "3", "3", "p1"]
