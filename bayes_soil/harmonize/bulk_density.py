@@ -33,7 +33,7 @@ NUMERIC_FEATURES = (
     "lat",
     "lon",
 )
-N_TREES = 200
+N_TREES = 60
 N_FOLDS = 10
 MIN_TRAIN_ROWS = 20
 
@@ -87,9 +87,9 @@ def make_forest(seed: int = 0, n_trees: int = N_TREES):
 
     return RandomForestRegressor(
         n_estimators=n_trees,
-        min_samples_leaf=3,
+        min_samples_leaf=5,
         max_features=0.5,
-        max_samples=0.7,
+        max_samples=0.5,
         n_jobs=2,
         random_state=seed,
     )

@@ -30,11 +30,12 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     treated = layers.loc[~is_control]
     merged = treated.merge(controls, on=keys, how="left", validate="many_to_one")
     has = merged["baseline_stock_mg_ha"].notna()
-    chains = set(map(tuple, controls[list(CONTROL_KEYS)].drop_duplicates().to_numpy()))
-    chain_has_control = pd.Series(
-        [tuple(r) in chains for r in merged[list(CONTROL_KEYS)].to_numpy()],
-        index=merged.index,
-        dtype=bool,
+    chains = controls[list(CONTROL_KEYS)].drop_duplicates()
+    chain_has_control = (
+        merged[list(CONTROL_KEYS)]
+        .merge(chains, on=list(CONTROL_KEYS), how="left", indicator=True)["_merge"]
+        .eq("both")
+        .to_numpy()
     )
     no_control = merged.loc[~chain_has_control]
     no_layer = merged.loc[chain_has_control & ~has]

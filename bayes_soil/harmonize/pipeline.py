@@ -249,6 +249,10 @@ def harmonize(
     profiles = (
         df.loc[usable].groupby("profile_id", sort=False)[list(PROFILE_ATTRS)].first().reset_index()
     )
+    attrs = ["lon", "lat", "map_mm", "mat_c"]
+    n_inconsistent = int(
+        (df.loc[usable].groupby("profile_id")[attrs].nunique(dropna=False) > 1).any(axis=1).sum()
+    )
     filled, deep_report = fill_deep_layer(kept, profiles, layer_names, seed=seed)
     if len(filled):
         # the sampled fraction of a partly covered deepest layer stays visible in coverage
@@ -362,6 +366,7 @@ def harmonize(
                 for (e, lay), n in layers.groupby(["element", "layer"], sort=False).size().items()
             },
             "profiles": int(layers["profile_id"].nunique()),
+            "profiles_with_varying_lon_lat_map_mat": n_inconsistent,
         },
         "bulk_density": bd_report,
         "bd_method_counts": {str(k): int(v) for k, v in layers["bd_method"].value_counts().items()},
