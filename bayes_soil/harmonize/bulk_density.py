@@ -36,6 +36,7 @@ NUMERIC_FEATURES = (
 N_TREES = 60
 N_FOLDS = 10
 MIN_TRAIN_ROWS = 20
+PARALLEL_ROWS = 2000
 
 
 def ptf_bd(soc_g_kg: pd.Series | np.ndarray | float) -> np.ndarray:
@@ -81,8 +82,12 @@ def bd_features(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFr
     return x[list(columns)]
 
 
-def make_forest(seed: int = 0, n_trees: int = N_TREES):
-    """The forest used everywhere (imputation and scoring), kept modest so it runs in seconds."""
+def make_forest(seed: int = 0, n_trees: int = N_TREES, n_rows: int = 0):
+    """The forest used everywhere (imputation and scoring), kept modest so it runs in seconds.
+
+    Two threads only pay off on larger tables; below ~2,000 rows thread start-up costs more
+    than it saves.
+    """
     from sklearn.ensemble import RandomForestRegressor
 
     return RandomForestRegressor(
@@ -90,7 +95,7 @@ def make_forest(seed: int = 0, n_trees: int = N_TREES):
         min_samples_leaf=5,
         max_features=0.5,
         max_samples=0.5,
-        n_jobs=2,
+        n_jobs=2 if n_rows >= PARALLEL_ROWS else 1,
         random_state=seed,
     )
 
@@ -117,7 +122,7 @@ def _metrics(y: np.ndarray, pred: np.ndarray) -> dict:
 def _oof_forest(x: pd.DataFrame, y: np.ndarray, splits, seed: int, n_trees: int) -> np.ndarray:
     pred = np.full(y.shape, np.nan)
     for train, test in splits:
-        model = make_forest(seed, n_trees).fit(x.iloc[train], y[train])
+        model = make_forest(seed, n_trees, len(train)).fit(x.iloc[train], y[train])
         pred[test] = model.predict(x.iloc[test])
     return pred
 
@@ -233,7 +238,7 @@ def impute_bd(
     if measured.sum() >= MIN_TRAIN_ROWS:
         x_train = bd_features(df.loc[measured])
         if x_train.shape[1] > 0:
-            forest = make_forest(seed).fit(x_train, bd[measured].to_numpy())
+            forest = make_forest(seed, n_rows=len(x_train)).fit(x_train, bd[measured].to_numpy())
             report["rf_features"] = list(x_train.columns)
             report["rf_trained_on"] = int(measured.sum())
 
