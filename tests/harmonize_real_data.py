@@ -50,7 +50,7 @@ def sanderman_horizons(shared: Path) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def dsp4sh_horizons(shared: Path) -> tuple[pd.DataFrame, pd.Series]:
-    """DSP4SH cooperator horizons (cm depths, % SOC and TN -> g/kg) with pedon MAP/MAT."""
+    """DSP4SH cooperator horizons (cm depths, % SOC and TN -> g/kg, texture %) with MAP/MAT."""
     raw = pd.read_csv(shared / DSP4SH_HORIZONS, encoding="latin-1", na_values=["NA"])
     clim = pd.read_csv(shared / DSP4SH_CLIMATE, encoding="latin-1", na_values=["NA"])
     clim = clim.drop_duplicates("dsp_pedon_id")[["dsp_pedon_id", "map", "mat"]]
@@ -66,6 +66,9 @@ def dsp4sh_horizons(shared: Path) -> tuple[pd.DataFrame, pd.Series]:
             "mat_c": pd.to_numeric(raw["mat"], errors="coerce"),
             "lat": pd.to_numeric(raw["pedon_y"], errors="coerce"),
             "lon": pd.to_numeric(raw["pedon_x"], errors="coerce"),
+            "clay_pct": pd.to_numeric(raw["clay_pct"], errors="coerce"),
+            "silt_pct": pd.to_numeric(raw["silt_pct"], errors="coerce"),
+            "sand_pct": pd.to_numeric(raw["sand_pct"], errors="coerce"),
             "vegetation": _vegetation(raw["lu"]),
         }
     )

@@ -334,6 +334,21 @@ def test_deep_imputation_flagged_and_excludable():
     assert rep["cv"]["r2"] > 0.8
     assert rep["cv"]["n_splits"] == 10
 
+    # a deepest layer sampled only to 150 cm is predicted too; its own row is rejected, saying so
+    half = make_obs(
+        [
+            {"plot_id": "h", "depth_top_cm": t, "depth_bottom_cm": b, "soc_stock_mg_ha": s}
+            for t, b, s in ((0, 20, 20.0), (20, 100, 40.0), (100, 150, 20.0))
+        ]
+    )
+    half["obs_id"] = ["h1", "h2", "h3"]
+    res2 = harmonize(pd.concat([df, half], ignore_index=True), score_bd=False)
+    h = res2.layers[res2.layers["plot_id"] == "h"].set_index("layer")
+    assert bool(h.loc["100-200", "deep_imputed"]) and h.loc["100-200", "coverage"] == 0.5
+    assert h.loc["100-200", "obs_ids"] == "h1;h2"
+    reason = res2.rejected.set_index("obs_id").loc["h3", "reason"]
+    assert "predicted by the shallow-to-deep" in reason
+
     ex = harmonize(df, exclude_deep_imputed=True, score_bd=False)
     assert not ex.layers["deep_imputed"].any()
     assert len(ex.layers) == len(res.layers) - 6

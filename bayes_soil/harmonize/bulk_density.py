@@ -6,7 +6,8 @@ Two estimators:
   ``BD = -0.1229 ln(SOC%) + 1.2901`` for SOC% < 6 and ``BD = 1.3774 exp(-0.0413 SOC%)``
   for SOC% >= 6, with SOC% = SOC (g kg-1) / 10. It needs SOC > 0.
 - ``rf``: a random forest (scikit-learn) trained on the rows with measured BD, on SOC, STN,
-  depth midpoint and thickness, MAP, MAT, latitude, longitude and vegetation (one-hot). Trees
+  depth midpoint and thickness, MAP, MAT, latitude, longitude, texture (``clay_pct``,
+  ``silt_pct``, ``sand_pct``: optional extra input columns) and vegetation (one-hot). Trees
   route missing features (NaN) natively, so an N-only row can still get a prediction.
 
 Both are scored with the same 10 folds (out-of-fold R2 and RMSE) and with study-grouped folds
@@ -32,6 +33,9 @@ NUMERIC_FEATURES = (
     "mat_c",
     "lat",
     "lon",
+    "clay_pct",
+    "silt_pct",
+    "sand_pct",
 )
 N_TREES = 60
 N_FOLDS = 10

@@ -106,12 +106,14 @@ def split_into_layers(intervals: pd.DataFrame, bounds=LAYER_BOUNDS) -> pd.DataFr
             layer_index=("layer_index", "first"),
             stock_mg_ha=("stock_mg_ha", "sum"),
             coverage=("coverage", "sum"),
-            bd_method=("bd_method", _combine_methods),
+            n_methods=("bd_method", "nunique"),
+            bd_method=("bd_method", "first"),
             obs_ids=("obs_id", ";".join),
         )
         .reset_index()
     )
-    return out
+    out.loc[out["n_methods"] > 1, "bd_method"] = "mixed"
+    return out.drop(columns="n_methods")
 
 
 def apply_coverage_rule(

@@ -259,6 +259,10 @@ def harmonize(
         part = dropped_layers.set_index(["profile_id", "element", "layer"])["coverage"]
         idx = pd.MultiIndex.from_frame(filled[["profile_id", "element", "layer"]])
         filled["coverage"] = part.reindex(idx).fillna(0.0).clip(upper=1.0).to_numpy()
+        replaced = dropped_layers.set_index(["profile_id", "element", "layer"]).index.isin(idx)
+        dropped_layers.loc[replaced, "reason"] += (
+            "; the layer was predicted by the shallow-to-deep function instead"
+        )
     layers = pd.concat([kept.drop(columns="layer_index"), filled], ignore_index=True)
     t0 = tick("deep", t0)
 
@@ -272,10 +276,12 @@ def harmonize(
         _cw=("_cw", "sum"),
         deep_imputed=("deep_imputed", "any"),
         coverage_scaled=("coverage_scaled", "any"),
-        bd_method=("bd_method", lambda s: s.iloc[0] if s.nunique() == 1 else "mixed"),
+        n_methods=("bd_method", "nunique"),
+        bd_method=("bd_method", "first"),
         obs_ids=("obs_ids", ";".join),
     )
-    tot = tot[tot["n_layers"] == len(layer_names)].reset_index()
+    tot.loc[tot["n_methods"] > 1, "bd_method"] = "mixed"
+    tot = tot[tot["n_layers"] == len(layer_names)].drop(columns="n_methods").reset_index()
     tot["layer"] = total_label
     tot["coverage"] = tot["_cw"] / sum(widths.values())
     layers = pd.concat([layers, tot.drop(columns=["n_layers", "_cw"])], ignore_index=True)
@@ -439,8 +445,6 @@ def _explain(
     kept_profiles = set(kept["profile_id"])
     out = []
     for oid, pid in zip(rows["obs_id"], rows["profile_id"], strict=True):
-        parts: list[str] = []
-        # merged duplicates carry 'a;b' ids: match any part
         parts = reasons.get(oid, [])
         if pid not in kept_profiles:
             parts = ["profile covers no standard layer fully", *parts]
