@@ -419,3 +419,15 @@ def test_profile_id_stable_and_distinct():
     assert a.nunique() == 2
     assert set(a) == set(b)
     assert a.str.fullmatch(r"p[0-9a-f]{12}").all()
+
+
+def test_rf_without_enough_measured_bd_falls_back_to_ptf():
+    df = make_obs(
+        [
+            {"depth_top_cm": 0, "depth_bottom_cm": 20, "soc_g_kg": 20.0},
+            {"depth_top_cm": 20, "depth_bottom_cm": 100, "soc_g_kg": 10.0, "bd_g_cm3": 1.4},
+        ]
+    )
+    res = harmonize(df, bd_method="rf", score_bd=False)
+    assert res.layers.set_index("layer").loc["0-20", "bd_method"] == "ptf"
+    assert res.report["bulk_density"]["fallbacks"]["rf_untrainable_used_ptf"] == 1
