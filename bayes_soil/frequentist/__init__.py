@@ -1,0 +1,98 @@
+"""Frequentist reproduction of the paper (section 2.2-2.3), number for number with R.
+
+``run_frequentist(layers, changes)`` returns the four tables that ``freq`` writes:
+stage rates (``lm``), C:N rate ratios, Kruskal-Wallis tests (``kruskal.test``) and turning points
+(``segmented`` + ``davies.test``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bayes_soil.errors import InputError
+
+LAYERS_NEEDS = ("element", "layer", "vegetation", "stage", "years", "stock_mg_ha")
+CHANGES_NEEDS = (
+    "element",
+    "layer",
+    "vegetation",
+    "stage",
+    "years",
+    "rate_mg_ha_yr",
+    "map_mm",
+    "mat_c",
+)
+NUMERIC = ("years", "stock_mg_ha", "rate_mg_ha_yr", "map_mm", "mat_c")
+
+
+@dataclass
+class FrequentistResult:
+    """The four result tables (DATA_SCHEMA section 4 columns plus status/reason columns)."""
+
+    rates: pd.DataFrame
+    rate_ratios: pd.DataFrame
+    kruskal: pd.DataFrame
+    breakpoints: pd.DataFrame
+
+    TABLES = ("rates", "rate_ratios", "kruskal", "breakpoints")
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """name -> table, in the order freq writes them (``<name>.csv``)."""
+        return {name: getattr(self, name) for name in self.TABLES}
+
+
+def check_table(df: pd.DataFrame, needs: tuple[str, ...], name: str) -> pd.DataFrame:
+    """Typed copy of a harmonised table; InputError naming the file, line and column when a
+    column is missing or a value is not a number."""
+    missing = [c for c in needs if c not in df.columns]
+    if missing:
+        raise InputError(f"{name}: missing column(s) {', '.join(missing)}")
+    out = df.copy()
+    for col in needs:
+        if col in NUMERIC:
+            num = pd.to_numeric(out[col], errors="coerce")
+            bad = num.isna() & out[col].notna()
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise InputError(
+                    f"{name}: line {i + 2}: column {col}: value {out[col].iloc[i]!r} "
+                    "is not a number"
+                )
+            out[col] = num.astype(float)
+        else:
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+            out[col] = out[col].map(lambda v: v if v is None else str(v))
+    return out
+
+
+def run_frequentist(layers: pd.DataFrame, changes: pd.DataFrame) -> FrequentistResult:
+    """All four frequentist tables from the harmonised ``layers`` and ``changes``."""
+    from bayes_soil.frequentist.breakpoints import breakpoint_table
+    from bayes_soil.frequentist.kruskal import kruskal_table
+    from bayes_soil.frequentist.rates import (
+        breakpoint_rate_ratios,
+        stage_rate_ratios,
+        stage_rates,
+    )
+
+    layers = check_table(layers, LAYERS_NEEDS, "layers.csv")
+    changes = check_table(changes, CHANGES_NEEDS, "changes.csv")
+    if layers.empty:
+        raise InputError("layers.csv: no layer rows; nothing can be computed")
+    rates = stage_rates(layers)
+    breakpoints = breakpoint_table(changes)
+    ratios = pd.concat(
+        [stage_rate_ratios(rates), breakpoint_rate_ratios(breakpoints)], ignore_index=True
+    )
+    return FrequentistResult(
+        rates=rates,
+        rate_ratios=ratios,
+        kruskal=kruskal_table(layers, changes),
+        breakpoints=breakpoints,
+    )
+
+
+__all__ = ["FrequentistResult", "run_frequentist"]
