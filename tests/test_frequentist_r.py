@@ -108,8 +108,11 @@ def test_davies_equals_davies_test_on_small_samples(battery):
     worst = 0.0
     for g, grp in xy.groupby("group"):
         x, y = grp["x"].to_numpy(), grp["y"].to_numpy()
-        for alt, col in (("two.sided", "davies_p"), ("greater", "davies_greater"),
-                         ("less", "davies_less")):
+        for alt, col in (
+            ("two.sided", "davies_p"),
+            ("greater", "davies_greater"),
+            ("less", "davies_less"),
+        ):
             ours, theirs = davies_test(x, y, alternative=alt).p_value, ref.loc[g, col]
             worst = max(worst, abs(np.log10(ours) - np.log10(theirs)))
     assert worst <= 1e-6

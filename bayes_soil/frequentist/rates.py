@@ -80,15 +80,19 @@ def stage_rates(layers: pd.DataFrame) -> pd.DataFrame:
     present_veg = [v for v in VEGETATION if (layers["vegetation"] == v).any()]
     extra_veg = sorted(set(layers["vegetation"].dropna()) - set(VEGETATION))
     elements = [e for e in ELEMENTS if e in set(layers["element"])]
+    ok = np.isfinite(layers["stock_mg_ha"]) & np.isfinite(layers["years"])
+    data = layers.loc[ok, ["element", "layer", "vegetation", "stage", "years", "stock_mg_ha"]]
+    by_veg = dict(list(data.groupby(["element", "layer", "vegetation", "stage"], sort=False)))
+    pooled = dict(list(data.groupby(["element", "layer", "stage"], sort=False)))
+    empty = data.iloc[:0]
     for element in elements:
-        el = layers[layers["element"] == element]
         for layer in ALL_LAYERS:
-            lay = el[el["layer"] == layer]
             for veg in (ALL_VEGETATION, *present_veg, *extra_veg):
-                sub = lay if veg == ALL_VEGETATION else lay[lay["vegetation"] == veg]
                 for stage in STAGES:
-                    cell = sub[sub["stage"] == stage]
-                    cell = cell[np.isfinite(cell["stock_mg_ha"]) & np.isfinite(cell["years"])]
+                    if veg == ALL_VEGETATION:
+                        cell = pooled.get((element, layer, stage), empty)
+                    else:
+                        cell = by_veg.get((element, layer, veg, stage), empty)
                     n, n_ages = len(cell), int(cell["years"].nunique())
                     row = {"element": element, "layer": layer, "vegetation": veg, "stage": stage}
                     row |= {"n": n, "n_ages": n_ages, "interval": INTERVAL}

@@ -26,11 +26,9 @@ minimum of the profile RSS exactly so that callers can flag such cases.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize
 
 
 class SegmentedError(ValueError):
@@ -101,7 +99,8 @@ def muggeo(
     """Muggeo's iterative linearisation from ``psi0``; raises SegmentedError if it breaks down."""
     lo, hi = bounds
     psi = float(np.clip(psi0, lo, hi))
-    _, rss = _broken_line(x, y, psi)
+    profile = _Profile(x, y)
+    rss = float(profile.rss(psi)[0])
     history = [psi]
     n = x.size
     for it in range(1, it_max + 1):
@@ -114,7 +113,7 @@ def muggeo(
         lam = h
         while True:
             cand = float(np.clip(psi + lam * step, lo, hi))
-            _, rss_c = _broken_line(x, y, cand)
+            rss_c = float(profile.rss(cand)[0])
             if rss_c <= rss or lam < min_step:
                 break
             lam /= 2
@@ -128,42 +127,73 @@ def muggeo(
     return _Iterate(psi, rss, it_max, False, history)
 
 
-def profile_rss(x: np.ndarray, y: np.ndarray, psi: float) -> float:
-    """RSS of the broken line at a fixed psi, in O(n): the hinge residualised on [1, x]."""
-    xc = x - x.mean()
-    e = y - y.mean() - xc * (xc @ y) / (xc @ xc)
-    u = np.maximum(x - psi, 0.0)
-    uc = u - u.mean()
-    suu = uc @ uc - (xc @ uc) ** 2 / (xc @ xc)
-    if suu <= 1e-12 * max(1.0, u @ u):
-        return float(e @ e)
-    return float(e @ e - (e @ u) ** 2 / suu)
+class _Profile:
+    """The profile RSS of the broken line as a function of psi, in closed form.
+
+    With e the residuals of y on [1, x] and R the residual-maker of [1, x], the hinge
+    u = (x - psi)_+ = I x - psi I (I = 1(x > psi)) gives RSS(psi) = e'e - (e'u)^2 / |R u|^2.
+    Between two consecutive distinct x values I is fixed, so RSS is a ratio of quadratics in psi
+    whose only interior stationary point solves a linear equation: the global minimum over an
+    interval of psi is found exactly, not by a grid.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x = x
+        self.xc = x - x.mean()
+        self.sxx = self.xc @ self.xc
+        self.e = y - y.mean() - self.xc * (self.xc @ y) / self.sxx
+        self.rss0 = float(self.e @ self.e)
+
+    def _resid(self, v: np.ndarray) -> np.ndarray:
+        """R v for the columns of v (n x k)."""
+        vc = v - v.mean(axis=0)
+        return vc - np.outer(self.xc, self.xc @ vc) / self.sxx
+
+    def _terms(self, above: np.ndarray) -> tuple[np.ndarray, ...]:
+        ix = above * self.x[:, None]
+        r_ix, r_i = self._resid(ix), self._resid(above)
+        p, q = self.e @ ix, self.e @ above
+        a = (r_ix * r_ix).sum(0)
+        b = (r_ix * r_i).sum(0)
+        c = (r_i * r_i).sum(0)
+        return p, q, a, b, c
+
+    def rss(self, psis: np.ndarray) -> np.ndarray:
+        """RSS of the broken line at each psi."""
+        psis = np.atleast_1d(np.asarray(psis, dtype=float))
+        above = (self.x[:, None] > psis[None, :]).astype(float)
+        p, q, a, b, c = self._terms(above)
+        den = a - 2 * b * psis + c * psis**2
+        num = (p - q * psis) ** 2
+        gain = np.where(den > 1e-12 * np.maximum(a, 1.0), num / np.where(den > 0, den, 1), 0.0)
+        return self.rss0 - gain
+
+    def minimum(self, bounds: tuple[float, float]) -> tuple[float, float]:
+        """Global minimum (psi, rss) over ``bounds``."""
+        lo, hi = bounds
+        u = np.unique(self.x)
+        knots = np.concatenate([[lo], u[(u > lo) & (u < hi)], [hi]])
+        cands = [knots]
+        left, right = knots[:-1], knots[1:]
+        above = (self.x[:, None] > left[None, :]).astype(float)
+        p, q, a, b, c = self._terms(above)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            star = (q * a - p * b) / (q * b - p * c)
+        inside = np.isfinite(star) & (star > left) & (star < right)
+        cands.append(star[inside])
+        psis = np.concatenate(cands)
+        rss = self.rss(psis)
+        i = int(np.argmin(rss))
+        return float(psis[i]), float(rss[i])
 
 
 def profile_minimum(
     x: np.ndarray, y: np.ndarray, bounds: tuple[float, float]
 ) -> tuple[float, float]:
-    """Global minimum (psi, rss) of the profile RSS over ``bounds``: exact search over every
-    interval between consecutive distinct x values (the profile is smooth inside each)."""
-    lo, hi = bounds
-    u = np.unique(x)
-    knots = np.concatenate([[lo], u[(u > lo) & (u < hi)], [hi]])
-    best_psi, best_rss = lo, profile_rss(x, y, lo)
-    for a, b in itertools.pairwise(knots):
-        rss_b = profile_rss(x, y, b)
-        if rss_b < best_rss:
-            best_psi, best_rss = float(b), rss_b
-        if b - a <= 0:
-            continue
-        res = optimize.minimize_scalar(
-            lambda p: profile_rss(x, y, p),
-            bounds=(a, b),
-            method="bounded",
-            options={"xatol": 1e-10 * max(1.0, abs(b))},
-        )
-        if res.fun < best_rss:
-            best_psi, best_rss = float(res.x), float(res.fun)
-    return best_psi, _broken_line(x, y, best_psi)[1]
+    """Global minimum (psi, rss) of the profile RSS of the broken line over ``bounds``."""
+    x = np.asarray(x, dtype=float)
+    psi, _ = _Profile(x, np.asarray(y, dtype=float)).minimum(bounds)
+    return psi, _broken_line(x, np.asarray(y, dtype=float), psi)[1]
 
 
 def segmented(
