@@ -381,18 +381,45 @@ def fake_harmonised(seed: int = 4, *, synthetic: bool = True) -> SimpleNamespace
             "reason": ["no C or N quantity", "no C or N quantity"],
         }
     )
+    # the structure of bayes_soil.harmonize's report (the parts the page reads)
+    cv = {"rf": {"r2": 0.61, "rmse": 0.081, "n": 640}, "ptf": {"r2": 0.32, "rmse": 0.112, "n": 640}}
     report = {
-        "rows": {"input": 1000, "used": 998, "rejected": 2},
+        "rows": {
+            "input": 1000,
+            "used": 998,
+            "rejected": 2,
+            "rejected_by_reason": {"no C or N quantity": 2},
+        },
         "bulk_density": {
             "method": "rf",
-            "cv_folds": 10,
-            "rf": {"r2": 0.61, "rmse": 0.081},
-            "ptf": {"r2": 0.32, "rmse": 0.112},
-            "n_measured": 640,
-            "n_imputed": 360,
+            "n_rows_measured": 640,
+            "n_rows_needing_estimate": 360,
+            "cv": {"kfold": {"n_splits": 10, **cv}, "group_kfold": {"n_splits": 10, **cv}},
         },
-        "deep": {"cv_folds": 10, "r2": 0.74, "rmse": 6.3, "n_imputed_profiles": 41},
-        "changes": {"profiles_without_control": 7},
+        "bd_method_counts": {"measured": 400, "rf": 176},
+        "shallow_to_deep": {
+            "model": "OLS on log stocks",
+            "C": {
+                "cv": {"r2": 0.74, "rmse": 6.3, "n": 50},
+                "cv_grouped_by_study": {"r2": 0.70, "rmse": 6.9, "n": 50},
+                "n_filled": 41,
+            },
+            "N": {
+                "cv": {"r2": 0.52, "rmse": 0.6, "n": 50},
+                "cv_grouped_by_study": {"r2": 0.45, "rmse": 0.7, "n": 50},
+                "n_filled": 30,
+            },
+        },
+        "changes": {
+            "left_out": {
+                "no year-0 control for study/site/vegetation/origin": {
+                    "profiles": 7,
+                    "layer_rows": 56,
+                }
+            }
+        },
+        "depth": {"coverage_rule": "a layer with coverage >= 0.95 is kept"},
+        "settings": {"bd_method": "rf", "exclude_deep_imputed": False, "seed": 0},
         "synthetic": synthetic,
     }
     return SimpleNamespace(
@@ -402,4 +429,33 @@ def fake_harmonised(seed: int = 4, *, synthetic: bool = True) -> SimpleNamespace
         report=report,
         synthetic=synthetic,
         data_sha256="ab" * 32,
+    )
+
+
+def fake_report_inputs(
+    *, synthetic: bool = True, failed_breakpoints: bool = False, quick: bool = False
+):
+    """ReportInputs built from the fakes above (no sampling, no harmonising)."""
+    from bayes_soil.compare import compare
+    from bayes_soil.report.html import FitRecord, ReportInputs
+
+    rates_fit = fake_rates_fit(synthetic=synthetic)
+    bp_fit = fake_breakpoints_fit(
+        synthetic=synthetic, verdict="fail" if failed_breakpoints else "pass"
+    )
+    if quick:
+        rates_fit.attrs["report_quick"] = 1
+    freq = fake_freq_tables()
+    fits = [
+        FitRecord(rates_fit, "fits/hier_rates/fake.nc", "reused from the store"),
+        FitRecord(bp_fit, "fits/climate_breakpoints/fake.nc", "reused from the store"),
+    ]
+    return ReportInputs(
+        harmonised=fake_harmonised(synthetic=synthetic),
+        freq=freq,
+        fits=fits,
+        comparison=compare([f.dt for f in fits], freq),
+        data_label="fake harmonised data",
+        quick=quick,
+        log=["reused fake fits"],
     )

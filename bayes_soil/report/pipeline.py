@@ -1,0 +1,293 @@
+"""Gather what the report needs, reusing what exists and running what is missing.
+
+Order: harmonise (or read a harmonised folder) -> frequentist tables (reuse ``--freq-dir`` when
+it holds them, otherwise run and, when a folder was named, write them there) -> fits (those
+pointed to, else the newest fit of each model in the store whose ``data_sha256`` matches the
+data, else fit now with the default settings and save into the store) -> comparison -> inputs
+for ``html.build_html``. Every step says on stderr what it reused or ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bayes_soil.errors import InputError
+
+MODELS = ("hier_rates", "climate_breakpoints")
+# --quick: enough to exercise every step, far too little for inference (labelled in the page)
+QUICK_SETTINGS = {"chains": 2, "draws": 150, "tune": 150}
+QUICK_ATTR = "report_quick"
+
+
+@dataclass
+class ReportSettings:
+    """What ``report`` was asked to do."""
+
+    data: str | Path | None = None  # None = the bundled synthetic demo
+    fits_dir: str | Path = "fits"
+    freq_dir: str | Path | None = None
+    fit_paths: Sequence[str | Path] = ()
+    quick: bool = False
+    reuse_only: bool = False  # never sample; report what exists
+    hdi_prob: float = 0.94
+    seed: int | None = None
+    models: Sequence[str] = MODELS
+
+
+@dataclass
+class Progress:
+    """Step-by-step messages on stderr, with elapsed time; collected for the provenance."""
+
+    stream: object = field(default_factory=lambda: sys.stderr)
+    lines: list[str] = field(default_factory=list)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def __call__(self, message: str) -> None:
+        self.lines.append(message)
+        elapsed = time.perf_counter() - self.t0
+        print(f"[report {elapsed:6.1f}s] {message}", file=self.stream, flush=True)
+
+
+def data_label(data: str | Path | None) -> str:
+    from bayes_soil.io import DEMO_OBSERVATIONS, is_demo
+
+    if data is None or is_demo(data):
+        return f"bundled synthetic demo ({DEMO_OBSERVATIONS.name})"
+    return str(data)
+
+
+# ------------------------------------------------------------------------------------------
+# frequentist tables
+
+
+def _freq_provenance_sha(freq_dir: Path) -> str | None:
+    """The data hash a freq folder records about itself (any JSON with data_sha256), if any."""
+    for p in sorted(freq_dir.glob("*.json")):
+        try:
+            obj = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("data_sha256"), str):
+            return obj["data_sha256"]
+    return None
+
+
+def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -> dict:
+    """Reuse the tables in ``freq_dir`` when present, else run ``run_frequentist``."""
+    from bayes_soil.compare import read_freq_tables
+
+    if freq_dir is not None and (Path(freq_dir) / "rates.csv").exists():
+        freq_dir = Path(freq_dir)
+        recorded = _freq_provenance_sha(freq_dir)
+        if recorded is not None and recorded != harmonised.data_sha256:
+            raise InputError(
+                f"{freq_dir}: these frequentist tables were made from other data (data_sha256 "
+                f"{recorded[:12]}... vs {harmonised.data_sha256[:12]}...); rerun 'freq' or drop "
+                "--freq-dir"
+            )
+        tables = read_freq_tables(freq_dir, required=("rates",))
+        note = "" if recorded else " (the folder records no data hash: not checked)"
+        log(f"reused frequentist tables from {freq_dir}{note}")
+        return tables
+    from bayes_soil.frequentist import run_frequentist
+
+    log("running the frequentist analysis (OLS rates, Kruskal-Wallis, segmented regression)")
+    result = run_frequentist(harmonised.layers, harmonised.changes)
+    tables = result.tables()
+    if freq_dir is not None:
+        from bayes_soil.io import AtomicOutputs
+
+        with AtomicOutputs(freq_dir) as out:
+            for name, df in tables.items():
+                out.write_csv(df, f"{name}.csv")
+            out.write_json(
+                {"data_sha256": harmonised.data_sha256, "synthetic": bool(harmonised.synthetic)},
+                "freq_provenance.json",
+            )
+        log(f"wrote the frequentist tables to {freq_dir}")
+    return tables
+
+
+# ------------------------------------------------------------------------------------------
+# fits
+
+
+def _attrs(path: Path) -> dict:
+    from bayes_soil.fits import read_attrs
+
+    try:
+        return read_attrs(path)
+    except Exception:  # unreadable file in the store: skip it, say so
+        return {}
+
+
+def find_fit(
+    fits_dir: str | Path,
+    model: str,
+    data_sha256: str,
+    *,
+    allow_quick: bool,
+    log: Callable | None = None,
+) -> Path | None:
+    """Newest fit of ``model`` under ``fits_dir`` made from the data with ``data_sha256``.
+
+    Looks at ``<fits_dir>/<model>/*.nc`` and, when ``allow_quick``, at the quick store
+    ``<fits_dir>/quick/<model>/*.nc``. Fits made by ``report --quick`` are never reused by a
+    full report.
+    """
+    fits_dir = Path(fits_dir)
+    candidates = list((fits_dir / model).glob("*.nc"))
+    if allow_quick:
+        candidates += list((fits_dir / "quick" / model).glob("*.nc"))
+    best, best_key, other = None, None, 0
+    for p in candidates:
+        a = _attrs(p)
+        if a.get("model") != model:
+            continue
+        if a.get("data_sha256") != data_sha256:
+            other += 1
+            continue
+        if not allow_quick and int(a.get(QUICK_ATTR, 0) or 0):
+            continue
+        key = (str(a.get("created_at", "")), p.stat().st_mtime)
+        if best_key is None or key > best_key:
+            best, best_key = p, key
+    if other and log is not None:
+        log(f"ignored {other} {model} fit(s) in {fits_dir} made from other data")
+    return best
+
+
+def run_fit(
+    model_name: str,
+    harmonised,
+    *,
+    fits_dir: str | Path,
+    quick: bool,
+    seed: int | None,
+    log: Callable,
+) -> Path:
+    """Fit ``model_name`` with its default spec on the harmonised data and save it."""
+    from bayes_soil import fits
+    from bayes_soil.models import get_model
+
+    model = get_model(model_name)
+    table = getattr(harmonised, getattr(model, "table", "layers"))
+    settings = dict(QUICK_SETTINGS) if quick else {}
+    if seed is not None:
+        settings["seed"] = seed
+    fs = model.settings(**settings)
+    log(
+        f"fitting {model_name} ({fs.sampler}, {fs.chains} chains x {fs.draws} draws after "
+        f"{fs.tune} tuning{', QUICK' if quick else ''}); this can take minutes"
+    )
+    t0 = time.perf_counter()
+    dt = model.fit(
+        table,
+        data_sha256=harmonised.data_sha256,
+        synthetic=harmonised.synthetic,
+        progressbar=False,
+        **settings,
+    )
+    if quick:
+        dt.attrs[QUICK_ATTR] = 1
+    store = Path(fits_dir) / "quick" if quick else Path(fits_dir)
+    path = fits.fit_path(model_name, fits.new_run_id(harmonised.data_sha256, fs.seed), store)
+    fits.save_fit(dt, path)
+    log(
+        f"fitted {model_name} in {time.perf_counter() - t0:.0f} s: diagnostics "
+        f"{dt.attrs.get('diagnostics_verdict', '?')}; saved {path}"
+    )
+    return path
+
+
+def gather_fits(settings: ReportSettings, harmonised, log: Callable) -> list:
+    """Fits pointed to, then matching fits from the store, then new fits (unless reuse_only)."""
+    from bayes_soil.compare import fit_kind
+    from bayes_soil.fits import load_fit
+    from bayes_soil.report.html import FitRecord
+
+    records: list[FitRecord] = []
+    have: set[str] = set()
+    for p in settings.fit_paths:
+        dt = load_fit(p, expected_sha256=harmonised.data_sha256)
+        records.append(FitRecord(dt, str(p), "given"))
+        have.add(str(dt.attrs.get("model", "")))
+        log(f"using the fit given: {p} ({dt.attrs.get('model')})")
+    for model in settings.models:
+        if model in have:
+            continue
+        path = find_fit(
+            settings.fits_dir, model, harmonised.data_sha256, allow_quick=settings.quick, log=log
+        )
+        origin = "reused from the store"
+        if path is None:
+            if settings.reuse_only:
+                log(
+                    f"no {model} fit for this data in {settings.fits_dir}; not fitting "
+                    "(--reuse-only)"
+                )
+                continue
+            path = run_fit(
+                model,
+                harmonised,
+                fits_dir=settings.fits_dir,
+                quick=settings.quick,
+                seed=settings.seed,
+                log=log,
+            )
+            origin = "run now"
+        else:
+            log(f"reused {model} fit {path}")
+        dt = load_fit(path, expected_sha256=harmonised.data_sha256)
+        records.append(FitRecord(dt, str(path), origin))
+    for r in records:
+        fit_kind(r.dt)  # refuse a fit with nothing to report early, with its name
+    return records
+
+
+# ------------------------------------------------------------------------------------------
+# the whole thing
+
+
+def prepare_report(settings: ReportSettings, progress: Callable | None = None):
+    """Run or reuse every step and return ``html.ReportInputs``."""
+    from bayes_soil.compare import compare
+    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.report.html import ReportInputs
+
+    log = progress or Progress()
+    label = data_label(settings.data)
+    log(f"loading and harmonising {label}")
+    harmonised = load_harmonised(settings.data)
+    log(
+        f"{len(harmonised.layers)} layer rows, {len(harmonised.changes)} change rows"
+        + (" (SYNTHETIC)" if harmonised.synthetic else "")
+    )
+    freq = frequentist_tables(harmonised, settings.freq_dir, log)
+    fit_records = gather_fits(settings, harmonised, log)
+    comparison = None
+    if fit_records:
+        log("comparing posterior and frequentist estimates")
+        comparison = compare(
+            [r.dt for r in fit_records],
+            freq,
+            hdi_prob=settings.hdi_prob,
+            fit_labels=[r.path for r in fit_records],
+        )
+    # the label describes the fits shown: quick ones, whether run now or reused
+    quick = any(int(r.dt.attrs.get(QUICK_ATTR, 0) or 0) for r in fit_records)
+    return ReportInputs(
+        harmonised=harmonised,
+        freq=freq,
+        fits=fit_records,
+        comparison=comparison,
+        data_label=label,
+        hdi_prob=settings.hdi_prob,
+        quick=quick,
+        log=list(getattr(log, "lines", [])),
+    )

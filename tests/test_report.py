@@ -1,0 +1,307 @@
+"""The HTML report, its sentences and figures, on fake posteriors (no sampling)."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from report_fakes import (
+    MISSING_CELL,
+    fake_breakpoints_fit,
+    fake_freq_tables,
+    fake_harmonised,
+    fake_rates_fit,
+    fake_report_inputs,
+)
+
+from bayes_soil.compare import compare
+from bayes_soil.io import SYNTHETIC_LABEL
+from bayes_soil.report import posterior_figures as pf
+from bayes_soil.report import sentences as S
+from bayes_soil.report.html import QUICK_LABEL, build_html
+
+EXTERNAL = re.compile(
+    r"""(?:src|href|action|poster)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//|@import""",
+    re.IGNORECASE,
+)
+
+
+def _no_figures(make, caption, alt):
+    """Stand-in for html.figure_html: the text checks need no pixels (the browser test draws)."""
+    return f"<figure><figcaption>{alt}</figcaption></figure>"
+
+
+def text_only(inputs) -> str:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("bayes_soil.report.html.figure_html", _no_figures)
+        return build_html(inputs)
+
+
+@pytest.fixture(scope="module")
+def page() -> str:
+    return text_only(fake_report_inputs(failed_breakpoints=True))
+
+
+# ---- sentences ---------------------------------------------------------------------------
+
+
+def test_rate_sentence_reads_like_the_issue_example():
+    row = {
+        "element": "C",
+        "layer": "20-100",
+        "vegetation": "all",
+        "stage": "6-10",
+        "p_positive": 0.03,
+        "hdi_low": -3.93,
+        "hdi_high": -1.61,
+        "mean": -2.74,
+        "interval": "94% HDI",
+    }
+    assert S.rate_sentence(row) == (
+        "The 20-100 cm C rate in years 6-10 is negative with probability 0.97; 94% HDI -3.9 to "
+        "-1.6 Mg ha-1 yr-1 (mean -2.7)."
+    )
+    row.update(
+        vegetation="shrub",
+        stage=">30",
+        p_positive=0.9991,
+        hdi_low=0.012,
+        hdi_high=0.0894,
+        mean=0.05,
+    )
+    assert S.rate_sentence(row) == (
+        "The 20-100 cm C rate after year 30 under shrub is positive with probability > 0.99; "
+        "94% HDI 0.012 to 0.089 Mg ha-1 yr-1 (mean 0.050)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "text"),
+    [
+        (-3.93, -1.61, "-3.9 to -1.6"),
+        (462.2, 576.4, "462 to 576"),
+        (-0.5, 12.3, "-0.5 to 12.3"),
+        (0.0012, 0.0089, "0.0012 to 0.0089"),
+        (-0.04, 0.0, "-0.040 to 0.000"),
+    ],
+)
+def test_interval_formatting(low, high, text):
+    assert S.fmt_interval(low, high) == text
+
+
+def test_probability_and_missing_formatting():
+    assert S.fmt_prob(0.9999) == "> 0.99" and S.fmt_prob(0.001) == "< 0.01"
+    assert S.fmt_prob(0.5) == "0.50" and S.fmt_num(float("nan")) == "n/a"
+    assert S.fmt_p_value(0.0004) == "< 0.001" and S.fmt_p_value(0.0312) == "0.031"
+
+
+def test_turning_point_sentence_weighs_loo_by_its_se():
+    row = {
+        "element": "N",
+        "driver": "map_mm",
+        "layer": "0-20",
+        "psi_mean": 470.4,
+        "psi_hdi_low": 411.0,
+        "psi_hdi_high": 524.0,
+        "interval": "94% HDI",
+        "p_k1_neg_k2_pos": 0.904,
+        "loo_elpd_diff": 6.5,
+        "loo_elpd_diff_se": 3.1,
+        "psi": 417.7,
+        "psi_se": 25.0,
+        "davies_p": 0.0004,
+    }
+    text = S.turning_point_sentence(row)
+    assert text.startswith(
+        "The N turning point along MAP in 0-20 cm lies at 470 mm (94% HDI "
+        "411 to 524 mm); P(k1 < 0 < k2) = 0.90; LOO favours the turning point"
+    )
+    assert "Segmented regression puts it at 418 ± 25 mm (Davies p = < 0.001)" in text
+    row.update(loo_elpd_diff=5.0, loo_elpd_diff_se=3.1)
+    assert "LOO cannot separate it from a straight line (ΔELPD = 5.0 ± 3.1, within 2 SE)" in (
+        S.turning_point_sentence(row)
+    )
+    row.update(loo_elpd_diff=-9.0, psi=float("nan"), freq_status="not estimated: no break")
+    text = S.turning_point_sentence(row)
+    assert "LOO favours the model without a turning point" in text
+    assert "Segmented regression gave no breakpoint (no break)" in text
+
+
+def test_comparison_sentence_for_a_cell_ols_could_not_estimate():
+    row = {
+        "element": "N",
+        "layer": "100-200",
+        "vegetation": "shrub",
+        "stage": ">30",
+        "p_positive": 0.58,
+        "hdi_low": -0.28,
+        "hdi_high": 0.41,
+        "mean": 0.036,
+        "interval": "94% HDI",
+        "k": float("nan"),
+        "agreement": "posterior only",
+        "freq_status": "not estimated: too few rows (n=2 < 3)",
+    }
+    assert S.comparison_sentence(row).endswith(
+        "OLS could not estimate this cell (too few rows (n=2 < 3)); the hierarchical model "
+        "still estimates it by partial pooling."
+    )
+
+
+# ---- figures -----------------------------------------------------------------------------
+
+
+def _texts(fig) -> str:
+    out = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    return " | ".join(out)
+
+
+@pytest.fixture(scope="module")
+def fits_and_tables():
+    r, b, f = fake_rates_fit(), fake_breakpoints_fit(), fake_freq_tables()
+    return r, b, f, compare([r, b], f)
+
+
+@pytest.mark.parametrize("name", ["forest", "fan", "cn", "tp"])
+def test_every_figure_names_its_interval_and_says_synthetic(fits_and_tables, name):
+    r, b, f, cmp = fits_and_tables
+    make = {
+        "forest": lambda: pf.forest_rates(cmp.rates, "C", synthetic=True),
+        "fan": lambda: pf.cumulative_change_fan(r, "N", changes=fake_harmonised().changes),
+        "cn": lambda: pf.cn_ratio_posteriors(r, freq_ratios=f["rate_ratios"]),
+        "tp": lambda: pf.turning_point_densities(b, freq_breakpoints=f["breakpoints"]),
+    }[name]
+    fig = make()
+    text = _texts(fig)
+    plt.close(fig)
+    assert "Intervals:" in text and "94% HDI" in text
+    assert pf.SYNTHETIC_TAG in text
+
+
+def test_real_data_figures_carry_no_synthetic_tag():
+    dt = fake_rates_fit(synthetic=False)
+    fig = pf.cumulative_change_fan(dt, "C")
+    assert pf.SYNTHETIC_TAG not in _texts(fig)
+    plt.close(fig)
+
+
+def test_fan_chart_band_is_the_hdi_of_the_cumulative_change(fits_and_tables):
+    """F(35) = 5 r1 + 5 r2 + 10 r3 + 10 r4 + 5 r5: the band's right end is its 94% HDI."""
+    r = fits_and_tables[0]
+    fig = pf.cumulative_change_fan(r, "C", max_years=35.0, layers=("0-20",))
+    band = fig.axes[0].collections[0]  # the outer (94%) band
+    ys = band.get_paths()[0].vertices[:, 1]
+    rm = r["posterior"]["rate_mean"].sel(element="C", layer="0-20")
+    x = pf._stack(rm).transpose("sample", "stage").to_numpy()
+    f35 = x @ np.array([5.0, 5.0, 10.0, 10.0, 5.0])
+    lo, hi = np.sort(f35)[[0, -1]]
+    h = pf._hdi(f35, 0.94)
+    plt.close(fig)
+    assert lo <= h[0] < h[1] <= hi
+    assert np.isclose(ys, h[0]).any() and np.isclose(ys, h[1]).any()
+
+
+def test_diagnostics_table_finds_the_stuck_chain():
+    dt = fake_rates_fit(bad_chain=True, verdict="fail")
+    tab = pf.diagnostics_table(dt).set_index("variable")
+    assert tab.loc["rate", "max_r_hat"] > 1.1
+    assert tab.loc["sd_unit", "max_r_hat"] < 1.05  # untouched by the stuck chain
+    cells = pf.worst_cells(dt, n=3)
+    assert all(name in ("rate", "rate_mean", "rate_ratio") for name, _ in cells)
+    fig = pf.rank_plots(dt, n=3)
+    assert "highest R-hat" in _texts(fig)
+    plt.close(fig)
+
+
+# ---- the page ----------------------------------------------------------------------------
+
+
+def test_page_is_self_contained(page):
+    assert not EXTERNAL.search(page), EXTERNAL.search(page).group(0)
+    assert "<link" not in page.lower()
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    # every figure the page asks for (drawn for real in test_report_browser.py)
+    for alt in (
+        "forest plot C",
+        "forest plot N",
+        "fan chart C",
+        "fan chart N",
+        "C:N ratio",
+        "turning point densities",
+        "rank plots hier_rates",
+        "rank plots climate_breakpoints",
+        "ppc hier_rates",
+    ):
+        assert f"<figcaption>{alt}</figcaption>" in page
+
+
+def test_page_has_every_section_and_the_rule(page):
+    for sid in (
+        "findings",
+        "data",
+        "harmonisation",
+        "table1",
+        "frequentist",
+        "posterior",
+        "comparison",
+        "diagnostics",
+        "provenance",
+        "methods",
+    ):
+        assert f"<section id='{sid}'>" in page
+    assert "agree = the OLS 95% CI and the posterior 94% HDI overlap" in page
+    assert "Table 1" in page and "vegetation:stage H" in page
+    # harmonisation numbers from the report dict (fake: RF R2 0.61 vs PTF 0.32)
+    assert "0.610" in page and "0.320" in page
+    assert "data:text/csv;base64," in page  # the comparison table travels with the page
+
+
+def test_page_states_results_with_uncertainty(page):
+    assert "is positive with probability" in page or "is negative with probability" in page
+    assert "significant" not in page.lower().replace("not significance tests", "")
+
+
+def test_cell_ols_could_not_estimate_is_shown_with_the_posterior(page):
+    e, la, v, _ = MISSING_CELL
+    assert (f"The {la} cm {e} rate after year 30 under {v} is") in page
+    assert "OLS could not estimate this cell (too few rows (n=2 &lt; 3))" in page
+
+
+def test_failed_fit_is_shown_as_failed_not_hidden(page):
+    assert "climate_breakpoints fit fits/climate_breakpoints/fake.nc FAILED" in page
+    assert "<span class='badge fail'>FAILED</span>" in page
+    assert "<span class='badge pass'>PASSED</span>" in page
+    # its turning points are still reported
+    assert "The C turning point along MAP in 0-20 cm lies at" in page
+
+
+def test_synthetic_label_only_for_synthetic_data(page):
+    assert html.escape(SYNTHETIC_LABEL) in page and "(SYNTHETIC data)</title>" in page
+    real = text_only(fake_report_inputs(synthetic=False))
+    assert "SYNTHETIC" not in real and "synthetic: yes" not in real
+    assert QUICK_LABEL not in real
+
+
+def test_quick_fits_are_labelled():
+    assert QUICK_LABEL in text_only(fake_report_inputs(quick=True))
+
+
+def test_provenance_lists_hash_seed_spec_and_versions(page):
+    assert "ab" * 32 in page
+    assert "model spec of hier_rates" in page and "beta_sd" in page
+    assert "library_versions" in page and "pymc" in page
+    assert "reused fake fits" in page
+
+
+def test_table_cells_are_escaped():
+    from bayes_soil.report.html import table_html
+
+    out = table_html(pd.DataFrame({"reason": ["<script>alert(1)</script>"], "n": [3]}))
+    assert "<script>" not in out and "&lt;script&gt;" in out
