@@ -1,0 +1,311 @@
+"""Saving, loading and listing fits: ``fits/<model>/<run_id>.nc`` with provenance attributes.
+
+A fit is an ``xarray.DataTree`` in the InferenceData schema written with h5netcdf. Its root
+attributes (strings and numbers only) record who made it from what: package and library
+versions, model name and spec, sampler settings, data SHA-256, seed, creation time and the
+diagnostics verdict. Writes go to ``.<name>.<pid>.partial`` beside the target and are renamed
+into place, so a run killed half-way leaves only a partial file, which the next save removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bayes_soil import __version__
+from bayes_soil.errors import InputError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from bayes_soil.models.base import FitSettings
+
+DEFAULT_STORE = Path("fits")
+RHAT_MAX = 1.01
+ESS_BULK_MIN = 400
+REQUIRED_ATTRS = (
+    "bayes_soil_version",
+    "model",
+    "spec",
+    "sampler",
+    "data_sha256",
+    "seed",
+    "created_at",
+    "diagnostics_verdict",
+    "diagnostics",
+)
+LIBRARIES = ("pymc", "pytensor", "nutpie", "arviz", "arviz-base", "arviz-stats", "numpy",
+             "xarray", "pandas", "h5netcdf")
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
+
+
+# ---- provenance -------------------------------------------------------------------------------
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a fit (for the ``library_versions`` attribute)."""
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def provenance_attrs(
+    *,
+    model: str,
+    spec_json: str,
+    settings: FitSettings,
+    data_sha256: str,
+    synthetic: bool,
+    diagnostics: dict,
+) -> dict[str, Any]:
+    """Root attributes of a fit (netCDF-safe: strings and numbers, JSON for structures)."""
+    return {
+        "bayes_soil_version": __version__,
+        "model": model,
+        "spec": spec_json,
+        "sampler": settings.to_json(),
+        "sampler_name": settings.sampler,
+        "data_sha256": data_sha256,
+        "seed": int(settings.seed),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "library_versions": json.dumps(library_versions(), sort_keys=True),
+        "synthetic": int(bool(synthetic)),
+        "diagnostics_verdict": diagnostics["verdict"],
+        "diagnostics": json.dumps(diagnostics, sort_keys=True),
+    }
+
+
+# ---- diagnostics gate -----------------------------------------------------------------------
+def diagnostics_verdict(max_rhat: float, min_ess_bulk: float, divergences: int) -> dict:
+    """The gate: R-hat > 1.01, bulk ESS < 400 or any divergence fails the fit, with advice."""
+    problems, advice = [], []
+    if not np.isfinite(max_rhat) or max_rhat > RHAT_MAX:
+        problems.append(f"max R-hat {max_rhat:.3f} > {RHAT_MAX}")
+        advice.append("run longer chains (--tune/--draws) or more chains")
+    if not np.isfinite(min_ess_bulk) or min_ess_bulk < ESS_BULK_MIN:
+        problems.append(f"min bulk ESS {min_ess_bulk:.0f} < {ESS_BULK_MIN}")
+        advice.append("draw more (--draws) so the bulk ESS reaches 400")
+    if divergences > 0:
+        problems.append(f"{divergences} divergent transitions")
+        advice.append(
+            "raise --target-accept (e.g. 0.95) or simplify the model; divergences mean the "
+            "posterior may be explored incompletely"
+        )
+    verdict = "fail" if problems else "pass"
+    return {
+        "verdict": verdict,
+        "max_rhat": float(max_rhat),
+        "min_ess_bulk": float(min_ess_bulk),
+        "divergences": int(divergences),
+        "rhat_max_allowed": RHAT_MAX,
+        "ess_bulk_min_required": ESS_BULK_MIN,
+        "problems": "; ".join(problems),
+        "advice": "; ".join(dict.fromkeys(advice)) if advice else "",
+    }
+
+
+def check_diagnostics(dt: xr.DataTree, var_names: list[str] | tuple[str, ...] | None = None) -> dict:
+    """R-hat, bulk ESS and divergences of a fit's posterior, and the gate's verdict.
+
+    Variables that do not vary (constants) give NaN R-hat and are skipped; NaN draws (e.g.
+    ``years_to_gain`` where the gain is not reached) are left to the summaries.
+    """
+    import arviz_stats as azs
+
+    post = dt["posterior"].to_dataset()
+    if var_names:
+        post = post[[v for v in var_names if v in post]]
+    keep = [v for v in post.data_vars if np.isfinite(post[v].values).all()]
+    post = post[keep]
+    max_rhat, min_ess, worst = np.nan, np.nan, {}
+    if keep:
+        rhat = azs.rhat(post)
+        ess = azs.ess(post, method="bulk")
+        rh = {v: float(np.nanmax(rhat[v].values)) for v in rhat.data_vars
+              if np.isfinite(rhat[v].values).any()}
+        es = {v: float(np.nanmin(ess[v].values)) for v in ess.data_vars
+              if np.isfinite(ess[v].values).any()}
+        if rh:
+            worst["rhat_var"] = max(rh, key=rh.get)
+            max_rhat = rh[worst["rhat_var"]]
+        if es:
+            worst["ess_var"] = min(es, key=es.get)
+            min_ess = es[worst["ess_var"]]
+    div = 0
+    steps = np.nan
+    if "sample_stats" in dt:
+        ss = dt["sample_stats"].to_dataset()
+        if "diverging" in ss:
+            div = int(ss["diverging"].values.sum())
+        if "n_steps" in ss:
+            steps = float(ss["n_steps"].values.mean())
+    out = diagnostics_verdict(max_rhat, min_ess, div)
+    out.update({f"worst_{k}": v for k, v in worst.items()})
+    out["mean_steps_per_draw"] = steps
+    return out
+
+
+def diagnostics_of(dt: xr.DataTree) -> dict:
+    """The stored diagnostics dict of a fit (empty when absent)."""
+    raw = dt.attrs.get("diagnostics")
+    return json.loads(raw) if raw else {}
+
+
+# ---- store --------------------------------------------------------------------------------
+def new_run_id(data_sha256: str, seed: int) -> str:
+    """A sortable, readable run id: UTC time, data hash prefix, seed."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{data_sha256[:8]}-seed{seed}"
+
+
+def fit_path(model: str, run_id: str, store: str | Path = DEFAULT_STORE) -> Path:
+    """``<store>/<model>/<run_id>.nc``, made unique if that name exists."""
+    base = Path(store) / model / f"{run_id}.nc"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{run_id}-{i}.nc")
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_partials(directory: str | Path) -> list[Path]:
+    """Remove partial files left by killed runs (their writer process no longer exists)."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for p in directory.rglob(".*.partial"):
+        m = _PARTIAL.match(p.name)
+        if m and not _pid_alive(int(m["pid"])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def save_fit(dt: xr.DataTree, path: str | Path) -> Path:
+    """Write ``dt`` to ``path`` atomically (h5netcdf); returns the final path.
+
+    Attributes must be strings or numbers (netCDF); a missing provenance attribute is an error,
+    so that nothing unidentifiable lands in the store.
+    """
+    path = Path(path)
+    missing = [a for a in REQUIRED_ATTRS if a not in dt.attrs]
+    if missing:
+        raise ValueError(f"fit lacks provenance attribute(s): {', '.join(missing)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_partials(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        _sanitise_attrs(dt)
+        dt.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _sanitise_attrs(dt: xr.DataTree) -> None:
+    """netCDF attributes: drop None, JSON-encode dicts and booleans as ints."""
+    for node in dt.subtree:
+        attrs = dict(node.attrs)
+        for k, v in list(attrs.items()):
+            if v is None:
+                del attrs[k]
+            elif isinstance(v, dict):
+                attrs[k] = json.dumps(v, sort_keys=True, default=str)
+            elif isinstance(v, bool | np.bool_):
+                attrs[k] = int(v)
+        node.attrs = attrs
+
+
+def load_fit(path: str | Path, expected_sha256: str | None = None) -> xr.DataTree:
+    """Open a stored fit, check its provenance, and refuse it if made from other data.
+
+    Raises InputError when the file is missing, not a bayes_soil fit, or when
+    ``expected_sha256`` is given and differs from the fit's ``data_sha256``.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: fit file not found")
+    try:
+        dt = xr.load_datatree(path, engine="h5netcdf")
+    except Exception as exc:  # h5py/xarray raise many types for a bad file
+        raise InputError(f"{path}: cannot be read as a netCDF fit ({exc})") from exc
+    missing = [a for a in REQUIRED_ATTRS if a not in dt.attrs]
+    if missing:
+        raise InputError(
+            f"{path}: not a bayes_soil fit (missing attribute(s) {', '.join(missing)})"
+        )
+    if "posterior" not in dt:
+        raise InputError(f"{path}: the fit has no posterior group")
+    if expected_sha256 is not None and dt.attrs["data_sha256"] != expected_sha256:
+        raise InputError(
+            f"{path}: this fit was made from other data (data_sha256 "
+            f"{dt.attrs['data_sha256'][:12]}...), not from the data given "
+            f"({expected_sha256[:12]}...); refit with 'python -m bayes_soil fit --data ...' "
+            "or pass the data the fit was made from"
+        )
+    return dt
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """Root attributes of a fit without loading its arrays (for listing the store)."""
+    import h5netcdf
+
+    with h5netcdf.File(path, "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+def list_fits(store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
+    """One row per stored fit: path, model, run_id, data hash, date, sampler, verdict."""
+    store = Path(store)
+    rows = []
+    for p in sorted(store.glob("*/*.nc")) if store.is_dir() else []:
+        try:
+            a = read_attrs(p)
+        except OSError:
+            rows.append({"path": str(p), "model": "?", "verdict": "unreadable"})
+            continue
+        diag = json.loads(a.get("diagnostics", "{}") or "{}")
+        rows.append(
+            {
+                "path": str(p),
+                "model": a.get("model", "?"),
+                "run_id": p.stem,
+                "data_sha256": str(a.get("data_sha256", ""))[:12],
+                "created_at": a.get("created_at", ""),
+                "sampler": a.get("sampler_name", ""),
+                "seed": a.get("seed", ""),
+                "synthetic": bool(int(a.get("synthetic", 0))),
+                "verdict": a.get("diagnostics_verdict", "?"),
+                "max_rhat": diag.get("max_rhat", np.nan),
+                "min_ess_bulk": diag.get("min_ess_bulk", np.nan),
+                "divergences": diag.get("divergences", np.nan),
+            }
+        )
+    cols = ["path", "model", "run_id", "data_sha256", "created_at", "sampler", "seed",
+            "synthetic", "verdict", "max_rhat", "min_ess_bulk", "divergences"]
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,311 @@
+"""The SoilModel base class, the model registry and the one code path that fits every model.
+
+A model declares its defaults in ``bayes_soil/models/<name>.toml`` (installed with the
+package), turns a harmonised table into arrays (``prepare``), builds a PyMC model from them
+(``build``), and adds its derived quantities to the posterior (``derived``). ``fit`` samples,
+adds log-likelihood and posterior predictive draws, checks the diagnostics and stamps the
+provenance attributes; nothing is sampled in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from bayes_soil.errors import InputError
+
+if TYPE_CHECKING:
+    import pymc as pm
+    import xarray as xr
+
+MODELS_DIR = Path(__file__).parent
+SAMPLERS = ("nutpie", "pymc", "numpyro")
+REGISTRY: dict[str, type[SoilModel]] = {}
+
+
+def register(cls: type[SoilModel]) -> type[SoilModel]:
+    """Class decorator: make a model available by its ``name`` (CLI ``--model`` choices)."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute `name`")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_model(name: str, spec: dict | None = None) -> SoilModel:
+    """Instantiate the registered model ``name`` with ``spec`` merged over its defaults."""
+    if name not in REGISTRY:
+        raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](spec)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursively merge ``override`` into a copy of ``base`` (lists are replaced, not merged)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class ModelData:
+    """What a model is built from: coordinates, arrays and the constants needed to report.
+
+    ``arrays`` hold the observed response and the covariates/indices (named as in the PyMC
+    model); ``meta`` holds standardisation constants and anything ``derived`` needs.
+    """
+
+    coords: dict[str, list]
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+    n_obs: int = 0
+
+
+@dataclass
+class FitSettings:
+    """Sampler settings (stored as JSON in the fit's ``sampler`` attribute)."""
+
+    sampler: str = "nutpie"
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    seed: int = 20261125
+    cores: int | None = None
+    target_accept: float = 0.8
+    pointwise_draws_per_chain: int = 100
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+class SoilModel:
+    """Base class: spec handling, sampling, post-processing and provenance for every model."""
+
+    name: ClassVar[str] = ""
+    table: ClassVar[str] = "layers"  # which harmonised table the model reads
+    observed: ClassVar[tuple[str, ...]] = ()  # names of the observed variables
+    diagnostic_vars: ClassVar[tuple[str, ...]] = ()  # posterior variables the gate checks
+
+    def __init__(self, spec: dict | None = None):
+        self.spec = deep_merge(self.default_spec(), spec or {})
+
+    # ---- spec -------------------------------------------------------------------------
+    @classmethod
+    def spec_path(cls) -> Path:
+        """The declarative spec file shipped beside the code."""
+        return MODELS_DIR / f"{cls.name}.toml"
+
+    @classmethod
+    def default_spec(cls) -> dict:
+        with open(cls.spec_path(), "rb") as f:
+            return tomllib.load(f)
+
+    @classmethod
+    def description(cls) -> str:
+        return str(cls.default_spec().get("description", ""))
+
+    def spec_json(self) -> str:
+        return json.dumps(self.spec, sort_keys=True)
+
+    # ---- to implement -----------------------------------------------------------------
+    def prepare(self, table: pd.DataFrame) -> ModelData:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build(self, data: ModelData) -> pm.Model:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def derived(self, posterior: xr.Dataset, data: ModelData) -> xr.Dataset:  # pragma: no cover
+        """Return a Dataset of derived quantities (original units) to merge into the posterior."""
+        raise NotImplementedError
+
+    def extra_attrs(self, dt: xr.DataTree, data: ModelData, settings: FitSettings) -> dict:
+        """Model-specific root attributes (e.g. a LOO comparison); strings and numbers only."""
+        return {}
+
+    # ---- the one fitting path ----------------------------------------------------------
+    def settings(self, **overrides: Any) -> FitSettings:
+        """Sampler settings: the spec's [sampler] table, overridden by non-None arguments."""
+        s = dict(self.spec.get("sampler", {}))
+        s["sampler"] = s.pop("name", "nutpie")
+        s.update({k: v for k, v in overrides.items() if v is not None})
+        known = FitSettings.__dataclass_fields__
+        return FitSettings(**{k: v for k, v in s.items() if k in known})
+
+    def fit(
+        self,
+        table: pd.DataFrame,
+        *,
+        data_sha256: str | None = None,
+        synthetic: bool | None = None,
+        progressbar: bool = True,
+        **settings: Any,
+    ) -> xr.DataTree:
+        """Sample the model on ``table`` and return the full DataTree with provenance attrs.
+
+        ``settings`` are FitSettings fields (sampler, chains, draws, tune, seed, cores, ...);
+        missing ones come from the spec's [sampler] table.
+        """
+        fs = self.settings(**settings)
+        data = self.prepare(table)
+        model = self.build(data)
+        dt = sample_model(model, fs, progressbar=progressbar)
+        return self.finish(dt, model, data, fs, table, data_sha256, synthetic)
+
+    def finish(
+        self,
+        dt: xr.DataTree,
+        model: pm.Model,
+        data: ModelData,
+        fs: FitSettings,
+        table: pd.DataFrame,
+        data_sha256: str | None,
+        synthetic: bool | None,
+    ) -> xr.DataTree:
+        """Add pointwise groups, derived quantities, diagnostics and attributes to a raw fit."""
+        from bayes_soil import fits
+
+        # the gate looks at the sampled quantities; derived ones are functions of them
+        diag = fits.check_diagnostics(dt, var_names=self.diagnostic_vars or None)
+        add_pointwise(dt, model, self.observed, fs)
+        post = dt["posterior"].to_dataset()
+        derived = self.derived(post, data)
+        dt["posterior"] = post.assign(derived.data_vars).assign_attrs(post.attrs)
+        attrs = fits.provenance_attrs(
+            model=self.name,
+            spec_json=self.spec_json(),
+            settings=fs,
+            data_sha256=data_sha256 or table_sha256(table),
+            synthetic=is_synthetic_table(table) if synthetic is None else bool(synthetic),
+            diagnostics=diag,
+        )
+        attrs.update(self.extra_attrs(dt, data, fs))
+        attrs["n_obs"] = int(data.n_obs)
+        dt.attrs.update(attrs)
+        return dt
+
+    # ---- persistence -------------------------------------------------------------------
+    def save(self, dt: xr.DataTree, path: str | Path) -> Path:
+        from bayes_soil.fits import save_fit
+
+        return save_fit(dt, path)
+
+    @classmethod
+    def load(cls, path: str | Path, expected_sha256: str | None = None) -> xr.DataTree:
+        """Load a fit, checking it was made by this model (and from the given data)."""
+        from bayes_soil.fits import load_fit
+
+        dt = load_fit(path, expected_sha256=expected_sha256)
+        if dt.attrs.get("model") != cls.name:
+            raise InputError(f"{path}: this fit was made by model {dt.attrs.get('model')!r}, "
+                             f"not {cls.name!r}")
+        return dt
+
+
+# ---- helpers shared by the models ----------------------------------------------------------
+def table_sha256(table: pd.DataFrame) -> str:
+    """SHA-256 of a table's content, for fits made from an in-memory frame."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    h.update(",".join(map(str, table.columns)).encode())
+    return h.hexdigest()
+
+
+def is_synthetic_table(table: pd.DataFrame) -> bool:
+    """True when every row's ``source`` says synthetic (False when there is no source column)."""
+    if "source" not in table.columns or len(table) == 0:
+        return False
+    return bool(table["source"].astype(str).str.lower().str.startswith("synthetic").all())
+
+
+def check_sampler(name: str) -> None:
+    """Fail early and clearly for an unknown or uninstalled sampler."""
+    if name not in SAMPLERS:
+        raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    if name == "numpyro":
+        missing = [m for m in ("numpyro", "jax") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise InputError(
+                f"--sampler numpyro needs {' and '.join(missing)}, which are not installed: "
+                "pip install 'bayes_soil[numpyro]' (or use --sampler nutpie, the default)"
+            )
+
+
+def sample_model(model: pm.Model, fs: FitSettings, progressbar: bool = True) -> xr.DataTree:
+    """Run NUTS with the sampler named explicitly (PyMC 6 would silently prefer nutpie)."""
+    import pymc as pm
+
+    check_sampler(fs.sampler)
+    with model:
+        dt = pm.sample(
+            draws=fs.draws,
+            tune=fs.tune,
+            chains=fs.chains,
+            cores=fs.cores,
+            random_seed=fs.seed,
+            nuts_sampler=fs.sampler,
+            nuts={"target_accept": fs.target_accept},
+            progressbar=progressbar,
+            quiet=not progressbar,
+            compute_convergence_checks=False,
+        )
+    return dt
+
+
+def thin_posterior(post: xr.Dataset, per_chain: int) -> xr.Dataset:
+    """Evenly spaced draws (``per_chain`` of them) for the pointwise groups."""
+    n = post.sizes["draw"]
+    if per_chain <= 0 or per_chain >= n:
+        return post
+    idx = np.unique(np.linspace(0, n - 1, per_chain).round().astype(int))
+    return post.isel(draw=idx)
+
+
+def add_pointwise(dt: xr.DataTree, model: pm.Model, observed: tuple[str, ...], fs: FitSettings):
+    """Add log_likelihood and posterior_predictive (on thinned draws, float32) to ``dt``.
+
+    Pointwise groups are n_obs x draws; on the full draws they would dominate the file (hundreds
+    of MB), so they use ``fs.pointwise_draws_per_chain`` evenly spaced draws per chain, enough for
+    PSIS-LOO and predictive checks. The draw coordinate keeps the original draw numbers.
+    """
+    import pymc as pm
+    import xarray as xr
+
+    post = dt["posterior"].to_dataset()
+    thin = xr.DataTree(dataset=thin_posterior(post, fs.pointwise_draws_per_chain))
+    thin_dt = xr.DataTree.from_dict({"posterior": thin.to_dataset()})
+    ll = pm.compute_log_likelihood(
+        thin_dt, model=model, var_names=list(observed), extend_inferencedata=False,
+        progressbar=False,
+    )
+    if isinstance(ll, xr.DataTree):
+        ll = ll["log_likelihood"].to_dataset()
+    ll_ds = ll
+    dt["log_likelihood"] = ll_ds.astype("float32").assign_attrs(
+        thinned_from_draws=int(post.sizes["draw"])
+    )
+    with model:
+        pp = pm.sample_posterior_predictive(
+            thin_dt, var_names=list(observed), random_seed=fs.seed + 1, progressbar=False
+        )
+    pp_ds = pp["posterior_predictive"].to_dataset()
+    dt["posterior_predictive"] = pp_ds.astype("float32").assign_attrs(
+        thinned_from_draws=int(post.sizes["draw"])
+    )
+
+
+def index_of(values: pd.Series | np.ndarray, labels: list) -> np.ndarray:
+    """Integer codes of ``values`` in ``labels`` (every value must be present)."""
+    lookup = {lab: i for i, lab in enumerate(labels)}
+    return np.asarray([lookup[v] for v in values], dtype=np.int64)
