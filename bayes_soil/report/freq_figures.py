@@ -1,0 +1,315 @@
+"""Paper-style figures of the frequentist reproduction (free functions taking tables).
+
+Why: users compare our tables with the paper's Figs 2-7 by eye first. Every figure names its
+interval and, for synthetic input, says "SYNTHETIC data" in its title.
+
+- ``fig_stocks``: stocks by stage and vegetation, one panel per layer (Figs 2-3, one per element)
+- ``fig_rates``: OLS stage rates with their 95% CIs (Fig 4)
+- ``fig_rate_ratios``: C:N rate ratios by stage (Fig 5)
+- ``fig_breakpoints``: change rate against MAP or MAT with the segmented line and turning point
+  (Figs 6-7)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from bayes_soil.schema import ALL_LAYERS, ALL_VEGETATION, ELEMENTS, STAGES, VEGETATION
+
+COLORS = {"all": "#4d4d4d", "forest": "#1b7837", "shrub": "#b8860b", "grassland": "#5e9ed6"}
+ELEMENT_NAME = {"C": "SOC", "N": "STN"}
+DRIVER_LABEL = {"map_mm": "MAP (mm)", "mat_c": "MAT (°C)"}
+SYNTHETIC_TAG = "SYNTHETIC data (bayes_soil simulator) - "
+
+
+def _title(fig: plt.Figure, text: str, synthetic: bool, note: str) -> None:
+    fig.suptitle((SYNTHETIC_TAG if synthetic else "") + text, fontsize=12, fontweight="bold")
+    fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8.5, color="#333333")
+
+
+def _style(ax: plt.Axes) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=8)
+    ax.grid(axis="y", color="#e5e5e5", lw=0.6)
+    ax.set_axisbelow(True)
+
+
+def _elements(df: pd.DataFrame) -> list[str]:
+    return [e for e in ELEMENTS if e in set(df["element"])]
+
+
+def fig_stocks(layers: pd.DataFrame, element: str, *, synthetic: bool = False) -> plt.Figure:
+    """Box plots of layer stocks by stage, side by side for each vegetation type (Figs 2-3)."""
+    vegs = [v for v in VEGETATION if v in set(layers["vegetation"])]
+    fig, axes = plt.subplots(1, len(ALL_LAYERS), figsize=(15, 4.2), constrained_layout=False)
+    data = layers[layers["element"] == element]
+    width = 0.8 / max(len(vegs), 1)
+    for ax, layer in zip(axes, ALL_LAYERS, strict=True):
+        lay = data[data["layer"] == layer]
+        for j, veg in enumerate(vegs):
+            vals = [
+                lay[(lay["vegetation"] == veg) & (lay["stage"] == s)]["stock_mg_ha"].dropna()
+                for s in STAGES
+            ]
+            pos = np.arange(len(STAGES)) + (j - (len(vegs) - 1) / 2) * width
+            keep = [i for i, v in enumerate(vals) if len(v)]
+            if not keep:
+                continue
+            bp = ax.boxplot(
+                [vals[i] for i in keep],
+                positions=pos[keep],
+                widths=width * 0.85,
+                patch_artist=True,
+                showfliers=False,
+                medianprops={"color": "black"},
+            )
+            for box in bp["boxes"]:
+                box.set(facecolor=COLORS[veg], alpha=0.75, edgecolor="#333333", linewidth=0.6)
+        ax.set_xticks(np.arange(len(STAGES)), STAGES)
+        ax.set_title(f"{layer} cm", fontsize=10)
+        ax.set_xlabel("Years since revegetation", fontsize=9)
+        _style(ax)
+    axes[0].set_ylabel(f"{ELEMENT_NAME[element]} stock (Mg ha$^{{-1}}$)", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[v], alpha=0.75) for v in vegs]
+    fig.legend(
+        handles,
+        vegs,
+        fontsize=9,
+        frameon=False,
+        loc="upper right",
+        ncol=len(vegs),
+        bbox_to_anchor=(0.99, 0.955),
+    )
+    _title(
+        fig,
+        f"Soil {element} stocks by restoration stage and vegetation",
+        synthetic,
+        "boxes: interquartile range, line: median, whiskers: 1.5 x IQR (outliers not drawn)",
+    )
+    fig.tight_layout(rect=(0, 0.04, 1, 0.94))
+    return fig
+
+
+def fig_rates(rates: pd.DataFrame, *, synthetic: bool = False) -> plt.Figure:
+    """OLS rates k by stage with 95% CI bars, all vegetation and each type (Fig 4)."""
+    elements = _elements(rates)
+    vegs = [v for v in (ALL_VEGETATION, *VEGETATION) if v in set(rates["vegetation"])]
+    fig, axes = plt.subplots(
+        len(elements), len(ALL_LAYERS), figsize=(15, 3.6 * len(elements)), squeeze=False
+    )
+    width = 0.8 / len(vegs)
+    for r, element in enumerate(elements):
+        for c, layer in enumerate(ALL_LAYERS):
+            ax = axes[r, c]
+            sub = rates[(rates["element"] == element) & (rates["layer"] == layer)]
+            for j, veg in enumerate(vegs):
+                cell = sub[sub["vegetation"] == veg].set_index("stage").reindex(list(STAGES))
+                pos = np.arange(len(STAGES)) + (j - (len(vegs) - 1) / 2) * width
+                k = cell["k"].to_numpy(float)
+                err = np.vstack([k - cell["ci_low"], cell["ci_high"] - k])
+                ax.bar(
+                    pos,
+                    k,
+                    width * 0.9,
+                    color=COLORS[veg],
+                    label=veg,
+                    alpha=1.0 if veg == ALL_VEGETATION else 0.8,
+                )
+                ax.errorbar(
+                    pos, k, yerr=err, fmt="none", ecolor="#222222", elinewidth=0.7, capsize=1.5
+                )
+            ax.axhline(0, color="black", lw=0.7)
+            n_all = sub[sub["vegetation"] == ALL_VEGETATION].set_index("stage")["n"]
+            ticks = [f"{s}\nn={int(n_all.get(s, 0))}" for s in STAGES]
+            ax.set_xticks(np.arange(len(STAGES)), ticks)
+            ax.set_title(f"{ELEMENT_NAME[element]} {layer} cm", fontsize=10)
+            _style(ax)
+            if c == 0:
+                ax.set_ylabel("Rate (Mg ha$^{-1}$ yr$^{-1}$)", fontsize=9)
+            if r == len(elements) - 1:
+                ax.set_xlabel("Years since revegetation", fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        fontsize=9,
+        frameon=False,
+        loc="upper right",
+        ncol=len(labels),
+        bbox_to_anchor=(0.99, 0.965),
+    )
+    _title(
+        fig,
+        "Rates of stock change by restoration stage (OLS slope of stock on years, Eq 6)",
+        synthetic,
+        "bars: OLS slope k; error bars: 95% CI of the OLS slope; n under each stage: "
+        "observations, all vegetation; empty slot: cell with n < 3 or a single age "
+        "(see the reason column of rates.csv)",
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return fig
+
+
+def fig_rate_ratios(rate_ratios: pd.DataFrame, *, synthetic: bool = False) -> plt.Figure:
+    """C:N rate ratios k_C / k_N by stage per layer (Fig 5), symmetric-log axis."""
+    stage_rows = rate_ratios[rate_ratios["kind"] == "stage"]
+    vegs = [v for v in (ALL_VEGETATION, *VEGETATION) if v in set(stage_rows["vegetation"])]
+    fig, axes = plt.subplots(1, len(ALL_LAYERS), figsize=(15, 4.0), squeeze=False)
+    width = 0.8 / max(len(vegs), 1)
+    absent = stage_rows.empty or (stage_rows["status"] == "absent").all()
+    for c, layer in enumerate(ALL_LAYERS):
+        ax = axes[0, c]
+        sub = stage_rows[stage_rows["layer"] == layer]
+        for j, veg in enumerate(vegs):
+            cell = sub[sub["vegetation"] == veg].set_index("stage").reindex(list(STAGES))
+            pos = np.arange(len(STAGES)) + (j - (len(vegs) - 1) / 2) * width
+            ax.bar(pos, cell["ratio"].to_numpy(float), width * 0.9, color=COLORS[veg], label=veg)
+        ax.axhline(0, color="black", lw=0.7)
+        ax.set_yscale("symlog", linthresh=10)
+        ax.set_xticks(np.arange(len(STAGES)), STAGES)
+        ax.set_title(f"{layer} cm", fontsize=10)
+        ax.set_xlabel("Years since revegetation", fontsize=9)
+        _style(ax)
+        if absent:
+            ax.text(
+                0.5,
+                0.5,
+                "no N data:\nratio not available",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="#777777",
+            )
+    axes[0, 0].set_ylabel("C:N rate ratio (k$_C$ / k$_N$)", fontsize=9)
+    if vegs and not absent:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            fontsize=9,
+            frameon=False,
+            loc="upper right",
+            ncol=len(labels),
+            bbox_to_anchor=(0.99, 0.955),
+        )
+    _title(
+        fig,
+        "C:N ratio of the stage rates (Eq 8)",
+        synthetic,
+        "bars: point ratio of the two OLS slopes (no interval: a ratio of slopes near 0 is "
+        "unstable); symmetric-log axis, linear within ±10",
+    )
+    fig.tight_layout(rect=(0, 0.04, 1, 0.94))
+    return fig
+
+
+def fig_breakpoints(
+    changes: pd.DataFrame, breakpoints: pd.DataFrame, driver: str, *, synthetic: bool = False
+) -> plt.Figure:
+    """Change rate against a climate driver with the segmented fit and turning point
+    (Figs 6-7); a straight line where Davies' test finds no change in slope."""
+    elements = _elements(changes) or ["C"]
+    fig, axes = plt.subplots(
+        len(elements), len(ALL_LAYERS), figsize=(15, 3.7 * len(elements)), squeeze=False
+    )
+    for r, element in enumerate(elements):
+        for c, layer in enumerate(ALL_LAYERS):
+            ax = axes[r, c]
+            pts = changes[(changes["element"] == element) & (changes["layer"] == layer)]
+            ax.scatter(
+                pts[driver], pts["rate_mg_ha_yr"], s=5, color="#9a9a9a", alpha=0.45, linewidths=0
+            )
+            row = breakpoints[
+                (breakpoints["element"] == element)
+                & (breakpoints["layer"] == layer)
+                & (breakpoints["driver"] == driver)
+            ]
+            label = ""
+            if len(row):
+                b = row.iloc[0]
+                xs = np.linspace(b["x_min"], b["x_max"], 200) if np.isfinite(b["x_min"]) else []
+                if b["status"] == "ok":
+                    y = (
+                        b["intercept"]
+                        + b["k1"] * xs
+                        + (b["k2"] - b["k1"]) * np.maximum(xs - b["psi"], 0)
+                    )
+                    ax.plot(xs, y, color="#b2182b", lw=1.8)
+                    lo, hi = b["psi"] - 1.96 * b["psi_se"], b["psi"] + 1.96 * b["psi_se"]
+                    ax.axvspan(lo, hi, color="#b2182b", alpha=0.12, lw=0)
+                    ax.axvline(b["psi"], color="#b2182b", ls="--", lw=1)
+                    label = (
+                        f"ψ = {b['psi']:.4g} ± {b['psi_se']:.2g}\nk1 = {b['k1']:.3g}, "
+                        f"k2 = {b['k2']:.3g}\nDavies p = {b['davies_p']:.2g}, n = {b['n']}"
+                    )
+                elif np.isfinite(b.get("slope_linear", np.nan)):
+                    y = b["intercept_linear"] + b["slope_linear"] * xs
+                    ax.plot(xs, y, color="#2166ac", lw=1.8)
+                    label = (
+                        f"no turning point ({b['status']})\nslope = {b['slope_linear']:.3g}"
+                        f"\nDavies p = {b['davies_p']:.2g}, n = {b['n']}"
+                    )
+                else:
+                    label = f"{b['status']}: {b['reason']}"
+            ax.text(
+                0.02,
+                0.98,
+                label,
+                transform=ax.transAxes,
+                va="top",
+                fontsize=7,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
+            )
+            ax.axhline(0, color="black", lw=0.5)
+            ax.set_title(f"{ELEMENT_NAME[element]} {layer} cm", fontsize=10)
+            _style(ax)
+            if c == 0:
+                ax.set_ylabel("Change rate (Mg ha$^{-1}$ yr$^{-1}$)", fontsize=9)
+            if r == len(elements) - 1:
+                ax.set_xlabel(DRIVER_LABEL.get(driver, driver), fontsize=9)
+            if len(pts) > 20:  # keep the bulk visible: clip the y axis to the 1-99% range
+                q1, q99 = np.nanquantile(pts["rate_mg_ha_yr"], [0.01, 0.99])
+                pad = 0.15 * (q99 - q1)
+                ax.set_ylim(q1 - pad, q99 + pad)
+    _title(
+        fig,
+        f"Change rate along {DRIVER_LABEL.get(driver, driver)}: segmented regression",
+        synthetic,
+        "red: one-breakpoint segmented fit (Muggeo), dashed: turning point ψ, band: "
+        "ψ ± 1.96 SE (delta method); blue: straight line where the Davies test p ≥ 0.05; "
+        "y axis clipped to the 1-99% range of the rates",
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return fig
+
+
+def write_freq_figures(
+    result, layers: pd.DataFrame, changes: pd.DataFrame, out, *, synthetic: bool = False
+) -> list[str]:
+    """Draw every figure and save PNG and SVG through ``out.path(name)`` (an AtomicOutputs) or
+    into a folder; returns the file names."""
+    figs = {}
+    for i, element in zip((2, 3), _elements(layers), strict=False):
+        figs[f"fig{i}_stocks_{element}"] = fig_stocks(layers, element, synthetic=synthetic)
+    figs["fig4_rates"] = fig_rates(result.rates, synthetic=synthetic)
+    figs["fig5_rate_ratios"] = fig_rate_ratios(result.rate_ratios, synthetic=synthetic)
+    figs["fig6_rate_vs_map"] = fig_breakpoints(
+        changes, result.breakpoints, "map_mm", synthetic=synthetic
+    )
+    figs["fig7_rate_vs_mat"] = fig_breakpoints(
+        changes, result.breakpoints, "mat_c", synthetic=synthetic
+    )
+    names = []
+    for stem, fig in figs.items():
+        for ext in ("png", "svg"):
+            name = f"{stem}.{ext}"
+            target = out.path(name) if hasattr(out, "path") else Path(out) / name
+            fig.savefig(target, format=ext, dpi=150 if ext == "png" else None)
+            names.append(name)
+        plt.close(fig)
+    return names
