@@ -371,6 +371,10 @@ def _freq_status(df: pd.DataFrame, estimate: str) -> pd.Series:
     status = pd.Series("ok", index=df.index, dtype=object)
     reason = df["reason"] if "reason" in df else pd.Series(None, index=df.index, dtype=object)
     st = df["status"] if "status" in df else pd.Series(None, index=df.index, dtype=object)
+    for i in df.index[has]:  # estimated, with a caveat (e.g. no_break: Davies p >= 0.05)
+        s, r = st.loc[i], reason.loc[i]
+        if isinstance(s, str) and s and s != "ok":
+            status.loc[i] = f"{s}: {r}" if isinstance(r, str) and r else s
     for i in df.index[~has]:
         r = reason.loc[i]
         s = st.loc[i]

@@ -183,7 +183,10 @@ def fake_breakpoints_fit(
     return dt
 
 
-MISSING_CELL = ("N", "100-200", "shrub", ">30")  # the OLS side could not estimate this one
+MISSING_CELL = ("N", "100-200", "shrub", ">30")
+NO_BREAK_REASON = (
+    "Davies p = 0.2 >= 0.05: one straight line"  # the OLS side could not estimate this one
+)
 
 
 def fake_freq_tables(seed: int = 3) -> dict[str, pd.DataFrame]:
@@ -235,10 +238,16 @@ def fake_freq_tables(seed: int = 3) -> dict[str, pd.DataFrame]:
                 kn = rates.query("element=='N' and layer==@la and vegetation==@v and stage==@s")
                 ratios.append(
                     {
+                        "kind": "stage",
+                        "driver": None,
                         "layer": la,
                         "vegetation": v,
                         "stage": s,
+                        "k_C": float(kc.k.iloc[0]),
+                        "k_N": float(kn.k.iloc[0]),
                         "ratio": float(kc.k.iloc[0] / kn.k.iloc[0]),
+                        "status": "ok",
+                        "reason": "",
                     }
                 )
     kruskal = pd.DataFrame(
@@ -275,10 +284,10 @@ def fake_freq_tables(seed: int = 3) -> dict[str, pd.DataFrame]:
                             "psi_se": np.nan,
                             "k1": np.nan,
                             "k2": np.nan,
-                            "davies_p": 0.4,
-                            "n": 300,
-                            "status": "no_break",
-                            "reason": "Davies p > 0.05",
+                            "davies_p": np.nan,
+                            "n": 4,
+                            "status": "too_few",
+                            "reason": "only 4 rates; need at least 6",
                         }
                     )
                     continue
@@ -299,11 +308,19 @@ def fake_freq_tables(seed: int = 3) -> dict[str, pd.DataFrame]:
                         "reason": "",
                     }
                 )
+                # columns the freq module adds (the paper-style figure draws the line)
+                x_min, x_max = (250.0, 750.0) if d == "map_mm" else (5.0, 13.0)
+                bps[-1].update(
+                    intercept=0.5, x_min=x_min, x_max=x_max, slope_linear=0.0, intercept_linear=0.2
+                )
+    bps = pd.DataFrame(bps)
+    nb = (bps.element == "N") & (bps.layer == "100-200") & (bps.driver == "mat_c")
+    bps.loc[nb, ["davies_p", "status", "reason"]] = [0.2, "no_break", NO_BREAK_REASON]
     return {
         "rates": rates,
         "rate_ratios": pd.DataFrame(ratios),
         "kruskal": kruskal,
-        "breakpoints": pd.DataFrame(bps),
+        "breakpoints": bps,
     }
 
 

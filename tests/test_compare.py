@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from report_fakes import (
     MISSING_CELL,
+    NO_BREAK_REASON,
     fake_breakpoints_fit,
     fake_freq_tables,
     fake_rates_fit,
@@ -179,8 +180,10 @@ def test_breakpoints_from_draws_and_loo(result, bp_fit, freq):
     lo, hi = fr["psi"] - 1.96 * fr["psi_se"], fr["psi"] + 1.96 * fr["psi_se"]
     assert bool(r["agree"]) == bool(lo <= r["psi_hdi_high"] and r["psi_hdi_low"] <= hi)
     # the segmented side had no break for 0-200 and the posterior has no 0-200: kept, flagged
+    nb = row(result.breakpoints, element="N", driver="mat_c", layer="100-200")
+    assert nb["freq_status"] == "no_break: " + NO_BREAK_REASON and nb["agreement"] != ""
     r0 = row(result.breakpoints, element="N", driver="mat_c", layer="0-200")
-    assert r0["agreement"] == "frequentist only" and "Davies" in r0["freq_status"]
+    assert r0["agreement"] == "frequentist only" and "only 4 rates" in r0["freq_status"]
 
 
 @pytest.mark.parametrize(

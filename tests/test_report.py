@@ -238,6 +238,12 @@ def test_page_is_self_contained(page):
         "rank plots hier_rates",
         "rank plots climate_breakpoints",
         "ppc hier_rates",
+        "stocks C",
+        "stocks N",
+        "frequentist rates",
+        "frequentist rate ratios",
+        "segmented map_mm",
+        "segmented mat_c",
     ):
         assert f"<figcaption>{alt}</figcaption>" in page
 

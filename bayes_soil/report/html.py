@@ -652,39 +652,49 @@ def _freq_section(inp: ReportInputs) -> str:
 
 def _freq_figures(inp: ReportInputs) -> str:
     """Figures of the frequentist side, drawn by ``bayes_soil.report.freq_figures``."""
-    try:
-        from bayes_soil.report import freq_figures as ff
-    except ImportError:
-        return ""
+    from bayes_soil.report import freq_figures as ff
+
     out = []
-    rates = inp.freq.get("rates")
-    changes = getattr(inp.harmonised, "changes", None)
+    syn = inp.synthetic
     layers = getattr(inp.harmonised, "layers", None)
-    specs = [
-        (
-            "plot_stage_rates",
-            (rates,),
-            "Frequentist stage-wise rates (OLS slope, 95% CI).",
-            "frequentist rates",
-        ),
-        (
-            "plot_stock_by_stage",
-            (layers,),
-            "Layer stocks by stage and vegetation.",
-            "stocks by stage",
-        ),
-        (
-            "plot_breakpoints",
-            (changes, inp.freq.get("breakpoints")),
-            "Segmented regression of change rates on MAP and MAT (Davies test p in each panel).",
-            "segmented breakpoints",
-        ),
-    ]
-    for name, args, caption, alt in specs:
-        fn = getattr(ff, name, None)
-        if fn is None or any(a is None for a in args):
-            continue
-        out.append(figure_html(lambda fn=fn, args=args: fn(*args), caption, alt))
+    changes = getattr(inp.harmonised, "changes", None)
+    rates, ratios, bps = (inp.freq.get(k) for k in ("rates", "rate_ratios", "breakpoints"))
+    if layers is not None and len(layers):
+        for el in [e for e in schema.ELEMENTS if e in set(layers["element"])]:
+            out.append(
+                figure_html(
+                    lambda el=el: ff.fig_stocks(layers, el, synthetic=syn),
+                    f"{el} stocks by stage and vegetation, one panel per layer (as the paper's "
+                    "Figs 2-3).",
+                    f"stocks {el}",
+                )
+            )
+    if rates is not None and len(rates):
+        out.append(
+            figure_html(
+                lambda: ff.fig_rates(rates, synthetic=syn),
+                "OLS stage rates with their 95% CIs (as the paper's Fig 4).",
+                "frequentist rates",
+            )
+        )
+    if ratios is not None and len(ratios):
+        out.append(
+            figure_html(
+                lambda: ff.fig_rate_ratios(ratios, synthetic=syn),
+                "C:N rate ratios k_C / k_N of the OLS slopes (as Fig 5).",
+                "frequentist rate ratios",
+            )
+        )
+    if bps is not None and len(bps) and changes is not None and len(changes):
+        for drv in schema.DRIVERS:
+            out.append(
+                figure_html(
+                    lambda drv=drv: ff.fig_breakpoints(changes, bps, drv, synthetic=syn),
+                    f"Change rate against {drv}: one-breakpoint segmented regression with psi ± "
+                    "1.96 SE and the Davies test (as Figs 6-7).",
+                    f"segmented {drv}",
+                )
+            )
     return "\n".join(out)
 
 
