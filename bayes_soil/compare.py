@@ -168,62 +168,23 @@ class Comparison:
 # posterior summaries
 
 
-def _draws(da: xr.DataArray) -> xr.DataArray:
-    """Stack chain and draw into one ``sample`` dimension (last)."""
-    return da.stack(sample=("chain", "draw")).transpose(..., "sample")
-
-
-def summarize_draws(da: xr.DataArray, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
-    """Mean, sd, HDI, P(>0), R-hat and bulk ESS of every cell of a posterior variable.
-
-    Returns one row per cell with the variable's dims as key columns.
-    """
-    from arviz_stats import ess, hdi, rhat
-
-    interval = hdi(da, prob=hdi_prob)
-    stats = xr.Dataset(
-        {
-            "mean": da.mean(("chain", "draw")),
-            "sd": da.std(("chain", "draw"), ddof=1),
-            "hdi_low": interval.sel(ci_bound="lower", drop=True),
-            "hdi_high": interval.sel(ci_bound="upper", drop=True),
-            "p_positive": (da > 0).mean(("chain", "draw")),
-            "r_hat": rhat(da),
-            "ess_bulk": ess(da, method="bulk"),
-        }
-    )
-    dims = [d for d in da.dims if d not in ("chain", "draw")]
-    if not dims:
-        return pd.DataFrame({k: [float(v)] for k, v in stats.items()})
-    df = stats.to_dataframe().reset_index()
-    return df[[*dims, *stats.data_vars]]
-
-
 def posterior_rates(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
-    """Posterior summary of ``rate`` plus ``rate_mean`` as vegetation ``all``.
+    """Posterior rates (``bayes_soil.posterior.rates_table``: ``rate`` plus ``rate_mean`` as
+    vegetation ``all``) with ``pooled_mean``, the posterior mean of ``rate_mean`` for the same
+    element, stage and layer, against which shrinkage is measured."""
+    from bayes_soil.posterior import rates_table
 
-    Adds ``pooled_mean`` (the posterior mean of ``rate_mean`` of the same element, stage and
-    layer) so that shrinkage can be computed against it.
-    """
-    post = dt["posterior"].to_dataset()
-    if "rate" not in post:
+    if "rate" not in dt["posterior"].data_vars:
         raise InputError("fit has no posterior variable 'rate' (not a hier_rates fit)")
-    veg = summarize_draws(post["rate"], hdi_prob)
-    parts = [veg]
-    if "rate_mean" in post:
-        pooled = summarize_draws(post["rate_mean"], hdi_prob)
-        pooled["vegetation"] = schema.ALL_VEGETATION
-        parts.append(pooled)
-        pooled_mean = pooled[["element", "stage", "layer", "mean"]].rename(
-            columns={"mean": "pooled_mean"}
-        )
-    else:
-        pooled_mean = pd.DataFrame(columns=["element", "stage", "layer", "pooled_mean"])
-    out = pd.concat(parts, ignore_index=True)
+    out = rates_table(dt, hdi_prob).copy()
     for col in RATE_KEYS:
         out[col] = out[col].astype(str)
-    pooled_mean = pooled_mean.astype({"element": str, "stage": str, "layer": str})
-    out = out.merge(pooled_mean, on=["element", "stage", "layer"], how="left")
+    pooled = out.loc[
+        out["vegetation"] == schema.ALL_VEGETATION, ["element", "stage", "layer", "mean"]
+    ]
+    out = out.merge(
+        pooled.rename(columns={"mean": "pooled_mean"}), on=["element", "stage", "layer"], how="left"
+    )
     out["interval"] = interval_name(hdi_prob)
     return out[
         [
@@ -279,54 +240,52 @@ def _is_number(v: object) -> bool:
 
 
 def posterior_breakpoints(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
-    """Posterior turning points per element x driver x layer, with P(k1 < 0 < k2) and LOO."""
-    post = dt["posterior"].to_dataset()
-    if "psi" not in post:
+    """Posterior turning points per element x driver x layer
+    (``bayes_soil.posterior.breakpoints_table``: psi, k1, k2, P(k1 < 0 < k2), LOO)."""
+    from bayes_soil.posterior import breakpoints_table
+
+    if "psi" not in dt["posterior"].data_vars:
         raise InputError("fit has no posterior variable 'psi' (not a climate_breakpoints fit)")
-    psi = summarize_draws(post["psi"], hdi_prob).rename(
-        columns={
-            "mean": "psi_mean",
-            "sd": "psi_sd",
-            "hdi_low": "psi_hdi_low",
-            "hdi_high": "psi_hdi_high",
-        }
-    )
-    psi = psi[[*BREAK_KEYS, "psi_mean", "psi_sd", "psi_hdi_low", "psi_hdi_high", "r_hat"]]
-    extra = {}
-    if "k1" in post:
-        extra["k1_mean"] = post["k1"].mean(("chain", "draw"))
-    if "k2" in post:
-        extra["k2_mean"] = post["k2"].mean(("chain", "draw"))
-    if "k1" in post and "k2" in post:
-        extra["p_k1_neg_k2_pos"] = ((post["k1"] < 0) & (post["k2"] > 0)).mean(("chain", "draw"))
-    if extra:
-        ex = xr.Dataset(extra).to_dataframe().reset_index()
-        ex = ex[[c for c in ex.columns if c in (*BREAK_KEYS, *extra)]]
-        psi = psi.merge(ex, on=list(BREAK_KEYS), how="left")
-    for col in ("k1_mean", "k2_mean", "p_k1_neg_k2_pos"):
-        if col not in psi:
-            psi[col] = np.nan
+    out = breakpoints_table(dt, hdi_prob).copy()
+    # LOO attributes in any of the accepted layouts (the table reads the nested one)
     loo = parse_loo_attr(dt.attrs.get("loo_elpd_diff"))
     loo_se = parse_loo_attr(dt.attrs.get("loo_elpd_diff_se"))
-    keys = list(zip(psi["element"].astype(str), psi["driver"].astype(str), strict=True))
-    psi["loo_elpd_diff"] = [loo.get(k, np.nan) for k in keys]
-    psi["loo_elpd_diff_se"] = [loo_se.get(k, np.nan) for k in keys]
-    psi["interval"] = interval_name(hdi_prob)
+    keys = list(zip(out["element"].astype(str), out["driver"].astype(str), strict=True))
+    out["loo_elpd_diff"] = [loo.get(k, np.nan) for k in keys]
+    out["loo_elpd_diff_se"] = [loo_se.get(k, np.nan) for k in keys]
+    for col in ("k1_mean", "k2_mean", "p_k1_neg_k2_pos"):
+        if col not in out:
+            out[col] = np.nan
     for col in BREAK_KEYS:
-        psi[col] = psi[col].astype(str)
-    return psi
+        out[col] = out[col].astype(str)
+    out["interval"] = interval_name(hdi_prob)
+    return out[
+        [
+            *BREAK_KEYS,
+            "psi_mean",
+            "psi_sd",
+            "psi_hdi_low",
+            "psi_hdi_high",
+            "r_hat",
+            "k1_mean",
+            "k2_mean",
+            "p_k1_neg_k2_pos",
+            "loo_elpd_diff",
+            "loo_elpd_diff_se",
+            "interval",
+        ]
+    ]
 
 
 def posterior_psi_diff(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
-    """Posterior of psi_C - psi_N per driver x layer, when the fit holds both elements."""
-    post = dt["posterior"].to_dataset()
-    if "psi_diff" not in post:
-        return pd.DataFrame(
-            columns=["driver", "layer", "mean", "hdi_low", "hdi_high", "p_positive", "interval"]
-        )
-    df = summarize_draws(post["psi_diff"], hdi_prob)
-    df["interval"] = interval_name(hdi_prob)
-    return df.drop(columns=["sd", "r_hat", "ess_bulk"])
+    """psi_C - psi_N per driver x layer (``posterior.psi_diff_table``), when fitted."""
+    from bayes_soil.posterior import psi_diff_table
+
+    if "psi_diff" not in dt["posterior"].data_vars:
+        return pd.DataFrame()
+    out = psi_diff_table(dt, hdi_prob)
+    out["interval"] = interval_name(hdi_prob)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
