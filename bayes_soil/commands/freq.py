@@ -24,10 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _summary(result, synthetic: bool) -> None:
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     if synthetic:
         from bayes_soil.io import SYNTHETIC_LABEL
 
@@ -38,6 +40,8 @@ def _summary(result, synthetic: bool) -> None:
         tab.add_column(col, justify="right" if col not in ("element", "stage") else "left")
     sel = rates[(rates["vegetation"] == "all") & (rates["layer"] == "0-200")]
     for _, r in sel.iterrows():
+        if r["status"] == "absent" and r["stage"] != "0-5":
+            continue
         if r["status"] == "ok":
             ci = f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
             tab.add_row(r["element"], r["stage"], f"{r['k']:.3g}", ci, f"{r['p']:.2g}", str(r["n"]))
@@ -48,13 +52,16 @@ def _summary(result, synthetic: bool) -> None:
     for col in ("element", "layer", "driver", "psi ± SE", "k1", "k2", "Davies p", "status"):
         bp.add_column(col)
     for _, r in result.breakpoints.iterrows():
+        if r["status"] == "absent":
+            bp.add_row(r["element"], r["layer"], r["driver"], "-", "-", "-", "-", "absent")
+            continue
         psi = f"{r['psi']:.4g} ± {r['psi_se']:.2g}" if r["status"] in ("ok", "no_break") else "-"
         k1 = f"{r['k1']:.3g}" if r["status"] in ("ok", "no_break") else "-"
         k2 = f"{r['k2']:.3g}" if r["status"] in ("ok", "no_break") else "-"
         dp = f"{r['davies_p']:.2g}" if r["davies_p"] == r["davies_p"] else "-"
         bp.add_row(r["element"], r["layer"], r["driver"], psi, k1, k2, dp, r["status"])
     console.print(bp)
-    skipped = int((rates["status"] != "ok").sum())
+    skipped = int((~rates["status"].isin(["ok", "absent"])).sum())
     if skipped:
         console.print(f"{skipped} rate cell(s) not fitted (see the reason column of rates.csv)")
 

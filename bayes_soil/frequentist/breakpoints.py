@@ -101,6 +101,18 @@ def breakpoint_table(changes: pd.DataFrame) -> pd.DataFrame:
     for element in ELEMENTS:
         el = changes[changes["element"] == element]
         if el.empty:
+            for layer in ALL_LAYERS:
+                for driver in DRIVERS:
+                    rows.append(
+                        {
+                            "element": element,
+                            "layer": layer,
+                            "driver": driver,
+                            "n": 0,
+                            "status": "absent",
+                            "reason": f"no {element} change rates in the input",
+                        }
+                    )
             continue
         for layer in ALL_LAYERS:
             lay = el[el["layer"] == layer]

@@ -71,6 +71,19 @@ def kruskal_table(layers: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
         for element in ELEMENTS:
             el = table[table["element"] == element]
             if el.empty:
+                for layer in ALL_LAYERS:
+                    for factor in FACTORS:
+                        rows.append(
+                            {
+                                "element": element,
+                                "layer": layer,
+                                "response": response,
+                                "factor": factor,
+                                "n": 0,
+                                "status": "absent",
+                                "reason": f"no {element} data in the input",
+                            }
+                        )
                 continue
             for layer in ALL_LAYERS:
                 lay = el[el["layer"] == layer]

@@ -85,7 +85,24 @@ def stage_rates(layers: pd.DataFrame) -> pd.DataFrame:
     by_veg = dict(list(data.groupby(["element", "layer", "vegetation", "stage"], sort=False)))
     pooled = dict(list(data.groupby(["element", "layer", "stage"], sort=False)))
     empty = data.iloc[:0]
-    for element in elements:
+    for element in ELEMENTS:
+        if element not in elements:  # e.g. GROA has no N: say so instead of failing
+            for layer in ALL_LAYERS:
+                for stage in STAGES:
+                    rows.append(
+                        {
+                            "element": element,
+                            "layer": layer,
+                            "stage": stage,
+                            "vegetation": ALL_VEGETATION,
+                            "n": 0,
+                            "n_ages": 0,
+                            "interval": INTERVAL,
+                            "status": "absent",
+                            "reason": f"no {element} data in the input",
+                        }
+                    )
+            continue
         for layer in ALL_LAYERS:
             for veg in (ALL_VEGETATION, *present_veg, *extra_veg):
                 for stage in STAGES:
@@ -121,7 +138,7 @@ def stage_rate_ratios(rates: pd.DataFrame) -> pd.DataFrame:
     only one element has a rate is listed with its reason (``absent`` when there are no N data
     at all, as for GROA)."""
     ok = rates[rates["status"] == "ok"]
-    has_n = (rates["element"] == "N").any()
+    present = set(rates.loc[rates["status"] != "absent", "element"])
     rows = []
     keys = rates[["layer", "vegetation", "stage"]].drop_duplicates()
     for _, key in keys.iterrows():
@@ -130,9 +147,9 @@ def stage_rate_ratios(rates: pd.DataFrame) -> pd.DataFrame:
         cell = ok[sel].set_index("element")["k"]
         k_c, k_n = float(cell.get("C", np.nan)), float(cell.get("N", np.nan))
         row = {"kind": "stage", "driver": "", **key.to_dict(), "k_C": k_c, "k_N": k_n}
-        if not has_n:
+        if "N" not in present:
             row |= {"ratio": np.nan, "status": "absent", "reason": "no N data in the input"}
-        elif not (rates["element"] == "C").any():
+        elif "C" not in present:
             row |= {"ratio": np.nan, "status": "absent", "reason": "no C data in the input"}
         else:
             ratio, status, reason = _ratio(k_c, k_n)
@@ -148,7 +165,7 @@ def breakpoint_rate_ratios(breakpoints: pd.DataFrame) -> pd.DataFrame:
     """C:N ratio of the slopes before (k1) and after (k2) the turning point per driver x layer
     (paper section 2.2, last paragraph). Rows say when either element has no break."""
     rows = []
-    has = set(breakpoints["element"])
+    has = set(breakpoints.loc[breakpoints["status"] != "absent", "element"])
     for (driver, layer), grp in breakpoints.groupby(["driver", "layer"], sort=False):
         g = grp.set_index("element")
         for kind, col in (("before_psi", "k1"), ("after_psi", "k2")):

@@ -20,8 +20,14 @@ papers, not its (GPL) source:
   n - 4 degrees of freedom (psi counts as a parameter).
 
 The bootstrap samples come from numpy, not R's generator, so where the RSS profile has several
-near-equal minima the two may settle in different ones; ``profile_minimum`` finds the global
-minimum of the profile RSS exactly so that callers can flag such cases.
+near-equal minima R's restarts may settle in a local one that ours do not. We therefore finish
+with the exact global minimum of the profile RSS (closed form between consecutive distinct x
+values, ``profile_minimum``). Measured against R on 3 x 16 harmonised cells and 200 x-y sets:
+psi agrees within 1% wherever R reached the global minimum; elsewhere (about 6% of x-y sets,
+mostly with no significant break) R's RSS is the higher one. Where the best breakpoint leaves
+fewer than two distinct x values on one side, R warns "No breakpoint estimated"; so do we.
+When psi coincides with a tied data value the delta-method SE is one-sided (V = -I(x > psi));
+R's iterate may stop on either side of that value, so its SE can differ there.
 """
 
 from __future__ import annotations
