@@ -305,11 +305,12 @@ def write_freq_figures(
         changes, result.breakpoints, "mat_c", synthetic=synthetic
     )
     names = []
-    for stem, fig in figs.items():
-        for ext in ("png", "svg"):
-            name = f"{stem}.{ext}"
-            target = out.path(name) if hasattr(out, "path") else Path(out) / name
-            fig.savefig(target, format=ext, dpi=150 if ext == "png" else None)
-            names.append(name)
-        plt.close(fig)
+    with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays text (searchable, small)
+        for stem, fig in figs.items():
+            for ext in ("png", "svg"):
+                name = f"{stem}.{ext}"
+                target = out.path(name) if hasattr(out, "path") else Path(out) / name
+                fig.savefig(target, format=ext, dpi=150 if ext == "png" else None)
+                names.append(name)
+            plt.close(fig)
     return names
