@@ -526,12 +526,16 @@ def rank_plots(dt: xr.DataTree, n: int = 6, var_names: Sequence[str] | None = No
     cells = worst_cells(dt, n=n, var_names=var_names)
     data = {}
     for name, sel in cells:
-        label = name + ("[" + ", ".join(str(v) for v in sel.values()) + "]" if sel else "")
+        # short labels: long coordinate values (e.g. study|site unit ids) would overlap
+        parts = [str(v) if len(str(v)) <= 12 else str(v)[:11] + "…" for v in sel.values()]
+        label = name + ("[" + ", ".join(parts) + "]" if parts else "")
         data[label] = dt["posterior"][name].sel(sel).transpose("chain", "draw").to_numpy()
     small = from_dict({"posterior": data})
     pc = arviz_plots.plot_rank(small, backend="matplotlib")
     fig = pc.viz.ds["figure"].item()
-    fig.set_size_inches(11, 1.9 * int(np.ceil(len(data) / 3)) + 0.9)
+    fig.set_size_inches(12, 1.9 * int(np.ceil(len(data) / 4)) + 0.9)
+    for ax in fig.axes:
+        ax.title.set_fontsize(8.5)
     return label_figure(
         fig,
         f"Rank plots of the {len(data)} cells with the highest R-hat "

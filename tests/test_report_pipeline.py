@@ -1,0 +1,245 @@
+"""report's pipeline: what it reuses, what it refuses, what it runs (fake fits, no sampling),
+and (slow) the whole analysis of a small simulated dataset with --quick."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+from report_fakes import fake_breakpoints_fit, fake_freq_tables, fake_harmonised, fake_rates_fit
+
+from bayes_soil.cli import main
+from bayes_soil.fits import save_fit
+from bayes_soil.harmonize import load_harmonised, write_harmonised
+from bayes_soil.report import pipeline
+
+
+def _no_figures(make, caption, alt):
+    return f"<figure><figcaption>{alt}</figcaption></figure>"
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """The page's text is what these tests read; pixels are the browser test's job."""
+    monkeypatch.setattr("bayes_soil.report.html.figure_html", _no_figures)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A harmonised folder, a freq folder and a fit store holding fits of that data and others."""
+    root = tmp_path_factory.mktemp("pipe")
+    write_harmonised(fake_harmonised(), root / "harm")
+    sha = load_harmonised(root / "harm").data_sha256
+    freq = root / "freq"
+    freq.mkdir()
+    for name, df in fake_freq_tables().items():
+        df.to_csv(freq / f"{name}.csv", index=False)
+    (freq / "freq_provenance.json").write_text(json.dumps({"data_sha256": sha}))
+    fits = root / "fits"
+
+    def put(dt, model, name, *, data=sha, created="2026-11-25T12:00:00+00:00", quick=False):
+        dt.attrs.update(data_sha256=data, created_at=created)
+        if quick:
+            dt.attrs[pipeline.QUICK_ATTR] = 1
+        sub = fits / "quick" / model if quick else fits / model
+        return save_fit(dt, sub / f"{name}.nc")
+
+    paths = {
+        "old": put(
+            fake_rates_fit(seed=11), "hier_rates", "old", created="2026-11-01T00:00:00+00:00"
+        ),
+        "new": put(fake_rates_fit(seed=12), "hier_rates", "new"),
+        "other": put(
+            fake_rates_fit(seed=13),
+            "hier_rates",
+            "other-data",
+            data="cd" * 32,
+            created="2026-12-01T00:00:00+00:00",
+        ),
+        "quick": put(
+            fake_rates_fit(seed=14),
+            "hier_rates",
+            "quick",
+            created="2026-12-02T00:00:00+00:00",
+            quick=True,
+        ),
+        "bp": put(fake_breakpoints_fit(), "climate_breakpoints", "bp"),
+    }
+    return {"root": root, "harm": root / "harm", "freq": freq, "fits": fits, "sha": sha, **paths}
+
+
+def test_find_fit_takes_the_newest_of_this_data_and_skips_quick_fits(store):
+    lines = []
+    got = pipeline.find_fit(
+        store["fits"], "hier_rates", store["sha"], allow_quick=False, log=lines.append
+    )
+    assert got == store["new"]  # not 'old' (older), not 'other' (other data), not 'quick'
+    assert lines == [f"ignored 1 hier_rates fit(s) in {store['fits']} made from other data"]
+    quick = pipeline.find_fit(store["fits"], "hier_rates", store["sha"], allow_quick=True)
+    assert quick == store["quick"]
+    assert pipeline.find_fit(store["fits"], "hier_rates", "ef" * 32, allow_quick=True) is None
+
+
+def test_report_reuses_fits_and_tables(store, tmp_path, no_figures, capsys):
+    out = tmp_path / "r.html"
+    code = main(
+        [
+            "report",
+            "--data",
+            str(store["harm"]),
+            "--fits-dir",
+            str(store["fits"]),
+            "--freq-dir",
+            str(store["freq"]),
+            "--out",
+            str(out),
+            "--reuse-only",
+        ]
+    )
+    assert code == 0
+    page = out.read_text()
+    err = capsys.readouterr().err
+    assert f"reused hier_rates fit {store['new']}" in err
+    assert f"reused climate_breakpoints fit {store['bp']}" in err
+    assert f"reused frequentist tables from {store['freq']}" in err
+    assert "QUICK MODE" not in page
+    assert str(store["new"]) in page and str(store["old"]) not in page
+    # the fake's 158-of-159 agreement, read from the reused tables
+    assert re.search(r"OLS and posterior agree in \d+ of \d+ rate cells", page)
+    assert "<span class='badge pass'>PASSED</span>" in page
+
+
+def test_quick_report_uses_and_labels_quick_fits(store, tmp_path, no_figures):
+    out = tmp_path / "q.html"
+    assert (
+        main(
+            [
+                "report",
+                "--data",
+                str(store["harm"]),
+                "--fits-dir",
+                str(store["fits"]),
+                "--freq-dir",
+                str(store["freq"]),
+                "--out",
+                str(out),
+                "--reuse-only",
+                "--quick",
+            ]
+        )
+        == 0
+    )
+    page = out.read_text()
+    assert "QUICK MODE" in page and str(store["quick"]) in page
+
+
+def test_fit_pointed_to_must_come_from_the_same_data(store, tmp_path, no_figures, capsys):
+    out = tmp_path / "x.html"
+    code = main(
+        [
+            "report",
+            "--data",
+            str(store["harm"]),
+            "--fits-dir",
+            str(store["fits"]),
+            "--freq-dir",
+            str(store["freq"]),
+            "--fit",
+            str(store["other"]),
+            "--out",
+            str(out),
+            "--reuse-only",
+        ]
+    )
+    assert code == 2
+    assert "made from other data" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_freq_tables_of_other_data_are_refused(store, tmp_path, no_figures, capsys):
+    freq = tmp_path / "freq"
+    freq.mkdir()
+    for name, df in fake_freq_tables().items():
+        df.to_csv(freq / f"{name}.csv", index=False)
+    (freq / "freq_provenance.json").write_text(json.dumps({"data_sha256": "cd" * 32}))
+    code = main(
+        [
+            "report",
+            "--data",
+            str(store["harm"]),
+            "--fits-dir",
+            str(store["fits"]),
+            "--freq-dir",
+            str(freq),
+            "--out",
+            str(tmp_path / "y.html"),
+            "--reuse-only",
+        ]
+    )
+    assert code == 2
+    assert "made from other data" in capsys.readouterr().err
+
+
+def test_missing_freq_tables_are_computed_and_written(store, tmp_path, no_figures):
+    freq = tmp_path / "newfreq"
+    out = tmp_path / "z.html"
+    assert (
+        main(
+            [
+                "report",
+                "--data",
+                str(store["harm"]),
+                "--fits-dir",
+                str(tmp_path / "none"),
+                "--freq-dir",
+                str(freq),
+                "--out",
+                str(out),
+                "--reuse-only",
+            ]
+        )
+        == 0
+    )
+    rates = pd.read_csv(freq / "rates.csv")
+    assert {"element", "layer", "vegetation", "stage", "k", "ci_low", "ci_high"} <= set(
+        rates.columns
+    )
+    assert json.loads((freq / "freq_provenance.json").read_text())["data_sha256"] == store["sha"]
+    page = out.read_text()
+    # no fit at all: said, not hidden
+    assert "No hier_rates fit is available" in page
+    assert "No climate_breakpoints fit is available" in page
+
+
+@pytest.mark.slow
+def test_quick_report_of_a_small_simulated_dataset(tmp_path):
+    """The whole analysis from observations: harmonise, freq, both fits (quick), compare,
+    page; then a second run reuses everything and samples nothing."""
+    from bayes_soil.simulate import simulate, write_simulation
+
+    sim = simulate(seed=5, scale=0.2)
+    write_simulation(sim, tmp_path / "sim")
+    args = [
+        "report",
+        "--data",
+        str(tmp_path / "sim" / "observations.csv"),
+        "--fits-dir",
+        str(tmp_path / "fits"),
+        "--out",
+        str(tmp_path / "r.html"),
+        "--quick",
+    ]
+    assert main(args) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "QUICK MODE" in page and "SYNTHETIC" in page
+    assert "could not be drawn" not in page
+    assert "The 0-200 cm C rate in years 0-5 is" in page
+    assert "turning point along MAP" in page
+    stored = sorted((tmp_path / "fits" / "quick").glob("*/*.nc"))
+    assert [p.parent.name for p in stored] == ["climate_breakpoints", "hier_rates"]
+    mtimes = [p.stat().st_mtime for p in stored]
+    assert main([*args, "--reuse-only"]) == 0
+    assert sorted((tmp_path / "fits" / "quick").glob("*/*.nc")) == stored
+    assert [p.stat().st_mtime for p in stored] == mtimes
