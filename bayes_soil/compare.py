@@ -607,6 +607,18 @@ def read_freq_tables(freq_dir: str | Path, required: Sequence[str] = ("rates",))
     return out
 
 
+def freq_dir_sha256(freq_dir: str | Path) -> str | None:
+    """The data hash a freq folder records about itself (any JSON holding ``data_sha256``)."""
+    for p in sorted(Path(freq_dir).glob("*.json")):
+        try:
+            obj = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("data_sha256"), str):
+            return obj["data_sha256"]
+    return None
+
+
 def write_comparison(result: Comparison, out_dir: str | Path) -> list[Path]:
     """Write comparison.csv, breakpoints_comparison.csv, psi_diff.csv and comparison_rules.json
     together (atomically)."""

@@ -287,3 +287,15 @@ def test_cli_missing_column_names_the_file(tmp_path, rates_fit, freq):
     write_freq(bad, tmp_path / "freq")
     with pytest.raises(cmp.InputError, match=r"rates\.csv: line 1: missing column\(s\) ci_low"):
         cmp.read_freq_tables(tmp_path / "freq")
+
+
+def test_cli_refuses_tables_of_other_data(tmp_path, rates_fit, freq):
+    fr = tmp_path / "rates.nc"
+    rates_fit.to_netcdf(fr, engine="h5netcdf")
+    write_freq(freq, tmp_path / "freq")
+    (tmp_path / "freq" / "freq_provenance.json").write_text(json.dumps({"data_sha256": "cd" * 32}))
+    code = main(
+        ["compare", str(fr), "--freq", str(tmp_path / "freq"), "--out", str(tmp_path / "o")]
+    )
+    assert code == 2
+    assert not (tmp_path / "o").exists()

@@ -40,7 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bayes_soil.compare import compare, load_fits, read_freq_tables, write_comparison
+    from bayes_soil.compare import (
+        compare,
+        freq_dir_sha256,
+        load_fits,
+        read_freq_tables,
+        write_comparison,
+    )
 
     fits = load_fits(args.fits)
     freq = read_freq_tables(args.freq, required=())
@@ -48,6 +54,16 @@ def run(args: argparse.Namespace) -> int:
         from bayes_soil.errors import InputError
 
         raise InputError(f"{args.freq}: neither rates.csv nor breakpoints.csv found (run 'freq')")
+    recorded = freq_dir_sha256(args.freq)
+    for path, dt in zip(args.fits, fits, strict=True):
+        fit_sha = str(dt.attrs.get("data_sha256", ""))
+        if recorded and fit_sha and fit_sha != recorded:
+            from bayes_soil.errors import InputError
+
+            raise InputError(
+                f"{path}: made from other data (data_sha256 {fit_sha[:12]}...) than the tables in "
+                f"{args.freq} ({recorded[:12]}...)"
+            )
     result = compare(fits, freq, hdi_prob=args.hdi_prob, fit_labels=[str(p) for p in args.fits])
     written = write_comparison(result, args.out)
     n_post_only = (
@@ -57,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     for info in result.fits:
         if info["diagnostics_verdict"] != "pass":
             print(
-                f"warning: {info['fit']} ({info['model']}) failed its diagnostics "
-                f"({info['diagnostics_verdict']}): treat its posterior with care"
+                f"warning: {info['fit']} ({info['model']}) has diagnostics verdict "
+                f"'{info['diagnostics_verdict']}': its cells are marked in fit_verdict"
             )
     if any(i["synthetic"] for i in result.fits):
         from bayes_soil.io import SYNTHETIC_LABEL

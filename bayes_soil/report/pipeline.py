@@ -9,7 +9,6 @@ for ``html.build_html``. Every step says on stderr what it reused or ran.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -65,25 +64,13 @@ def data_label(data: str | Path | None) -> str:
 # frequentist tables
 
 
-def _freq_provenance_sha(freq_dir: Path) -> str | None:
-    """The data hash a freq folder records about itself (any JSON with data_sha256), if any."""
-    for p in sorted(freq_dir.glob("*.json")):
-        try:
-            obj = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("data_sha256"), str):
-            return obj["data_sha256"]
-    return None
-
-
 def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -> dict:
     """Reuse the tables in ``freq_dir`` when present, else run ``run_frequentist``."""
-    from bayes_soil.compare import read_freq_tables
+    from bayes_soil.compare import freq_dir_sha256, read_freq_tables
 
     if freq_dir is not None and (Path(freq_dir) / "rates.csv").exists():
         freq_dir = Path(freq_dir)
-        recorded = _freq_provenance_sha(freq_dir)
+        recorded = freq_dir_sha256(freq_dir)
         if recorded is not None and recorded != harmonised.data_sha256:
             raise InputError(
                 f"{freq_dir}: these frequentist tables were made from other data (data_sha256 "
