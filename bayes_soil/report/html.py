@@ -373,8 +373,9 @@ def _failed_note(records: Sequence[FitRecord]) -> str:
     if not bad:
         return ""
     return "".join(
-        f"<p class='banner'>From a fit that {esc('FAILED' if r.verdict == 'fail' else 'has no')}"
-        f" diagnostics verdict ({esc(r.model)}): read these numbers as unreliable.</p>"
+        f"<p class='banner'>Some numbers below come from the {esc(r.model)} fit, which "
+        + ("FAILED its diagnostics" if r.verdict == "fail" else "has no diagnostics verdict")
+        + ": read them as unreliable.</p>"
         for r in bad
     )
 
