@@ -243,3 +243,38 @@ def test_quick_report_of_a_small_simulated_dataset(tmp_path):
     assert main([*args, "--reuse-only"]) == 0
     assert sorted((tmp_path / "fits" / "quick").glob("*/*.nc")) == stored
     assert [p.stat().st_mtime for p in stored] == mtimes
+
+
+def test_a_fit_that_crashes_is_reported_not_lost(store, tmp_path, no_figures, monkeypatch):
+    import shutil
+
+    fits = tmp_path / "fits"
+    (fits / "hier_rates").mkdir(parents=True)
+    shutil.copy(store["new"], fits / "hier_rates" / "new.nc")
+    calls = []
+
+    def boom(model, harmonised, **kw):
+        calls.append(model)
+        raise RuntimeError("sampler exploded")
+
+    monkeypatch.setattr(pipeline, "run_fit", boom)
+    out = tmp_path / "c.html"
+    code = main(
+        [
+            "report",
+            "--data",
+            str(store["harm"]),
+            "--fits-dir",
+            str(fits),
+            "--freq-dir",
+            str(store["freq"]),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 1 and calls == ["climate_breakpoints"]
+    page = out.read_text()
+    assert (
+        "Fitting climate_breakpoints FAILED with an error: RuntimeError: sampler exploded" in page
+    )
+    assert "The 0-200 cm C rate in years 0-5 is" in page  # the rest is still there

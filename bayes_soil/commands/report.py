@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from bayes_soil.report.html import write_report
     from bayes_soil.report.pipeline import Progress, ReportSettings, prepare_report
 
@@ -94,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
         from bayes_soil.io import SYNTHETIC_LABEL
 
         print(f"note: {SYNTHETIC_LABEL}")
+    for model, why in inputs.fit_errors.items():
+        print(f"error: fitting {model} failed ({why}); the report says so", file=sys.stderr)
     if failed:
         print(
             "warning: fit(s) that failed their diagnostics are shown as failed: "
             + ", ".join(failed)
         )
-    return 0
+    return 1 if inputs.fit_errors else 0

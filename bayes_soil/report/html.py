@@ -70,6 +70,7 @@ class ReportInputs:
     hdi_prob: float = 0.94
     quick: bool = False
     log: list[str] = field(default_factory=list)
+    fit_errors: Mapping[str, str] = field(default_factory=dict)  # model -> why it did not run
     title: str = "bayes_soil report: soil C and N stocks after revegetation"
 
     @property
@@ -324,7 +325,12 @@ def _header(inp: ReportInputs) -> str:
         for m, kind in (("hier_rates", "rates"), ("climate_breakpoints", "breakpoints"))
         if not inp.fits_of(kind)
     ]
-    for m in missing:
+    for m, why in inp.fit_errors.items():
+        parts.append(
+            f"<div class='banner' id='fit-error-{esc(m)}'>Fitting {esc(m)} FAILED with an error: "
+            f"{esc(why)}. The sections that need it say so.</div>"
+        )
+    for m in [m for m in missing if m not in inp.fit_errors]:
         parts.append(
             f"<div class='banner warn'>No {esc(m)} fit is available: the sections "
             "that need it say so.</div>"

@@ -192,8 +192,14 @@ def run_fit(
     return path
 
 
-def gather_fits(settings: ReportSettings, harmonised, log: Callable) -> list:
-    """Fits pointed to, then matching fits from the store, then new fits (unless reuse_only)."""
+def gather_fits(
+    settings: ReportSettings, harmonised, log: Callable, errors: dict | None = None
+) -> list:
+    """Fits pointed to, then matching fits from the store, then new fits (unless reuse_only).
+
+    A model whose fit raises is recorded in ``errors`` (model -> message) and left out, so the
+    rest of the report is still written and says what failed.
+    """
     from bayes_soil.compare import fit_kind
     from bayes_soil.fits import load_fit
     from bayes_soil.report.html import FitRecord
@@ -219,14 +225,26 @@ def gather_fits(settings: ReportSettings, harmonised, log: Callable) -> list:
                     "(--reuse-only)"
                 )
                 continue
-            path = run_fit(
-                model,
-                harmonised,
-                fits_dir=settings.fits_dir,
-                quick=settings.quick,
-                seed=settings.seed,
-                log=log,
-            )
+            try:
+                path = run_fit(
+                    model,
+                    harmonised,
+                    fits_dir=settings.fits_dir,
+                    quick=settings.quick,
+                    seed=settings.seed,
+                    log=log,
+                )
+            except (InputError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a crashed fit must not lose the rest of the report
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+                message = f"{type(exc).__name__}: {exc}"
+                log(f"fitting {model} FAILED ({message}); the report is written without it")
+                if errors is not None:
+                    errors[model] = message
+                continue
             origin = "run now"
         else:
             log(f"reused {model} fit {path}")
@@ -256,7 +274,8 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
         + (" (SYNTHETIC)" if harmonised.synthetic else "")
     )
     freq = frequentist_tables(harmonised, settings.freq_dir, log)
-    fit_records = gather_fits(settings, harmonised, log)
+    fit_errors: dict[str, str] = {}
+    fit_records = gather_fits(settings, harmonised, log, fit_errors)
     comparison = None
     if fit_records:
         log("comparing posterior and frequentist estimates")
@@ -277,4 +296,5 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
         hdi_prob=settings.hdi_prob,
         quick=quick,
         log=list(getattr(log, "lines", [])),
+        fit_errors=fit_errors,
     )
