@@ -46,7 +46,8 @@ def execute_notebook(
     cwd: str | Path | None = None,
     timeout: int = 900,
 ) -> tuple[object, float]:
-    """Run every cell of ``path`` (raising on the first cell error) and write the result.
+    """Run every cell of ``path`` and write the result (also when a cell fails; then the
+    ``CellExecutionError`` is raised after writing).
 
     Parameters
     ----------
@@ -73,14 +74,16 @@ def execute_notebook(
         record_timing=False,
     )
     start = time.perf_counter()
-    client.execute()
-    wall = time.perf_counter() - start
-    nb.metadata["kernelspec"] = {
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-        "name": "python3",
-    }
-    nbformat.write(nb, Path(out_path or path))
+    try:
+        client.execute()
+    finally:  # a failed run is written too: the error is in the cell's output
+        wall = time.perf_counter() - start
+        nb.metadata["kernelspec"] = {
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "name": "python3",
+        }
+        nbformat.write(nb, Path(out_path or path))
     return nb, wall
 
 
