@@ -43,8 +43,18 @@ REQUIRED_ATTRS = (
     "diagnostics_verdict",
     "diagnostics",
 )
-LIBRARIES = ("pymc", "pytensor", "nutpie", "arviz", "arviz-base", "arviz-stats", "numpy",
-             "xarray", "pandas", "h5netcdf")
+LIBRARIES = (
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "arviz",
+    "arviz-base",
+    "arviz-stats",
+    "numpy",
+    "xarray",
+    "pandas",
+    "h5netcdf",
+)
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
 
 
@@ -115,7 +125,9 @@ def diagnostics_verdict(max_rhat: float, min_ess_bulk: float, divergences: int) 
     }
 
 
-def check_diagnostics(dt: xr.DataTree, var_names: list[str] | tuple[str, ...] | None = None) -> dict:
+def check_diagnostics(
+    dt: xr.DataTree, var_names: list[str] | tuple[str, ...] | None = None
+) -> dict:
     """R-hat, bulk ESS and divergences of a fit's posterior, and the gate's verdict.
 
     Variables that do not vary (constants) give NaN R-hat and are skipped; NaN draws (e.g.
@@ -132,10 +144,16 @@ def check_diagnostics(dt: xr.DataTree, var_names: list[str] | tuple[str, ...] | 
     if keep:
         rhat = azs.rhat(post)
         ess = azs.ess(post, method="bulk")
-        rh = {v: float(np.nanmax(rhat[v].values)) for v in rhat.data_vars
-              if np.isfinite(rhat[v].values).any()}
-        es = {v: float(np.nanmin(ess[v].values)) for v in ess.data_vars
-              if np.isfinite(ess[v].values).any()}
+        rh = {
+            v: float(np.nanmax(rhat[v].values))
+            for v in rhat.data_vars
+            if np.isfinite(rhat[v].values).any()
+        }
+        es = {
+            v: float(np.nanmin(ess[v].values))
+            for v in ess.data_vars
+            if np.isfinite(ess[v].values).any()
+        }
         if rh:
             worst["rhat_var"] = max(rh, key=rh.get)
             max_rhat = rh[worst["rhat_var"]]
@@ -306,6 +324,18 @@ def list_fits(store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
                 "divergences": diag.get("divergences", np.nan),
             }
         )
-    cols = ["path", "model", "run_id", "data_sha256", "created_at", "sampler", "seed",
-            "synthetic", "verdict", "max_rhat", "min_ess_bulk", "divergences"]
+    cols = [
+        "path",
+        "model",
+        "run_id",
+        "data_sha256",
+        "created_at",
+        "sampler",
+        "seed",
+        "synthetic",
+        "verdict",
+        "max_rhat",
+        "min_ess_bulk",
+        "divergences",
+    ]
     return pd.DataFrame(rows, columns=cols)

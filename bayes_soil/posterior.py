@@ -93,8 +93,11 @@ def years_to_gain(rate: xr.DataArray, max_age: xr.DataArray) -> xr.DataArray:
         r = rate.sel(vegetation=v).transpose(..., "stage")
         t_max = float(max_age.sel(vegetation=v))
         vals = first_gain_age(r.values, t_max)
-        parts.append(xr.DataArray(vals, dims=r.dims[:-1], coords={
-            d: r[d] for d in r.dims[:-1] if d in r.coords}))
+        parts.append(
+            xr.DataArray(
+                vals, dims=r.dims[:-1], coords={d: r[d] for d in r.dims[:-1] if d in r.coords}
+            )
+        )
     out = xr.concat(parts, dim=rate["vegetation"])
     order = [d for d in rate.dims if d != "stage"]
     return out.transpose(*order)
@@ -121,8 +124,12 @@ def _summary_frame(da: xr.DataArray, hdi_prob: float, extra: bool = True) -> pd.
         stats["p_positive"] = (da > 0).mean(SAMPLE_DIMS)
         stats["r_hat"] = azs.rhat(da)
         stats["ess_bulk"] = azs.ess(da, method="bulk")
-    ds = xr.Dataset({k: v.reset_coords(drop=True) if hasattr(v, "reset_coords") else v
-                     for k, v in stats.items()})
+    ds = xr.Dataset(
+        {
+            k: v.reset_coords(drop=True) if hasattr(v, "reset_coords") else v
+            for k, v in stats.items()
+        }
+    )
     return ds.to_dataframe().reset_index()
 
 
@@ -150,7 +157,7 @@ def rates_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
         n = pd.concat([n, n_all.assign(vegetation=ALL_VEGETATION)], ignore_index=True)
         df = df.merge(n, on=["element", "vegetation", "stage", "layer"], how="left")
     df["diagnostics_verdict"] = _verdict(dt)
-    lead = list(RATES_POSTERIOR_COLUMNS) + ["interval"]
+    lead = [*RATES_POSTERIOR_COLUMNS, "interval"]
     return df[lead + [c for c in df.columns if c not in lead]]
 
 
@@ -189,8 +196,19 @@ def rate_ratio_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
     df = df.merge(pn, on=["vegetation", "stage", "layer"], how="left")
     df["interval"] = interval_label(hdi_prob)
     df["diagnostics_verdict"] = _verdict(dt)
-    cols = ["layer", "vegetation", "stage", "median", "mean", "sd", "hdi_low", "hdi_high",
-            "p_n_rate_positive", "interval", "diagnostics_verdict"]
+    cols = [
+        "layer",
+        "vegetation",
+        "stage",
+        "median",
+        "mean",
+        "sd",
+        "hdi_low",
+        "hdi_high",
+        "p_n_rate_positive",
+        "interval",
+        "diagnostics_verdict",
+    ]
     return df[cols]
 
 
@@ -205,7 +223,8 @@ def years_to_gain_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame
     da = dt["posterior"]["years_to_gain"].to_dataset()["years_to_gain"]
     hdi = azs.hdi(da, prob=hdi_prob, skipna=True)
     frame = (
-        da.median(SAMPLE_DIMS, skipna=True).to_dataframe(name="median")
+        da.median(SAMPLE_DIMS, skipna=True)
+        .to_dataframe(name="median")
         .join(hdi.sel(ci_bound="lower", drop=True).to_dataframe(name="hdi_low"))
         .join(hdi.sel(ci_bound="upper", drop=True).to_dataframe(name="hdi_high"))
         .join(da.isnull().mean(SAMPLE_DIMS).to_dataframe(name="p_not_within_observed"))
@@ -230,24 +249,40 @@ def breakpoints_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
     if "psi" not in post:
         raise ValueError("this fit has no `psi` (not a climate_breakpoints fit)")
     psi = _summary_frame(post["psi"], hdi_prob)
-    psi = psi.rename(columns={"mean": "psi_mean", "sd": "psi_sd", "hdi_low": "psi_hdi_low",
-                              "hdi_high": "psi_hdi_high"}).drop(columns=["p_positive"])
+    psi = psi.rename(
+        columns={
+            "mean": "psi_mean",
+            "sd": "psi_sd",
+            "hdi_low": "psi_hdi_low",
+            "hdi_high": "psi_hdi_high",
+        }
+    ).drop(columns=["p_positive"])
     keys = ["element", "layer", "driver"]
     for k in ("k1", "k2"):
         f = _summary_frame(post[k], hdi_prob, extra=False)[[*keys, "mean", "hdi_low", "hdi_high"]]
-        psi = psi.merge(f.rename(columns={"mean": f"{k}_mean", "hdi_low": f"{k}_hdi_low",
-                                          "hdi_high": f"{k}_hdi_high"}), on=keys)
+        psi = psi.merge(
+            f.rename(
+                columns={
+                    "mean": f"{k}_mean",
+                    "hdi_low": f"{k}_hdi_low",
+                    "hdi_high": f"{k}_hdi_high",
+                }
+            ),
+            on=keys,
+        )
     pat = ((post["k1"] < 0) & (post["k2"] > 0)).mean(SAMPLE_DIMS)
     psi = psi.merge(pat.to_dataframe(name="p_k1_neg_k2_pos").reset_index(), on=keys)
     loo = json.loads(dt.attrs.get("loo_elpd_diff", "{}") or "{}")
     loo_se = json.loads(dt.attrs.get("loo_elpd_diff_se", "{}") or "{}")
-    psi["loo_elpd_diff"] = [loo.get(e, {}).get(d, np.nan) for e, d in
-                            zip(psi["element"], psi["driver"], strict=True)]
-    psi["loo_elpd_diff_se"] = [loo_se.get(e, {}).get(d, np.nan) for e, d in
-                               zip(psi["element"], psi["driver"], strict=True)]
+    psi["loo_elpd_diff"] = [
+        loo.get(e, {}).get(d, np.nan) for e, d in zip(psi["element"], psi["driver"], strict=True)
+    ]
+    psi["loo_elpd_diff_se"] = [
+        loo_se.get(e, {}).get(d, np.nan) for e, d in zip(psi["element"], psi["driver"], strict=True)
+    ]
     psi["interval"] = interval_label(hdi_prob)
     psi["diagnostics_verdict"] = _verdict(dt)
-    lead = list(BREAKPOINTS_POSTERIOR_COLUMNS) + ["interval"]
+    lead = [*BREAKPOINTS_POSTERIOR_COLUMNS, "interval"]
     return psi[lead + [c for c in psi.columns if c not in lead]]
 
 
@@ -270,6 +305,18 @@ def main_quantities(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
         return df[["element", "layer", "stage", "mean", "hdi_low", "hdi_high", "p_positive"]]
     if "psi" in post:
         df = breakpoints_table(dt, hdi_prob)
-        return df[["element", "driver", "layer", "psi_mean", "psi_hdi_low", "psi_hdi_high",
-                   "k1_mean", "k2_mean", "loo_elpd_diff", "loo_elpd_diff_se"]]
+        return df[
+            [
+                "element",
+                "driver",
+                "layer",
+                "psi_mean",
+                "psi_hdi_low",
+                "psi_hdi_high",
+                "k1_mean",
+                "k2_mean",
+                "loo_elpd_diff",
+                "loo_elpd_diff_se",
+            ]
+        ]
     raise ValueError("unknown fit: neither `rate_mean` nor `psi` in the posterior")

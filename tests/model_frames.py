@@ -100,8 +100,12 @@ def make_layers(
     )
     total = (
         df.groupby(["profile_id", "element"], sort=False)
-        .agg({**{c: "first" for c in df.columns if c not in ("stock_mg_ha", "layer")},
-              "stock_mg_ha": "sum"})
+        .agg(
+            {
+                **{c: "first" for c in df.columns if c not in ("stock_mg_ha", "layer")},
+                "stock_mg_ha": "sum",
+            }
+        )
         .reset_index(drop=True)
         .assign(layer="0-200")
     )
@@ -130,8 +134,20 @@ def changes_from_layers(layers: pd.DataFrame) -> pd.DataFrame:
     ch["delta_stock_mg_ha"] = ch["stock_mg_ha"] - ch["baseline_stock_mg_ha"]
     ch["rate_mg_ha_yr"] = ch["delta_stock_mg_ha"] / ch["years"]
     cols = [
-        "profile_id", "study_id", "site_id", "map_mm", "mat_c", "vegetation", "origin", "years",
-        "stage", "element", "layer", "baseline_stock_mg_ha", "delta_stock_mg_ha", "rate_mg_ha_yr",
+        "profile_id",
+        "study_id",
+        "site_id",
+        "map_mm",
+        "mat_c",
+        "vegetation",
+        "origin",
+        "years",
+        "stage",
+        "element",
+        "layer",
+        "baseline_stock_mg_ha",
+        "delta_stock_mg_ha",
+        "rate_mg_ha_yr",
     ]
     return ch[cols].reset_index(drop=True)
 

@@ -9,6 +9,6 @@ from __future__ import annotations
 from bayes_soil.models.base import REGISTRY, ModelData, SoilModel, get_model, register
 
 # importing the model modules fills the registry
-from bayes_soil.models import climate_breakpoints, hier_rates  # noqa: E402,F401  isort: skip
+from bayes_soil.models import climate_breakpoints, hier_rates  # noqa: F401  isort: skip
 
 __all__ = ["REGISTRY", "ModelData", "SoilModel", "get_model", "register"]

@@ -83,6 +83,7 @@ class FitSettings:
     cores: int | None = None
     target_accept: float = 0.8
     pointwise_draws_per_chain: int = 100
+    adaptation: str = "diag"  # nutpie's mass-matrix adaptation ("diag" or "low_rank")
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -206,8 +207,9 @@ class SoilModel:
 
         dt = load_fit(path, expected_sha256=expected_sha256)
         if dt.attrs.get("model") != cls.name:
-            raise InputError(f"{path}: this fit was made by model {dt.attrs.get('model')!r}, "
-                             f"not {cls.name!r}")
+            raise InputError(
+                f"{path}: this fit was made by model {dt.attrs.get('model')!r}, not {cls.name!r}"
+            )
         return dt
 
 
@@ -247,6 +249,9 @@ def sample_model(model: pm.Model, fs: FitSettings, progressbar: bool = True) -> 
     import pymc as pm
 
     check_sampler(fs.sampler)
+    nuts: dict[str, Any] = {"target_accept": fs.target_accept}
+    if fs.sampler == "nutpie" and fs.adaptation != "diag":
+        nuts["adaptation"] = fs.adaptation
     with model:
         dt = pm.sample(
             draws=fs.draws,
@@ -255,7 +260,7 @@ def sample_model(model: pm.Model, fs: FitSettings, progressbar: bool = True) -> 
             cores=fs.cores,
             random_seed=fs.seed,
             nuts_sampler=fs.sampler,
-            nuts={"target_accept": fs.target_accept},
+            nuts=nuts,
             progressbar=progressbar,
             quiet=not progressbar,
             compute_convergence_checks=False,
@@ -286,7 +291,10 @@ def add_pointwise(dt: xr.DataTree, model: pm.Model, observed: tuple[str, ...], f
     thin = xr.DataTree(dataset=thin_posterior(post, fs.pointwise_draws_per_chain))
     thin_dt = xr.DataTree.from_dict({"posterior": thin.to_dataset()})
     ll = pm.compute_log_likelihood(
-        thin_dt, model=model, var_names=list(observed), extend_inferencedata=False,
+        thin_dt,
+        model=model,
+        var_names=list(observed),
+        extend_inferencedata=False,
         progressbar=False,
     )
     if isinstance(ll, xr.DataTree):

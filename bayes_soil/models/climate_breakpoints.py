@@ -87,7 +87,8 @@ class ClimateBreakpoints(SoilModel):
         min_rows = int(spec["data"].get("min_rows_per_layer", 10))
         counts = df.groupby(["element", "layer"]).size()
         layers = [
-            lay for lay in layers_wanted
+            lay
+            for lay in layers_wanted
             if all(counts.get((e, lay), 0) >= min_rows for e in elements)
         ]
         if not layers:
@@ -215,7 +216,8 @@ class ClimateBreakpoints(SoilModel):
 
         c = data.coords
         y_scale = xr.DataArray(
-            data.meta["y_scale"], dims=("element", "layer"),
+            data.meta["y_scale"],
+            dims=("element", "layer"),
             coords={"element": c["element"], "layer": c["layer"]},
         )
         out: dict[str, Any] = {}
@@ -319,8 +321,7 @@ def elpd_difference(
 
     def pointwise(ll: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
         sub = ll[[var]].isel(obs_id=np.flatnonzero(mask)).astype("float64")
-        res = azs.loo(xr.DataTree.from_dict({"log_likelihood": sub}), pointwise=True,
-                      var_name=var)
+        res = azs.loo(xr.DataTree.from_dict({"log_likelihood": sub}), pointwise=True, var_name=var)
         return np.asarray(res.elpd_i.values), np.asarray(res.pareto_k.values)
 
     a, ka = pointwise(full_ll)

@@ -36,7 +36,6 @@ from bayes_soil.schema import (
     STAGE_LOWER,
     STAGE_UPPER,
     STAGES,
-    TOTAL_LAYER,
     VEGETATION,
 )
 
@@ -130,6 +129,10 @@ class HierRates(SoilModel):
         arrays = {
             "stock": y,
             "years": df["years"].to_numpy(float),
+            "years_centred": (
+                df["years"] - df.groupby(ucell_key)["years"].transform("mean")
+            ).to_numpy(float)
+            / 10.0,
             "basis": stage_basis(df["years"].to_numpy(float), n_stages),
             "element_idx": index_of(df["element"], elements),
             "vegetation_idx": index_of(df["vegetation"], vegetation),
@@ -180,19 +183,17 @@ class HierRates(SoilModel):
         n_veg = len(coords["vegetation"])
         with pm.Model(coords=coords) as model:
             e_i = pm.Data("element_idx", a["element_idx"], dims="obs_id")
-            v_i = pm.Data("vegetation_idx", a["vegetation_idx"], dims="obs_id")
+            pm.Data("vegetation_idx", a["vegetation_idx"], dims="obs_id")
             l_i = pm.Data("layer_idx", a["layer_idx"], dims="obs_id")
             u_i = pm.Data("unit_cell_idx", a["unit_cell_idx"], dims="obs_id")
             basis = pm.Data("basis", a["basis"], dims=("obs_id", "stage"))
-            years = pm.Data("years", a["years"], dims="obs_id")
+            pm.Data("years", a["years"], dims="obs_id")
 
             alpha = pm.Normal("alpha", 0.0, pri["alpha_sd"], dims=("element", "fit_layer"))
             sd_site = pm.HalfNormal("sd_site", pri["sd_site"], dims=("element", "fit_layer"))
             sd_unit = pm.HalfNormal("sd_unit", pri["sd_unit"], dims=("element", "fit_layer"))
             se, sl = a["site_cell_element"], a["site_cell_layer"]
-            site_eff = pm.Normal(
-                "site_eff", alpha[se, sl], sd_site[se, sl], dims="site_cell"
-            )
+            site_eff = pm.Normal("site_eff", alpha[se, sl], sd_site[se, sl], dims="site_cell")
             ue, ul = a["unit_cell_element"], a["unit_cell_layer"]
             unit_eff = pm.Normal(
                 "unit_eff", site_eff[a["unit_cell_site"]], sd_unit[ue, ul], dims="unit_cell"
@@ -210,32 +211,41 @@ class HierRates(SoilModel):
                 )
             else:  # one vegetation type: nothing to pool, tau would be prior alone (a funnel)
                 beta = pm.Deterministic(
-                    "beta", mu_beta[:, None, :, :], dims=("element", "vegetation", "stage",
-                                                         "fit_layer")
+                    "beta",
+                    mu_beta[:, None, :, :],
+                    dims=("element", "vegetation", "stage", "fit_layer"),
                 )
             # one row gather per observation (AdvancedSubtensor1 and its fast gradient)
             n_v, n_l = len(coords["vegetation"]), len(coords["fit_layer"])
             cell = pm.Data(
-                "rate_cell_idx", (a["element_idx"] * n_v + a["vegetation_idx"]) * n_l
-                + a["layer_idx"], dims="obs_id"
+                "rate_cell_idx",
+                (a["element_idx"] * n_v + a["vegetation_idx"]) * n_l + a["layer_idx"],
+                dims="obs_id",
             )
             n_g = len(coords["stage"])
             beta_rows = beta.dimshuffle(0, 1, 3, 2).reshape((-1, n_g))
             beta_i = beta_rows[cell]  # (obs, stage)
             if struct.get("origin", "pooled") == "contrast":
-                d = pm.Normal(
-                    "origin_contrast", 0.0, 0.5, dims=("element", "stage", "fit_layer")
-                )
+                d = pm.Normal("origin_contrast", 0.0, 0.5, dims=("element", "stage", "fit_layer"))
                 sign = pm.Data("planted", a["planted"], dims="obs_id") - 0.5
                 beta_i = beta_i + sign[:, None] * d[e_i, :, l_i]
-            mu = unit_eff[u_i] + (beta_i * basis).sum(axis=1)
+            mu = (beta_i * basis).sum(axis=1)
             if struct.get("unit_slopes", False):
                 sd_w = pm.HalfNormal(
                     "sd_unit_slope", pri["sd_unit_slope"], dims=("element", "fit_layer")
                 )
-                w_raw = pm.Normal("unit_slope_raw", 0.0, 1.0, dims="unit_cell")
-                w = pm.Deterministic("unit_slope", w_raw * sd_w[ue, ul], dims="unit_cell")
-                mu = mu + w[u_i] * years / 10.0
+                if struct.get("unit_slopes_centred", True):
+                    w = pm.Normal("unit_slope", 0.0, sd_w[ue, ul], dims="unit_cell")
+                else:
+                    w_raw = pm.Normal("unit_slope_raw", 0.0, 1.0, dims="unit_cell")
+                    w = pm.Deterministic("unit_slope", w_raw * sd_w[ue, ul], dims="unit_cell")
+                # deviation about each unit's mean age (decorrelates it from the unit level);
+                # level and slope fetched with one row gather
+                yc = pm.Data("years_centred", a["years_centred"], dims="obs_id")
+                unit_i = pt.stack([unit_eff, w], axis=1)[u_i]
+                mu = mu + unit_i[:, 0] + unit_i[:, 1] * yc
+            else:
+                mu = mu + unit_eff[u_i]
             sigma = pm.HalfNormal("sigma", pri["sigma"], dims=("element", "fit_layer"))
             el_i = pm.Data(
                 "element_layer_idx", a["element_idx"] * n_l + a["layer_idx"], dims="obs_id"
@@ -249,7 +259,6 @@ class HierRates(SoilModel):
                 observed=a["stock"],
                 dims="obs_id",
             )
-            del pt
         return model
 
     # ---- derived quantities (original units) --------------------------------------------
@@ -277,7 +286,8 @@ class HierRates(SoilModel):
                 "rate_mean"
             ].sel(element="N", drop=True)
         max_age = xr.DataArray(
-            data.meta["max_age"], dims="vegetation",
+            data.meta["max_age"],
+            dims="vegetation",
             coords={"vegetation": data.coords["vegetation"]},
         )
         out["years_to_gain"] = years_to_gain(rate, max_age)
@@ -313,8 +323,12 @@ class HierRates(SoilModel):
             import xarray as xr
 
             arr = n.to_xarray().rename(layer="fit_layer")
-            arr = arr.reindex(fit_layer=data.coords["fit_layer"], element=data.coords["element"],
-                              vegetation=data.coords["vegetation"], stage=data.coords["stage"])
+            arr = arr.reindex(
+                fit_layer=data.coords["fit_layer"],
+                element=data.coords["element"],
+                vegetation=data.coords["vegetation"],
+                stage=data.coords["stage"],
+            )
             dt["constant_data"] = cd.assign(n_rows=arr.fillna(0).astype("int64"))
             del xr
         return attrs

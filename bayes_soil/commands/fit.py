@@ -1,0 +1,158 @@
+"""``fit``: sample a Bayesian model on harmonised data and store the fit under fits/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bayes_soil.commands import add_data_argument
+
+HELP = (
+    "fit a Bayesian model (hier_rates: stage rates; climate_breakpoints: turning points along "
+    "MAP/MAT) and store it as fits/<model>/<run_id>.nc with provenance and diagnostics"
+)
+EXAMPLE = "python -m bayes_soil fit --model hier_rates --element both --chains 4 --draws 1000"
+DEFAULT_SEED = 20261125
+DATA_HELP = (
+    "observations file (harmonised first) or a folder holding layers.csv and changes.csv "
+    "(used as is); default: the bundled SYNTHETIC demo dataset"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bayes_soil.models import REGISTRY
+    from bayes_soil.models.base import SAMPLERS
+
+    parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="model name")
+    add_data_argument(parser, help=DATA_HELP)
+    parser.add_argument(
+        "--element",
+        choices=("C", "N", "both"),
+        default="both",
+        help="element(s) to fit (default both; C:N ratios need both)",
+    )
+    parser.add_argument(
+        "--driver",
+        choices=("map_mm", "mat_c", "both"),
+        default="both",
+        help="climate_breakpoints: driver(s); 'both' fits both hinges in one model (default)",
+    )
+    parser.add_argument("--chains", type=int, default=None, help="chains (spec default 4)")
+    parser.add_argument("--draws", type=int, default=None, help="draws per chain (default 1000)")
+    parser.add_argument("--tune", type=int, default=None, help="tuning steps (default 1000)")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})"
+    )
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, default=None, help="NUTS implementation (default nutpie)"
+    )
+    parser.add_argument(
+        "--target-accept",
+        type=float,
+        default=None,
+        help="NUTS target acceptance (raise towards 0.95 after divergences)",
+    )
+    parser.add_argument("--cores", type=int, default=None, help="parallel chains (default: all)")
+    parser.add_argument(
+        "--spec",
+        default=None,
+        metavar="TOML",
+        help="TOML file whose tables override the model's default spec",
+    )
+    parser.add_argument(
+        "--no-break",
+        action="store_true",
+        help="climate_breakpoints: fit the no-break (linear) model only",
+    )
+    parser.add_argument("--out", default="fits", metavar="DIR", help="fit store (default fits)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with code 3 when the fit fails its diagnostics (still saved)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _spec_overrides(args: argparse.Namespace) -> dict:
+    """The user's spec changes: --spec file first, then the command-line flags."""
+    import tomllib
+
+    from bayes_soil.errors import InputError
+
+    spec: dict = {}
+    if args.spec:
+        try:
+            with open(args.spec, "rb") as f:
+                spec = tomllib.load(f)
+        except FileNotFoundError as exc:
+            raise InputError(f"{args.spec}: spec file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{args.spec}: not valid TOML ({exc})") from exc
+    data = spec.setdefault("data", {})
+    data["elements"] = ["C", "N"] if args.element == "both" else [args.element]
+    if args.model == "climate_breakpoints":
+        data["drivers"] = ["map_mm", "mat_c"] if args.driver == "both" else [args.driver]
+        if args.no_break:
+            spec.setdefault("structure", {})["breaks"] = False
+    return spec
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bayes_soil import fits
+    from bayes_soil.errors import DiagnosticsError
+    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.io import SYNTHETIC_LABEL
+    from bayes_soil.models import get_model
+    from bayes_soil.posterior import main_quantities
+
+    console = Console(stderr=True)
+    model = get_model(args.model, _spec_overrides(args))
+    with console.status("loading and harmonising the data..."):
+        data = load_harmonised(args.data)
+    table = getattr(data, model.table)
+    if data.synthetic:
+        console.print(f"[bold red]{SYNTHETIC_LABEL}[/]")
+    fits.clean_partials(args.out)
+    console.print(
+        f"fitting [bold]{model.name}[/] on {len(table)} {model.table} rows "
+        f"(elements {model.spec['data']['elements']}); compiling, then sampling..."
+    )
+    dt = model.fit(
+        table,
+        data_sha256=data.data_sha256,
+        synthetic=data.synthetic,
+        progressbar=not args.quiet,
+        sampler=args.sampler,
+        chains=args.chains,
+        draws=args.draws,
+        tune=args.tune,
+        seed=args.seed,
+        cores=args.cores,
+        target_accept=args.target_accept,
+    )
+    path = fits.fit_path(model.name, fits.new_run_id(data.data_sha256, args.seed), args.out)
+    fits.save_fit(dt, path)
+    diag = json.loads(dt.attrs["diagnostics"])
+    out = Console(width=140)
+    out.print(f"fit written: {path}")
+    verdict = diag["verdict"]
+    colour = "green" if verdict == "pass" else "bold red"
+    out.print(
+        f"diagnostics: [{colour}]{verdict}[/] (max R-hat {diag['max_rhat']:.3f}, min bulk ESS "
+        f"{diag['min_ess_bulk']:.0f}, divergences {diag['divergences']}, "
+        f"{diag['mean_steps_per_draw']:.0f} leapfrog steps per draw)"
+    )
+    if verdict != "pass":
+        out.print(f"[bold red]FAILED[/]: {diag['problems']}. Advice: {diag['advice']}")
+    table_out = main_quantities(dt)
+    if data.synthetic:
+        out.print(f"[red]{SYNTHETIC_LABEL}[/]")
+    out.print("main quantities (posterior mean, 94% HDI):")
+    out.print(table_out.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if verdict != "pass" and args.strict:
+        raise DiagnosticsError(
+            f"{path}: the fit failed its diagnostics ({diag['problems']}); {diag['advice']}"
+        )
+    return 0
