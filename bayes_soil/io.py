@@ -190,7 +190,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        _publish(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -229,10 +229,16 @@ class AtomicOutputs:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             for final, tmp in self._staged.items():
-                os.replace(tmp, final)
+                _publish(tmp, final)
         else:
             for tmp in self._staged.values():
                 tmp.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename a finished temp file into place with ordinary permissions (mkstemp makes 0600)."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, final)
 
 
 def _json_default(obj: object) -> object:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from bayes_soil.errors import InputError
-    from bayes_soil.frequentist import run_frequentist
+    from bayes_soil.frequentist import run_frequentist, write_freq_tables
     from bayes_soil.harmonize import load_harmonised
     from bayes_soil.io import AtomicOutputs
 
@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         )
     result = run_frequentist(data.layers, data.changes)
     with AtomicOutputs(args.out) as out:
-        for name, table in result.tables().items():
-            out.write_csv(table, f"{name}.csv")
+        write_freq_tables(out, result.tables(), data)
         figures = []
         if not args.no_figures:
             from bayes_soil.report.freq_figures import write_freq_figures

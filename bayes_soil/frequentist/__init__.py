@@ -96,3 +96,20 @@ def run_frequentist(layers: pd.DataFrame, changes: pd.DataFrame) -> FrequentistR
 
 
 __all__ = ["FrequentistResult", "run_frequentist"]
+
+
+PROVENANCE_FILE = "freq_provenance.json"
+
+
+def write_freq_tables(out, tables: dict[str, pd.DataFrame], harmonised) -> None:
+    """Stage the freq CSVs and a provenance record (data hash, synthetic flag) in ``out``.
+
+    ``out`` is an :class:`bayes_soil.io.AtomicOutputs`; the record lets ``compare`` and
+    ``report`` refuse tables made from other data than the fits.
+    """
+    for name, df in tables.items():
+        out.write_csv(df, f"{name}.csv")
+    out.write_json(
+        {"data_sha256": harmonised.data_sha256, "synthetic": bool(harmonised.synthetic)},
+        PROVENANCE_FILE,
+    )

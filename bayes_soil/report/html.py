@@ -1143,5 +1143,4 @@ def write_report(inp: ReportInputs, out: str | Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o644)  # a report is for reading; mkstemp makes files private
     return out

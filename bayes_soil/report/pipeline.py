@@ -81,7 +81,7 @@ def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -
         note = "" if recorded else " (the folder records no data hash: not checked)"
         log(f"reused frequentist tables from {freq_dir}{note}")
         return tables
-    from bayes_soil.frequentist import run_frequentist
+    from bayes_soil.frequentist import run_frequentist, write_freq_tables
 
     log("running the frequentist analysis (OLS rates, Kruskal-Wallis, segmented regression)")
     result = run_frequentist(harmonised.layers, harmonised.changes)
@@ -90,12 +90,7 @@ def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -
         from bayes_soil.io import AtomicOutputs
 
         with AtomicOutputs(freq_dir) as out:
-            for name, df in tables.items():
-                out.write_csv(df, f"{name}.csv")
-            out.write_json(
-                {"data_sha256": harmonised.data_sha256, "synthetic": bool(harmonised.synthetic)},
-                "freq_provenance.json",
-            )
+            write_freq_tables(out, tables, harmonised)
         log(f"wrote the frequentist tables to {freq_dir}")
     return tables
 
