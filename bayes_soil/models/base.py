@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 MODELS_DIR = Path(__file__).parent
 SAMPLERS = ("nutpie", "pymc", "numpyro")
 REGISTRY: dict[str, type[SoilModel]] = {}
+CELL_DIMS = {"unit_cell", "site_cell", "study_cell"}
 
 
 def register(cls: type[SoilModel]) -> type[SoilModel]:
@@ -180,7 +181,13 @@ class SoilModel:
         add_pointwise(dt, model, self.observed, fs)
         post = dt["posterior"].to_dataset()
         derived = self.derived(post, data)
-        dt["posterior"] = post.assign(derived.data_vars).assign_attrs(post.attrs)
+        post = post.assign(derived.data_vars).assign_attrs(post.attrs)
+        # per-cell nuisance effects (thousands of them) are kept in single precision: they
+        # would otherwise dominate the file; the quantities of interest stay float64
+        for v in post.data_vars:
+            if set(post[v].dims) & CELL_DIMS and post[v].dtype == np.float64:
+                post[v] = post[v].astype(np.float32)
+        dt["posterior"] = post
         attrs = fits.provenance_attrs(
             model=self.name,
             spec_json=self.spec_json(),

@@ -111,6 +111,13 @@ class ClimateBreakpoints(SoilModel):
         if np.any(hi - lo <= 0):
             raise InputError("a driver does not vary in the data; no turning point can be fitted")
 
+        adjust = [c for c in spec["structure"].get("adjust", []) if c in df.columns]
+        group = (
+            df[adjust].astype(str).agg("|".join, axis=1)
+            if adjust
+            else pd.Series(["all"] * len(df), index=df.index)
+        )
+        groups = sorted(pd.unique(group))
         cell_key = df["element"] + "#" + df["study_id"].astype(str) + "#" + df["layer"]
         cells = list(pd.unique(cell_key))
         e_of = {e: i for i, e in enumerate(elements)}
@@ -130,6 +137,7 @@ class ClimateBreakpoints(SoilModel):
             "element_idx": index_of(df["element"], elements),
             "layer_idx": index_of(df["layer"], layers),
             "study_cell_idx": index_of(cell_key, cells),
+            "group_idx": index_of(group, groups),
             "study_cell_element": cell_el[:, 0],
             "study_cell_layer": cell_el[:, 1],
             "psi_lo": lo,
@@ -139,6 +147,7 @@ class ClimateBreakpoints(SoilModel):
             "element": elements,
             "driver": drivers,
             "layer": layers,
+            "group": groups,
             "study_cell": cells,
             "obs_id": obs_id.tolist(),
         }
@@ -167,32 +176,61 @@ class ClimateBreakpoints(SoilModel):
         drivers = data.coords["driver"]
         hinged = [d for d in self.breaks() if d in drivers]
         with pm.Model(coords=data.coords) as model:
-            e_i = pm.Data("element_idx", a["element_idx"], dims="obs_id")
-            l_i = pm.Data("layer_idx", a["layer_idx"], dims="obs_id")
+            pm.Data("element_idx", a["element_idx"], dims="obs_id")
+            pm.Data("layer_idx", a["layer_idx"], dims="obs_id")
             x = pm.Data("x", a["x"], dims=("obs_id", "driver"))
             inv_dec = pm.Data("inv_decades", a["inv_decades"], dims="obs_id")
 
-            c = pm.Normal("c", 0.0, pri["intercept_sd"], dims=("element", "layer"))
-            m = c[e_i, l_i]
+            n_l = len(data.coords["layer"])
+            n_gr = len(data.coords["group"])
+            el = pm.Data(
+                "element_layer_idx", a["element_idx"] * n_l + a["layer_idx"], dims="obs_id"
+            )
+            egl = pm.Data(
+                "element_group_layer_idx",
+                (a["element_idx"] * n_gr + a["group_idx"]) * n_l + a["layer_idx"],
+                dims="obs_id",
+            )
+            # intercept per element x group (vegetation x stage by default) x layer: the change
+            # rate also carries the age trajectory F(t)/t, which differs by vegetation and stage
+            c = pm.Normal("c", 0.0, pri["intercept_sd"], dims=("element", "group", "layer"))
+            m = c.flatten()[egl]
+            width = float(struct.get("hinge_smoothness", 0.0))
             for j, d in enumerate(drivers):
                 xd = x[:, j]
                 if d in hinged:
                     lo, hi = float(a["psi_lo"][j]), float(a["psi_hi"][j])
                     z0 = pm.Normal(f"psi_loc_{d}", 0.0, pri["psi_loc_sd"], dims="element")
                     tau = pm.HalfNormal(f"tau_psi_{d}", pri["tau_psi"], dims="element")
-                    delta = pm.Normal(f"psi_dev_{d}", 0.0, 1.0, dims=("element", "layer"))
+                    # centred: each layer's psi is well identified by its data, so the
+                    # non-centred form would leave z0 and the deviations on a ridge
+                    z = pm.Normal(
+                        f"psi_logit_{d}", z0[:, None], tau[:, None], dims=("element", "layer")
+                    )
                     psi = pm.Deterministic(
                         f"psi_std_{d}",
-                        lo + (hi - lo) * pm.math.sigmoid(z0[:, None] + tau[:, None] * delta),
+                        lo + (hi - lo) * pm.math.sigmoid(z),
                         dims=("element", "layer"),
                     )
                     k1 = pm.Normal(f"k1_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer"))
                     k2 = pm.Normal(f"k2_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer"))
-                    dx = xd - psi[e_i, l_i]
-                    m = m + k1[e_i, l_i] * pt.minimum(dx, 0.0) + k2[e_i, l_i] * pt.maximum(dx, 0.0)
+
+                    def hinge(dx, k1, k2):
+                        if width > 0:  # softplus hinge: smooth within ~width standardised units
+                            right = width * pt.softplus(dx / width)
+                        else:
+                            right = pt.maximum(dx, 0.0)
+                        # k1 (dx - right) + k2 right == k1 min(dx, 0) + k2 max(dx, 0)
+                        return k1 * (dx - right) + k2 * right
+
+                    # the hinge minus its value at the driver's mean: the intercepts are then
+                    # rates at the mean driver, not at psi, and do not slide along with psi
+                    h0 = hinge(-psi, k1, k2)  # (element, layer)
+                    dx = xd - psi.flatten()[el]
+                    m = m + hinge(dx, k1.flatten()[el], k2.flatten()[el]) - h0.flatten()[el]
                 else:
                     k = pm.Normal(f"k_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer"))
-                    m = m + k[e_i, l_i] * xd
+                    m = m + k.flatten()[el] * xd
             if struct.get("study_effects", True):
                 sd_study = pm.HalfNormal("sd_study", pri["sd_study"], dims=("element", "layer"))
                 u_raw = pm.Normal("study_eff_raw", 0.0, 1.0, dims="study_cell")
@@ -205,9 +243,10 @@ class ClimateBreakpoints(SoilModel):
                 m = m + u[s_i]
             sigma = pm.HalfNormal("sigma", pri["sigma"], dims=("element", "layer"))
             sigma_meas = pm.HalfNormal("sigma_meas", pri["sigma_meas"], dims=("element", "layer"))
-            s = pt.sqrt(sigma[e_i, l_i] ** 2 + (sigma_meas[e_i, l_i] * inv_dec) ** 2)
-            nu = pm.Gamma("nu", alpha=pri["nu_alpha"], beta=pri["nu_beta"], dims="element")
-            pm.StudentT("rate", nu=nu[e_i], mu=m, sigma=s, observed=a["rate"], dims="obs_id")
+            s = pt.sqrt(sigma.flatten()[el] ** 2 + (sigma_meas.flatten()[el] * inv_dec) ** 2)
+            # one nu: a per-row nu would evaluate gammaln/digamma per row (5x slower)
+            nu = pm.Gamma("nu", alpha=pri["nu_alpha"], beta=pri["nu_beta"])
+            pm.StudentT("rate", nu=nu, mu=m, sigma=s, observed=a["rate"], dims="obs_id")
         return model
 
     # ---- derived quantities ---------------------------------------------------------------
@@ -267,7 +306,7 @@ class ClimateBreakpoints(SoilModel):
             return attrs
         # reference models: no break at all; with two hinges also "all but driver d"
         refs = {"all": self.no_break_spec()}
-        if len(hinged) > 1:
+        if len(hinged) > 1 and self.spec["structure"].get("compare_per_driver", False):
             for d in hinged:
                 refs[d] = self.no_break_spec(drop=[d])
         elif hinged:

@@ -111,13 +111,24 @@ class HierRates(SoilModel):
         ucell_key = df["element"] + "#" + unit + "#" + df["layer"]
         scell_key = df["element"] + "#" + site + "#" + df["layer"]
         ucells = list(pd.unique(ucell_key))
-        scells = list(pd.unique(scell_key))
         first = pd.DataFrame({"u": ucell_key, "s": scell_key}).drop_duplicates("u")
-        ucell_site = index_of(first.set_index("u").loc[ucells, "s"].to_numpy(), scells)
+        # a site effect only where a site holds two or more units: with one unit the site and
+        # unit effects are not separable (a funnel); that unit's site effect is integrated out
+        units_per_site = first["s"].value_counts()
+        scells = [k for k in pd.unique(scell_key) if units_per_site[k] >= 2]
+        site_of_unit = first.set_index("u").loc[ucells, "s"]
+        has_site = site_of_unit.map(lambda k: units_per_site[k] >= 2).to_numpy()
+        ucell_site = np.where(
+            has_site,
+            index_of(site_of_unit.where(has_site, scells[0] if scells else ""), scells or [""]),
+            len(scells),
+        )
         e_of = {e: i for i, e in enumerate(elements)}
         l_of = {lay: i for i, lay in enumerate(fit_layers)}
         ucell_el = np.array([[e_of[k.split("#")[0]], l_of[k.split("#")[-1]]] for k in ucells])
-        scell_el = np.array([[e_of[k.split("#")[0]], l_of[k.split("#")[-1]]] for k in scells])
+        scell_el = np.array(
+            [[e_of[k.split("#")[0]], l_of[k.split("#")[-1]]] for k in scells], dtype=np.int64
+        ).reshape(-1, 2)
 
         obs_id = (
             df["profile_id"].astype(str) + "|" + df["element"] + "|" + df["layer"]
@@ -140,6 +151,7 @@ class HierRates(SoilModel):
             "unit_cell_idx": index_of(ucell_key, ucells),
             "planted": (df["origin"] == "planted").to_numpy(float),
             "unit_cell_site": ucell_site,
+            "unit_cell_has_site": has_site.astype(float),
             "unit_cell_element": ucell_el[:, 0],
             "unit_cell_layer": ucell_el[:, 1],
             "site_cell_element": scell_el[:, 0],
@@ -179,7 +191,7 @@ class HierRates(SoilModel):
         pri = self.spec["priors"]
         struct = self.spec["structure"]
         a = data.arrays
-        coords = {k: v for k, v in data.coords.items()}
+        coords = {k: v for k, v in data.coords.items() if len(v) or k != "site_cell"}
         n_veg = len(coords["vegetation"])
         with pm.Model(coords=coords) as model:
             e_i = pm.Data("element_idx", a["element_idx"], dims="obs_id")
@@ -193,11 +205,16 @@ class HierRates(SoilModel):
             sd_site = pm.HalfNormal("sd_site", pri["sd_site"], dims=("element", "fit_layer"))
             sd_unit = pm.HalfNormal("sd_unit", pri["sd_unit"], dims=("element", "fit_layer"))
             se, sl = a["site_cell_element"], a["site_cell_layer"]
-            site_eff = pm.Normal("site_eff", alpha[se, sl], sd_site[se, sl], dims="site_cell")
             ue, ul = a["unit_cell_element"], a["unit_cell_layer"]
-            unit_eff = pm.Normal(
-                "unit_eff", site_eff[a["unit_cell_site"]], sd_unit[ue, ul], dims="unit_cell"
-            )
+            has = a["unit_cell_has_site"]
+            if len(se):
+                site_eff = pm.Normal("site_eff", alpha[se, sl], sd_site[se, sl], dims="site_cell")
+                site_ext = pt.concatenate([site_eff, pt.zeros(1)])[a["unit_cell_site"]]
+            else:
+                site_ext = pt.zeros(len(ue))
+            unit_mu = site_ext + (1.0 - has) * alpha[ue, ul]
+            unit_sd = pt.sqrt(sd_unit[ue, ul] ** 2 + (1.0 - has) * sd_site[ue, ul] ** 2)
+            unit_eff = pm.Normal("unit_eff", unit_mu, unit_sd, dims="unit_cell")
             mu_beta = pm.Normal(
                 "mu_beta", 0.0, pri["mu_beta_sd"], dims=("element", "stage", "fit_layer")
             )

@@ -1,0 +1,171 @@
+"""Slow tier: real NUTS. Recovery of known truth from the simulator, reproducibility, the CLI.
+
+Kept small (half-size simulations, one element, 500 draws) so the tier stays within minutes
+on 2 cores. The models are fitted on the simulator's latent layer stocks (``true_layers``), so
+these tests check the models, not the harmonisation.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from model_frames import changes_from_layers, make_layers
+
+from bayes_soil.cli import main
+from bayes_soil.models import get_model
+from bayes_soil.simulate import simulate
+
+pytestmark = pytest.mark.slow
+FAST = dict(chains=4, draws=500, tune=500, progressbar=False)
+
+
+def _sim_layers(variant: str = "base", seed: int = 11, scale: float = 0.5) -> tuple:
+    sim = simulate(seed=seed, variant=variant, scale=scale)
+    layers = sim.true_layers.copy()
+    layers["profile_id"] = (
+        layers[["study_id", "site_id", "plot_id", "vegetation", "origin"]].agg("|".join, axis=1)
+        + "|"
+        + layers["years"].astype(str)
+    )
+    first = sim.observations.drop_duplicates("site_id").set_index("site_id")
+    layers["map_mm"] = layers["site_id"].map(first["map_mm"])
+    layers["mat_c"] = layers["site_id"].map(first["mat_c"])
+    return layers, sim.truth
+
+
+def _in_interval(da: xr.DataArray, value: float, prob: float = 0.9) -> bool:
+    lo, hi = da.quantile([(1 - prob) / 2, (1 + prob) / 2], ("chain", "draw")).values
+    return bool(lo <= value <= hi)
+
+
+def test_hier_rates_90pct_intervals_cover_true_rates():
+    layers, truth = _sim_layers()
+    m = get_model("hier_rates", {"data": {"elements": ["C"]}})
+    dt = m.fit(layers, seed=3, **FAST)
+    rate = dt["posterior"]["rate"]
+    hits = [
+        _in_interval(
+            rate.sel(element="C", vegetation=r["vegetation"], stage=r["stage"], layer=r["layer"]),
+            r["rate"],
+        )
+        for r in truth["rates"]
+        if r["element"] == "C" and r["vegetation"] != "all" and r["layer"] != "0-200"
+    ]
+    coverage = float(np.mean(hits))
+    print(f"hier_rates 90% coverage: {coverage:.3f} of {len(hits)} cells")
+    assert len(hits) == 45
+    assert 0.8 <= coverage <= 1.0
+    diag = json.loads(dt.attrs["diagnostics"])
+    assert diag["divergences"] == 0 and diag["max_rhat"] < 1.03
+    # derived quantities have the contract's names and dims
+    post = dt["posterior"]
+    assert post["rate"].dims[2:] == ("element", "vegetation", "stage", "layer")
+    assert "0-200" in post["rate"]["layer"].values
+    assert post["years_to_gain"].dims[2:] == ("element", "vegetation", "layer")
+
+
+def test_climate_breakpoints_recovers_turning_points():
+    layers, truth = _sim_layers()
+    changes = changes_from_layers(layers)
+    spec = {
+        "data": {"elements": ["C"], "drivers": ["map_mm"]},
+        "structure": {"compare_no_break": False},
+    }
+    dt = get_model("climate_breakpoints", spec).fit(changes, seed=5, **FAST)
+    psi = dt["posterior"]["psi"]
+    inside = {}
+    for tp in truth["turning_points"]:
+        if tp["element"] == "C" and tp["driver"] == "map_mm" and tp["has_break"]:
+            inside[tp["layer"]] = _in_interval(
+                psi.sel(element="C", driver="map_mm", layer=tp["layer"]), tp["psi"]
+            )
+    print("turning points inside their 90% intervals:", inside)
+    assert len(inside) == 4
+    assert sum(inside.values()) >= 3  # 0-200's truth is only a best single-break approximation
+    assert all(inside[lay] for lay in ("20-100", "100-200")) or sum(inside.values()) == 4
+
+
+def test_no_turning_point_variant_loo_does_not_prefer_break():
+    layers, _ = _sim_layers(variant="no-turning-point")
+    changes = changes_from_layers(layers)
+    spec = {"data": {"elements": ["C"], "drivers": ["map_mm"], "layers": ["0-20", "20-100"]}}
+    dt = get_model("climate_breakpoints", spec).fit(changes, seed=7, **FAST)
+    diff = json.loads(dt.attrs["loo_elpd_diff"])["C"]["map_mm"]
+    se = json.loads(dt.attrs["loo_elpd_diff_se"])["C"]["map_mm"]
+    print(f"no-turning-point: elpd(break) - elpd(line) = {diff:.2f} +- {se:.2f}")
+    assert diff < 2 * se  # no clear evidence for a break
+
+
+def test_same_seed_same_draws_bit_for_bit():
+    layers = make_layers(seed=9, n_studies=6, elements=("C",))
+    m = get_model("hier_rates", {"data": {"elements": ["C"]}})
+    kw = dict(chains=2, draws=60, tune=60, seed=123, progressbar=False)
+    a = m.fit(layers, **kw)["posterior"]
+    b = m.fit(layers, **kw)["posterior"]
+    for v in ("beta", "rate", "unit_eff"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    c = m.fit(layers, **{**kw, "seed": 124})["posterior"]
+    assert not np.array_equal(a["beta"].values, c["beta"].values)
+
+
+def test_cli_fit_strict_summarize_and_refusal(tmp_path, capsys):
+    layers = make_layers(seed=10, n_studies=6)
+    data = tmp_path / "harmonised"
+    data.mkdir()
+    layers.to_csv(data / "layers.csv", index=False)
+    changes_from_layers(layers).to_csv(data / "changes.csv", index=False)
+    store = tmp_path / "fits"
+    # 30 draws cannot reach a bulk ESS of 400: the gate fails, --strict exits 3 after saving
+    code = main(
+        [
+            "fit",
+            "--model",
+            "hier_rates",
+            "--data",
+            str(data),
+            "--chains",
+            "2",
+            "--draws",
+            "30",
+            "--tune",
+            "30",
+            "--out",
+            str(store),
+            "--strict",
+            "--quiet",
+        ]
+    )
+    assert code == 3
+    saved = list((store / "hier_rates").glob("*.nc"))
+    assert len(saved) == 1 and not list((store / "hier_rates").glob(".*partial"))
+    dt = xr.load_datatree(saved[0])
+    assert dt.attrs["diagnostics_verdict"] == "fail"
+    assert {
+        "posterior",
+        "sample_stats",
+        "observed_data",
+        "constant_data",
+        "log_likelihood",
+        "posterior_predictive",
+    } <= set(dt.children)
+    for v in ("rate", "rate_mean", "rate_ratio", "years_to_gain"):
+        assert v in dt["posterior"]
+    out = tmp_path / "summary"
+    assert main(["summarize", str(saved[0]), "--out", str(out), "--data", str(data)]) == 0
+    rates = pd.read_csv(out / "rates_posterior.csv")
+    assert (rates["interval"] == "94% HDI").all()
+    assert (rates["diagnostics_verdict"] == "fail").all()
+    assert {"all", "forest"} <= set(rates["vegetation"])
+    assert "FAILED" in capsys.readouterr().out
+    # a fit made from other data is refused (exit code 2)
+    other = tmp_path / "other"
+    other.mkdir()
+    layers2 = make_layers(seed=11, n_studies=6)
+    layers2.to_csv(other / "layers.csv", index=False)
+    changes_from_layers(layers2).to_csv(other / "changes.csv", index=False)
+    assert main(["summarize", str(saved[0]), "--out", str(out), "--data", str(other)]) == 2
+    assert "other data" in capsys.readouterr().err
