@@ -56,6 +56,15 @@ def test_notebook_01_reproduce_paper(tmp_path):
     assert "MAP: Davies p < 0.05 in 8 of 8 cells" in text
 
 
+def test_notebook_02_bayesian_workflow(tmp_path):
+    """Small fits of both models (2 chains x 300 draws), diagnostics, comparison, truth checks."""
+    _, text = run_notebook("02_bayesian_workflow.ipynb", tmp_path)
+    assert "hier_rates fitted in" in text
+    assert "climate_breakpoints fitted in" in text
+    assert "true psi inside the posterior 94% HDI" in text
+    assert "verdict:" in text
+
+
 def test_notebook_03_your_own_data_groa(tmp_path, shared_data, monkeypatch):
     if not (shared_data / "groa" / "soil.csv").exists():
         pytest.skip("GROA release not in the shared data")
