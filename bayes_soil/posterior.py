@@ -274,11 +274,17 @@ def breakpoints_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
     psi = psi.merge(pat.to_dataframe(name="p_k1_neg_k2_pos").reset_index(), on=keys)
     loo = json.loads(dt.attrs.get("loo_elpd_diff", "{}") or "{}")
     loo_se = json.loads(dt.attrs.get("loo_elpd_diff_se", "{}") or "{}")
+    # per-driver comparison where stored, else the comparison with no hinge in any driver
+    pairs = list(zip(psi["element"], psi["driver"], strict=True))
+    key = [d if d in loo.get(e, {}) else "all" for e, d in pairs]
     psi["loo_elpd_diff"] = [
-        loo.get(e, {}).get(d, np.nan) for e, d in zip(psi["element"], psi["driver"], strict=True)
+        loo.get(e, {}).get(k, np.nan) for (e, _), k in zip(pairs, key, strict=True)
     ]
     psi["loo_elpd_diff_se"] = [
-        loo_se.get(e, {}).get(d, np.nan) for e, d in zip(psi["element"], psi["driver"], strict=True)
+        loo_se.get(e, {}).get(k, np.nan) for (e, _), k in zip(pairs, key, strict=True)
+    ]
+    psi["loo_reference"] = [
+        "no hinge in any driver" if k == "all" else f"no hinge in {k}" for k in key
     ]
     psi["interval"] = interval_label(hdi_prob)
     psi["diagnostics_verdict"] = _verdict(dt)
@@ -302,6 +308,8 @@ def main_quantities(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
     if "rate_mean" in post:
         df = rates_table(dt, hdi_prob)
         df = df[df["vegetation"] == ALL_VEGETATION]
+        if (df["layer"] == TOTAL_LAYER).any():  # keep the terminal table short: 0-200 only
+            df = df[df["layer"] == TOTAL_LAYER]
         return df[["element", "layer", "stage", "mean", "hdi_low", "hdi_high", "p_positive"]]
     if "psi" in post:
         df = breakpoints_table(dt, hdi_prob)

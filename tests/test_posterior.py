@@ -190,4 +190,5 @@ def test_psi_diff_table():
 def test_main_quantities_picks_the_model():
     assert "psi_mean" in posterior.main_quantities(_fake_breaks()).columns
     hier = posterior.main_quantities(_fake_hier())
-    assert "stage" in hier.columns and len(hier) == 2 * 3 * 4
+    assert "stage" in hier.columns and len(hier) == 2 * 3  # 'all', 0-200 only
+    assert (hier["layer"] == "0-200").all()

@@ -201,7 +201,9 @@ class ClimateBreakpoints(SoilModel):
                 if d in hinged:
                     lo, hi = float(a["psi_lo"][j]), float(a["psi_hi"][j])
                     z0 = pm.Normal(f"psi_loc_{d}", 0.0, pri["psi_loc_sd"], dims="element")
-                    tau = pm.HalfNormal(f"tau_psi_{d}", pri["tau_psi"], dims="element")
+                    # fixed pooling scale: a free tau over four layers makes a funnel where a
+                    # driver has no turning point (psi unidentified), e.g. MAT beside MAP
+                    tau = pt.as_tensor(np.full(len(data.coords["element"]), pri["tau_psi"]))
                     # centred: each layer's psi is well identified by its data, so the
                     # non-centred form would leave z0 and the deviations on a ridge
                     z = pm.Normal(
@@ -306,11 +308,11 @@ class ClimateBreakpoints(SoilModel):
             return attrs
         # reference models: no break at all; with two hinges also "all but driver d"
         refs = {"all": self.no_break_spec()}
-        if len(hinged) > 1 and self.spec["structure"].get("compare_per_driver", False):
+        if len(hinged) == 1:
+            refs = {hinged[0]: refs["all"]}
+        elif self.spec["structure"].get("compare_per_driver", False):
             for d in hinged:
                 refs[d] = self.no_break_spec(drop=[d])
-        elif hinged:
-            refs = {hinged[0]: refs["all"]}
         elements = list(data.coords["element"])
         elem_of_obs = data.meta["element_of_obs"]
         full_ll = dt["log_likelihood"].to_dataset()
@@ -360,7 +362,10 @@ def elpd_difference(
 
     def pointwise(ll: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
         sub = ll[[var]].isel(obs_id=np.flatnonzero(mask)).astype("float64")
-        res = azs.loo(xr.DataTree.from_dict({"log_likelihood": sub}), pointwise=True, var_name=var)
+        # the pointwise draws are thinned (every k-th draw), nearly independent: r_eff = 1
+        res = azs.loo(
+            xr.DataTree.from_dict({"log_likelihood": sub}), pointwise=True, reff=1.0, var_name=var
+        )
         return np.asarray(res.elpd_i.values), np.asarray(res.pareto_k.values)
 
     a, ka = pointwise(full_ll)
