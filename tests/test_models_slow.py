@@ -17,6 +17,7 @@ from model_frames import changes_from_layers, make_layers
 
 from bayes_soil.cli import main
 from bayes_soil.models import get_model
+from bayes_soil.schema import stage_of
 from bayes_soil.simulate import simulate
 
 pytestmark = pytest.mark.slow
@@ -34,6 +35,7 @@ def _sim_layers(variant: str = "base", seed: int = 11, scale: float = 0.5) -> tu
     first = sim.observations.drop_duplicates("site_id").set_index("site_id")
     layers["map_mm"] = layers["site_id"].map(first["map_mm"])
     layers["mat_c"] = layers["site_id"].map(first["mat_c"])
+    layers["stage"] = stage_of(layers["years"]).to_numpy()
     return layers, sim.truth
 
 
