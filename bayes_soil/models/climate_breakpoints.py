@@ -362,10 +362,17 @@ def elpd_difference(
 
     def pointwise(ll: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
         sub = ll[[var]].isel(obs_id=np.flatnonzero(mask)).astype("float64")
+        import warnings
+
         # the pointwise draws are thinned (every k-th draw), nearly independent: r_eff = 1
-        res = azs.loo(
-            xr.DataTree.from_dict({"log_likelihood": sub}), pointwise=True, reff=1.0, var_name=var
-        )
+        with warnings.catch_warnings():  # high Pareto k is counted and stored instead
+            warnings.simplefilter("ignore", UserWarning)
+            res = azs.loo(
+                xr.DataTree.from_dict({"log_likelihood": sub}),
+                pointwise=True,
+                reff=1.0,
+                var_name=var,
+            )
         return np.asarray(res.elpd_i.values), np.asarray(res.pareto_k.values)
 
     a, ka = pointwise(full_ll)
