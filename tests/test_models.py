@@ -88,11 +88,12 @@ def test_hier_prepare_rejects_unusable_data():
 
 def test_climate_prepare_bounds_psi_inside_observed_range():
     ch = make_changes(seed=1, n_studies=20)
-    d = get_model("climate_breakpoints").prepare(ch)
+    m = get_model("climate_breakpoints")
+    d = m.prepare(ch)
     assert d.coords["driver"] == ["map_mm", "mat_c"]
     assert d.coords["layer"] == ["0-20", "20-100", "100-200", "0-200"]
     lo, hi = d.meta["psi_bounds"]["map_mm"]
-    q = np.quantile(ch["map_mm"], [0.05, 0.95])
+    q = np.quantile(ch["map_mm"], m.spec["structure"]["psi_quantiles"])
     assert (lo, hi) == pytest.approx(tuple(q), rel=1e-9)
     with pytest.raises(InputError, match="lacks column"):
         get_model("climate_breakpoints").prepare(ch.drop(columns=["map_mm"]))
