@@ -172,7 +172,7 @@ def run_fit(
         table,
         data_sha256=harmonised.data_sha256,
         synthetic=harmonised.synthetic,
-        progressbar=False,
+        progressbar=sys.stderr.isatty(),  # the sampler's own progress bar on a terminal
         **settings,
     )
     if quick:
