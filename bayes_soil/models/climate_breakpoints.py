@@ -4,16 +4,29 @@ Per element e, driver d and layer l, on change rates r_i (``changes.rate_mg_ha_y
 standardised per element x layer, with each driver x_d standardised over the fitted rows:
 
     r_i ~ StudentT(nu[e], m_i, s_i),   s_i^2 = sigma[e,l]^2 + (sigma_meas[e,l] * 10 / years_i)^2
-    m_i = c[e,l] + sum_d ( k1[e,d,l] min(x_di - psi[e,d,l], 0) + k2[e,d,l] max(x_di - psi, 0) )
+    m_i = c[e,l] + sum_d ( kbar[e,d,l] x_di + dk[e,d,l] / 2 (|x_di - psi[e,d,l]| - |psi|) )
           + u[(e, study_i, l)]
-    psi[e,d,l] = lo_d + (hi_d - lo_d) * logistic(z0[e,d] + tau_psi[e,d] * delta[e,d,l])
+    k1 = kbar - dk / 2,  k2 = kbar + dk / 2   (so k1 min(x - psi, 0) + k2 max(x - psi, 0))
+    kbar ~ Normal(0, slope_sd),  dk[e,d,l] ~ Normal(0, change_sd)
+        (change_sd_beside_other[d] instead when both drivers are hinged)
+    psi[e,d,l] = lo_d + (hi_d - lo_d) * logistic(z[e,d,l]),  z ~ Normal(z0[e,d], tau_psi)
 
-The turning point lies between the 5th and 95th percentiles of the driver (a bounded,
-logit-scaled location partially pooled across layers), so it cannot wander to the edge of the
-data where one slope rests on a handful of points. With ``drivers = [map_mm, mat_c]`` both
-hinges sit in one model, so a temperature "turning point" that is only the shadow of a
-precipitation one (MAP and MAT co-vary) is not reported as real. Study random effects soak up
-between-study differences; with iid errors clustered data make spurious breaks look certain.
+The slopes are a mean slope and a change of slope shrunk towards 0, so "no turning point" is
+the null and, where the change is near 0, psi only sees its prior (no ridge dragging the slopes
+along). The turning point lies between the quantiles of the driver set by ``psi_quantiles``
+(default 10th-90th), with a unimodal logit-normal prior in the middle of that
+range (total logit sd < 1), so a silent driver gives a wide central psi, not spikes at the
+ends. |t| is smoothed over ``hinge_smoothness`` standardised units.
+
+With ``drivers = [map_mm, mat_c]`` both hinges sit in one model, so a temperature "turning
+point" that is only the shadow of a precipitation one (MAT and MAP co-vary) is not reported as
+real. The data cannot separate the two hinges when the drivers co-vary strongly (r = 0.89 on the
+demo): with a weak prior on the MAT change the MAT psi jumps between the range ends across
+chains. The default spec therefore gives the MAT change of slope a strong shrinkage prior
+(``change_sd_beside_other.mat_c``, used only when both drivers are hinged): with both drivers
+the MAT hinge is a small adjustment and its psi is essentially its prior; ``--driver mat_c``
+alone uses the ordinary ``change_sd``. Study random effects soak up between-study
+differences; with iid errors clustered data make spurious breaks look certain.
 
 The same class with ``breaks = []`` (``no_break_spec``) is the linear comparison model; ``fit``
 samples it too and stores the PSIS-LOO comparison (elpd difference and its SE) in the root
@@ -202,10 +215,11 @@ class ClimateBreakpoints(SoilModel):
                     lo, hi = float(a["psi_lo"][j]), float(a["psi_hi"][j])
                     z0 = pm.Normal(f"psi_loc_{d}", 0.0, pri["psi_loc_sd"], dims="element")
                     # fixed pooling scale: a free tau over four layers makes a funnel where a
-                    # driver has no turning point (psi unidentified), e.g. MAT beside MAP
+                    # driver has no turning point (psi unidentified), e.g. MAT beside MAP.
+                    # psi_loc_sd and tau_psi are small enough (total logit sd < 1) that the prior
+                    # of psi is unimodal in the middle of the range: where the data are silent
+                    # psi's posterior is that wide prior, not two spikes at the range ends
                     tau = pt.as_tensor(np.full(len(data.coords["element"]), pri["tau_psi"]))
-                    # centred: each layer's psi is well identified by its data, so the
-                    # non-centred form would leave z0 and the deviations on a ridge
                     z = pm.Normal(
                         f"psi_logit_{d}", z0[:, None], tau[:, None], dims=("element", "layer")
                     )
@@ -214,22 +228,33 @@ class ClimateBreakpoints(SoilModel):
                         lo + (hi - lo) * pm.math.sigmoid(z),
                         dims=("element", "layer"),
                     )
-                    k1 = pm.Normal(f"k1_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer"))
-                    k2 = pm.Normal(f"k2_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer"))
+                    # mean slope and change of slope (k2 - k1), the change shrunk towards 0:
+                    # "no turning point" is the null, and with a change near 0 psi only sees its
+                    # prior instead of dragging the slopes along (no ridge between psi and k)
+                    kbar = pm.Normal(
+                        f"k_mean_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer")
+                    )
+                    csd = float(pri["change_sd"])
+                    if len(hinged) > 1:  # a driver co-varying with another one: see docstring
+                        csd = float(pri.get("change_sd_beside_other", {}).get(d, csd))
+                    dk = pm.Normal(f"k_change_std_{d}", 0.0, csd, dims=("element", "layer"))
+                    pm.Deterministic(f"k1_std_{d}", kbar - dk / 2, dims=("element", "layer"))
+                    pm.Deterministic(f"k2_std_{d}", kbar + dk / 2, dims=("element", "layer"))
 
-                    def hinge(dx, k1, k2):
-                        if width > 0:  # softplus hinge: smooth within ~width standardised units
-                            right = width * pt.softplus(dx / width)
-                        else:
-                            right = pt.maximum(dx, 0.0)
-                        # k1 (dx - right) + k2 right == k1 min(dx, 0) + k2 max(dx, 0)
-                        return k1 * (dx - right) + k2 * right
+                    def vee(t):
+                        if width > 0:  # smooth |t| within ~width standardised units
+                            return 2.0 * width * pt.softplus(t / width) - t
+                        return pt.abs(t)
 
-                    # the hinge minus its value at the driver's mean: the intercepts are then
-                    # rates at the mean driver, not at psi, and do not slide along with psi
-                    h0 = hinge(-psi, k1, k2)  # (element, layer)
-                    dx = xd - psi.flatten()[el]
-                    m = m + hinge(dx, k1.flatten()[el], k2.flatten()[el]) - h0.flatten()[el]
+                    # k1 min(t, 0) + k2 max(t, 0) = kbar t + dk |t| / 2 with t = x - psi; minus
+                    # its value at the driver's mean (x = 0), so the intercepts are rates at the
+                    # mean driver and do not slide along with psi
+                    psi_o = psi.flatten()[el]
+                    m = (
+                        m
+                        + kbar.flatten()[el] * xd
+                        + dk.flatten()[el] / 2 * (vee(xd - psi_o) - vee(psi_o))
+                    )
                 else:
                     k = pm.Normal(f"k_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer"))
                     m = m + k.flatten()[el] * xd
