@@ -105,7 +105,18 @@ CHANGE_COLUMNS = (
     "delta_stock_mg_ha",
     "rate_mg_ha_yr",
 )
-RATES_COLUMNS = ("element", "layer", "vegetation", "stage", "k", "se", "ci_low", "ci_high", "p", "n")
+RATES_COLUMNS = (
+    "element",
+    "layer",
+    "vegetation",
+    "stage",
+    "k",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p",
+    "n",
+)
 RATE_RATIO_COLUMNS = ("layer", "vegetation", "stage", "ratio")
 KRUSKAL_COLUMNS = ("element", "layer", "response", "factor", "H", "df", "p", "n")
 BREAKPOINT_COLUMNS = ("element", "layer", "driver", "psi", "psi_se", "k1", "k2", "davies_p", "n")
