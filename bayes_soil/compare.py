@@ -324,6 +324,30 @@ def _agreement_text(agree: pd.Series, has_freq: pd.Series, has_post: pd.Series) 
     return pd.Series(text, index=agree.index, dtype=object)
 
 
+def _join_freq(
+    post: pd.DataFrame, freq: pd.DataFrame, keys, numeric: tuple[str, ...], file_name: str
+) -> pd.DataFrame:
+    """Outer-join posterior rows with a frequentist table on ``keys`` (both kept, flagged).
+
+    ``numeric[0]`` is the estimate whose status is reported; duplicate keys are an input error.
+    """
+    freq = freq.copy()
+    for col in keys:
+        freq[col] = freq[col].astype(str)
+        post[col] = post[col].astype(str)
+    freq["freq_status"] = _freq_status(freq, numeric[0])
+    freq["_freq_row"] = True
+    keep = [*keys, *numeric, "freq_status", "_freq_row"]
+    freq = freq[[c for c in keep if c in freq]]
+    if freq.duplicated(list(keys)).any():
+        dup = freq.loc[freq.duplicated(list(keys)), list(keys)].iloc[0].to_dict()
+        raise InputError(f"{file_name}: duplicate rows for {dup}")
+    out = post.merge(freq, on=list(keys), how="outer")
+    for col in numeric:
+        out[col] = pd.to_numeric(out.get(col), errors="coerce")
+    return out
+
+
 def _freq_status(df: pd.DataFrame, estimate: str) -> pd.Series:
     """'ok', or why the frequentist side has no estimate (its status/reason columns)."""
     has = pd.to_numeric(df.get(estimate), errors="coerce").notna()
@@ -383,19 +407,7 @@ def compare_rates(
         freq = pd.DataFrame(columns=[*schema.RATES_COLUMNS])
     else:
         freq = freq_rates.copy()
-    for col in RATE_KEYS:
-        freq[col] = freq[col].astype(str)
-        post[col] = post[col].astype(str)
-    freq["freq_status"] = _freq_status(freq, "k")
-    freq["_freq_row"] = True
-    keep = [*RATE_KEYS, "k", "se", "ci_low", "ci_high", "p", "n", "freq_status", "_freq_row"]
-    freq = freq[[c for c in keep if c in freq]]
-    if freq.duplicated(list(RATE_KEYS)).any():
-        dup = freq.loc[freq.duplicated(list(RATE_KEYS)), list(RATE_KEYS)].iloc[0].to_dict()
-        raise InputError(f"rates.csv: duplicate rows for {dup}")
-    out = post.merge(freq, on=list(RATE_KEYS), how="outer")
-    for col in ("k", "se", "ci_low", "ci_high", "p", "n"):
-        out[col] = pd.to_numeric(out.get(col), errors="coerce")
+    out = _join_freq(post, freq, RATE_KEYS, ("k", "se", "ci_low", "ci_high", "p", "n"), "rates.csv")
     has_post = out["_post"].fillna(False).astype(bool)
     has_freq = out["k"].notna() & out["ci_low"].notna()
     out.loc[~out["_freq_row"].fillna(False).astype(bool), "freq_status"] = (
@@ -429,19 +441,8 @@ def compare_breakpoints(
         if freq_breaks is None or len(freq_breaks) == 0
         else freq_breaks.copy()
     )
-    for col in BREAK_KEYS:
-        freq[col] = freq[col].astype(str)
-        post[col] = post[col].astype(str)
-    freq["freq_status"] = _freq_status(freq, "psi")
-    freq["_freq_row"] = True
-    keep = [*BREAK_KEYS, "psi", "psi_se", "k1", "k2", "davies_p", "n", "freq_status", "_freq_row"]
-    freq = freq[[c for c in keep if c in freq]]
-    if freq.duplicated(list(BREAK_KEYS)).any():
-        dup = freq.loc[freq.duplicated(list(BREAK_KEYS)), list(BREAK_KEYS)].iloc[0].to_dict()
-        raise InputError(f"breakpoints.csv: duplicate rows for {dup}")
-    out = post.merge(freq, on=list(BREAK_KEYS), how="outer")
-    for col in ("psi", "psi_se", "k1", "k2", "davies_p", "n"):
-        out[col] = pd.to_numeric(out.get(col), errors="coerce")
+    numeric = ("psi", "psi_se", "k1", "k2", "davies_p", "n")
+    out = _join_freq(post, freq, BREAK_KEYS, numeric, "breakpoints.csv")
     has_post = out["_post"].fillna(False).astype(bool)
     has_freq = out["psi"].notna() & out["psi_se"].notna()
     out.loc[~out["_freq_row"].fillna(False).astype(bool), "freq_status"] = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_soil.schema import LAYERS, STAGE_LOWER, STAGE_UPPER, STAGES, stage_of
+from bayes_soil.schema import CHANGE_COLUMNS, LAYERS, STAGE_LOWER, STAGE_UPPER, STAGES, stage_of
 
 # true rates (Mg ha-1 yr-1) per element x vegetation x stage x layer (layers 0-20, 20-100, 100-200)
 BASE_RATES_C = {
@@ -133,23 +133,7 @@ def changes_from_layers(layers: pd.DataFrame) -> pd.DataFrame:
     ch = layers[layers["years"] > 0].merge(ctrl, on=keys, how="inner")
     ch["delta_stock_mg_ha"] = ch["stock_mg_ha"] - ch["baseline_stock_mg_ha"]
     ch["rate_mg_ha_yr"] = ch["delta_stock_mg_ha"] / ch["years"]
-    cols = [
-        "profile_id",
-        "study_id",
-        "site_id",
-        "map_mm",
-        "mat_c",
-        "vegetation",
-        "origin",
-        "years",
-        "stage",
-        "element",
-        "layer",
-        "baseline_stock_mg_ha",
-        "delta_stock_mg_ha",
-        "rate_mg_ha_yr",
-    ]
-    return ch[cols].reset_index(drop=True)
+    return ch[list(CHANGE_COLUMNS)].reset_index(drop=True)
 
 
 def make_changes(
