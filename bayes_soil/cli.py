@@ -27,6 +27,7 @@ COMMANDS = {
     "fits": "fits",
     "compare": "compare",
     "report": "report",
+    "calibrate": "calibrate",
 }
 
 
