@@ -593,7 +593,9 @@ def summarize(table: pd.DataFrame, by: Iterable[str] = ("quantity",)) -> pd.Data
     by = list(by)
     if table.empty:
         return pd.DataFrame(columns=[*by, "n_datasets", "n_cells"])
-    t = table[~table["approximate"].fillna(False).astype(bool)]
+    missing = [c for c in RESULT_COLUMNS if c not in table.columns]
+    t = table.assign(**dict.fromkeys(missing, np.nan)) if missing else table
+    t = t[~t["approximate"].fillna(False).astype(bool)]
     rows = []
     for key, g in t.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
