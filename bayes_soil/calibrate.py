@@ -954,6 +954,9 @@ def run_sbc(
     (simuk's DataTree), ``sbc_summary.csv`` (per scalar-ish variable: number of ranks and a
     chi-square uniformity p-value on 10 bins) and ``figures/sbc_ecdf.png`` (arviz-plots' PIT
     ECDF-difference plot with simultaneous bands) for the main variables.
+
+    simuk needs an observed variable to draw prior predictive data and to condition on; a model
+    whose likelihood is a ``pm.Potential`` (marginalised effects) is refused with a clear error.
     """
     try:
         import simuk
@@ -973,6 +976,12 @@ def run_sbc(
     model = get_model(config.model, config.spec_overrides())
     data = model.prepare(getattr(result, model.table))
     pm_model = model.build(data)
+    if not pm_model.observed_RVs:
+        raise InputError(
+            f"--sbc: the {config.model} model has no observed variable (its likelihood is a "
+            "pm.Potential, e.g. marginalised effects), so simuk cannot draw prior predictive data "
+            "or condition the model on it; SBC needs the model to expose an observed variable"
+        )
     fs = model.settings(
         sampler=config.sampler, chains=config.chains, draws=config.draws, tune=config.tune
     )

@@ -283,3 +283,40 @@ def test_two_datasets_on_a_local_cluster(tmp_path):
     assert (per["rate"] == 60).all() and (per["rate_mean"] == 20).all()
     assert t["cover90"].notna().all() and t["fit_s"].gt(0).all()
     assert (tmp_path / "figures" / "coverage_by_layer_stage.png").exists()
+
+
+@pytest.mark.slow
+def test_sbc_with_simuk_on_a_toy_model(tmp_path, monkeypatch):
+    """The --sbc path end to end (simuk, ranks, ECDF figure) on a model with an observed
+    variable; the package's models must expose one too (see run_sbc)."""
+    pytest.importorskip("simuk")
+    import pymc as pm
+
+    from bayes_soil import models
+
+    class Toy:
+        table = "layers"
+
+        def prepare(self, table):
+            return np.random.default_rng(0).normal(1.0, 1.0, 30)
+
+        def build(self, y):
+            with pm.Model() as m:
+                mu = pm.Normal("mu", 0.0, 1.0)
+                sigma = pm.HalfNormal("sigma", 1.0)
+                pm.Normal("y", mu, sigma, observed=y)
+            return m
+
+        def settings(self, **kw):
+            return SimpleNamespace(sampler="pymc", chains=1, draws=60, tune=60)
+
+    monkeypatch.setattr(models, "get_model", lambda name, spec=None: Toy())
+    monkeypatch.setattr(
+        cal,
+        "simulate_and_harmonise",
+        lambda config, seed, workdir: (SimpleNamespace(layers=None), TRUTH),
+    )
+    cfg = cal.CalibrationConfig(model="hier_rates", datasets=1, seed_start=3)
+    summary, _ = cal.run_sbc(cfg, tmp_path, 4, progressbar=False)
+    assert set(summary["variable"]) == {"mu", "sigma"} and summary["ranks"].eq(4).all()
+    assert (tmp_path / "sbc_ranks.nc").exists() and (tmp_path / "figures" / "sbc_ecdf.png").exists()
