@@ -13,11 +13,11 @@ posterior mean and sd, the bias, the central 50% and 90% intervals (their width 
 they cover the truth), the rank of the truth among the draws (PIT), per-cell R-hat and ESS, the
 fit's diagnostics and its wall time.
 
-psi draws may be NaN (draws without a turning point, ``p_break`` contract): psi's interval is
-that of the non-NaN draws, i.e. the interval *given a break*; a true break with no psi draw at
-all counts as not covered. Cells whose truth is approximate (the 0-200 MAP turning point, a
-least-squares single break through three layer hinges) are kept but flagged and left out of the
-headline coverage.
+psi (and k1, k2) draws may be NaN (draws without a turning point, ``p_break`` contract): the
+interval is that of the non-NaN draws, i.e. the interval *given a break*; a true break with no
+psi draw at all counts as not covered (k1/k2 without any draw: not scored). Cells whose truth
+is approximate (the 0-200 MAP turning point, a least-squares single break through three layer
+hinges) are kept but flagged and left out of the headline coverage.
 
 Everything here is a pure function of its arguments except :func:`run_calibration`, which
 writes one result file per dataset (temp file + rename: a killed run resumes from the finished
@@ -170,7 +170,10 @@ def spec_sha256(spec_json: str) -> str:
 
 # ---- scoring: pure functions --------------------------------------------------------------------
 def score_samples(
-    samples: np.ndarray, truth: np.ndarray, levels: Iterable[float] = LEVELS
+    samples: np.ndarray,
+    truth: np.ndarray,
+    levels: Iterable[float] = LEVELS,
+    missing_is_miss: bool = True,
 ) -> dict[str, np.ndarray]:
     """Score posterior draws of many cells against their truth.
 
@@ -178,8 +181,8 @@ def score_samples(
     (n_cells,), NaN where there is none. Returns arrays of n_cells: ``post_mean``, ``post_sd``,
     ``bias``, ``n_draws``, ``rank`` (share of draws below the truth, ties counted half: the PIT,
     uniform under calibration), and per level L (in percent): ``q<lo>``, ``q<hi>``,
-    ``cover<L>`` (1.0 / 0.0; NaN where the truth is NaN; 0.0 where a truth exists but no
-    draw does), ``width<L>``.
+    ``cover<L>`` (1.0 / 0.0; NaN where the truth is NaN; where a truth exists but no draw
+    does: 0.0 when ``missing_is_miss``, else NaN), ``width<L>``.
     """
     s = np.asarray(samples, dtype=float)
     t = np.asarray(truth, dtype=float)
@@ -202,7 +205,8 @@ def score_samples(
             lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
             lo, hi = np.nanquantile(s, [lo_q, hi_q], axis=0)
             cover = ((lo <= t) & (t <= hi)).astype(float)
-            cover = np.where(has_truth, np.where(n > 0, cover, 0.0), np.nan)
+            none = 0.0 if missing_is_miss else np.nan
+            cover = np.where(has_truth, np.where(n > 0, cover, none), np.nan)
             out[f"q{round(100 * lo_q):02d}"] = lo
             out[f"q{round(100 * hi_q):02d}"] = hi
             out[f"cover{pct}"] = cover
@@ -240,6 +244,7 @@ def score_quantity(
     truth: pd.DataFrame,
     quantity: str,
     levels: Iterable[float] = LEVELS,
+    missing_is_miss: bool = True,
 ) -> pd.DataFrame:
     """Score the posterior ``da`` (chain, draw, cell dims...) against ``truth``.
 
@@ -260,7 +265,7 @@ def score_quantity(
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
     samples = da.transpose("chain", "draw", *cells).values.reshape(-1, len(grid))
     t = keyed["truth"].to_numpy(dtype=float)[idx[keep]]
-    scores = score_samples(samples[:, keep], t, levels)
+    scores = score_samples(samples[:, keep], t, levels, missing_is_miss)
     rhat, bulk, tail = _cell_diagnostics(da)
     out = frame[keep].reset_index(drop=True)
     out.insert(0, "quantity", quantity)
@@ -334,7 +339,9 @@ def score_fit(dt: xr.DataTree, truth: dict, model: str) -> pd.DataFrame:
             if name not in post:
                 continue
             t = extra.assign(truth=tp[name].to_numpy(dtype=float))
-            rows = score_quantity(post[name], t, name)
+            # a true break without any psi draw is a miss; k1/k2 are NaN in draws without a
+            # break (their truth exists with or without one): scored on the draws with one
+            rows = score_quantity(post[name], t, name, missing_is_miss=name == "psi")
             if pb is not None and len(rows) and name == "psi":
                 key = rows[["element", "driver", "layer"]]
                 rows["p_break"] = [
