@@ -3,16 +3,15 @@
 A fit is an ``xarray.DataTree`` in the InferenceData schema written with h5netcdf. Its root
 attributes (strings and numbers only) record who made it from what: package and library
 versions, model name and spec, sampler settings, data SHA-256, seed, creation time and the
-diagnostics verdict. Writes go to ``.<name>.<pid>.partial`` beside the target and are renamed
-into place, so a run killed half-way leaves only a partial file, which the next save removes.
+diagnostics verdict. Writes go through :func:`bayes_soil.io.atomic_path` (a
+``.<name>.<pid>-<random>.partial`` file beside the target, renamed into place), so a run killed
+half-way leaves only a partial file, which the next save removes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import re
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 
 from bayes_soil import __version__
 from bayes_soil.errors import InputError
+from bayes_soil.io import atomic_path, clean_partials
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -55,7 +55,6 @@ LIBRARIES = (
     "pandas",
     "h5netcdf",
 )
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
 
 
 # ---- provenance -------------------------------------------------------------------------------
@@ -174,10 +173,29 @@ def check_diagnostics(
     return out
 
 
-def diagnostics_of(dt: xr.DataTree) -> dict:
+def json_attr(source: xr.DataTree | dict, name: str, default: Any = None) -> Any:
+    """A JSON-encoded root attribute of a fit (``dt`` or its attrs dict), decoded.
+
+    ``default`` (None unless given) when the attribute is absent or empty; an attribute that is
+    not valid JSON is an InputError naming it (a damaged or foreign file).
+    """
+    attrs = source if isinstance(source, dict) else source.attrs
+    raw = attrs.get(name)
+    if raw is None or (isinstance(raw, str | bytes) and not raw.strip()):
+        return default
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"fit attribute {name!r} is not valid JSON ({exc})") from exc
+
+
+def diagnostics_of(dt: xr.DataTree | dict) -> dict:
     """The stored diagnostics dict of a fit (empty when absent)."""
-    raw = dt.attrs.get("diagnostics")
-    return json.loads(raw) if raw else {}
+    return json_attr(dt, "diagnostics", {})
 
 
 # ---- store --------------------------------------------------------------------------------
@@ -197,30 +215,6 @@ def fit_path(model: str, run_id: str, store: str | Path = DEFAULT_STORE) -> Path
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_partials(directory: str | Path) -> list[Path]:
-    """Remove partial files left by killed runs (their writer process no longer exists)."""
-    directory = Path(directory)
-    removed = []
-    if not directory.is_dir():
-        return removed
-    for p in directory.rglob(".*.partial"):
-        m = _PARTIAL.match(p.name)
-        if m and not _pid_alive(int(m["pid"])):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
 def save_fit(dt: xr.DataTree, path: str | Path) -> Path:
     """Write ``dt`` to ``path`` atomically (h5netcdf); returns the final path.
 
@@ -233,13 +227,9 @@ def save_fit(dt: xr.DataTree, path: str | Path) -> Path:
         raise ValueError(f"fit lacks provenance attribute(s): {', '.join(missing)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_partials(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        _sanitise_attrs(dt)
+    _sanitise_attrs(dt)
+    with atomic_path(path) as tmp:
         dt.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -307,7 +297,7 @@ def list_fits(store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
         except OSError:
             rows.append({"path": str(p), "model": "?", "verdict": "unreadable"})
             continue
-        diag = json.loads(a.get("diagnostics", "{}") or "{}")
+        diag = diagnostics_of(a)
         rows.append(
             {
                 "path": str(p),

@@ -1,7 +1,12 @@
-"""Reading user tables and writing outputs atomically.
+"""Reading user tables, the identity of a dataset, and writing outputs atomically.
 
 Readers accept CSV (UTF-8, latin-1 fallback), XLSX and Parquet. Writers never leave a
-half-written file: everything goes to a temporary name first and is renamed at the end.
+half-written file: everything goes to ``.<name>.<pid>-<random>.partial`` beside the target first
+and is renamed at the end; :func:`clean_partials` removes those of writers that died.
+
+A dataset has one identity, :func:`data_identity`: the SHA-256 of its harmonised tables' content
+(layers and changes). ``load_harmonised`` (file, folder or demo), ``harmonize``, ``SoilModel.fit``
+and every look-up of stored fits compute it with that one function.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +34,79 @@ SYNTHETIC_LABEL = "SYNTHETIC demo data (bayes_soil simulator) - not the paper's 
 
 
 def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file's bytes: the identity of a dataset in fits and reports."""
+    """SHA-256 of a file's bytes (a cache key and provenance; the data identity is
+    :func:`data_identity`, which does not depend on the file format)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---- data identity ----------------------------------------------------------------------------
+#: pandas ``DataFrame.attrs`` key under which a harmonised table records the identity of the data
+#: it belongs to (and its own digest, so that a modified copy is not taken for the original)
+IDENTITY_ATTR = "bayes_soil_identity"
+TABLE_ROLES = ("layers", "changes")
+
+
+def table_digest(df: pd.DataFrame) -> str:
+    """SHA-256 of one table's content: its CSV text as ``write_harmonised`` writes it.
+
+    CSV text (``index=False``, ``\\n`` line ends, floats in shortest round-trip form) reads back to
+    the same text, so a table and the same table written and read again have one digest.
+    """
+    text = df.to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _identity_from_digests(digests: dict[str, str | None]) -> str:
+    h = hashlib.sha256()
+    for role in TABLE_ROLES:
+        h.update(f"{role}:{digests.get(role) or '-'}\n".encode())
+    return h.hexdigest()
+
+
+def data_identity(layers: pd.DataFrame | None, changes: pd.DataFrame | None = None) -> str:
+    """The identity of a dataset (``data_sha256`` of fits, reports and freq tables).
+
+    SHA-256 over the digests (:func:`table_digest`) of the harmonised layers and changes tables;
+    a table that is absent (a model fitted on one bare frame) counts as absent, so such a fit
+    never passes for one made from the whole harmonised dataset.
+    """
+    digests = {
+        "layers": None if layers is None else table_digest(layers),
+        "changes": None if changes is None else table_digest(changes),
+    }
+    return _identity_from_digests(digests)
+
+
+def stamp_identity(layers: pd.DataFrame, changes: pd.DataFrame) -> str:
+    """Compute :func:`data_identity` and record it in both tables' ``attrs``; returns it.
+
+    A table handed on alone (``model.fit(result.layers)``) then still names the data it came
+    from, as long as it is unchanged (see :func:`identity_of_table`).
+    """
+    digests = {"layers": table_digest(layers), "changes": table_digest(changes)}
+    identity = _identity_from_digests(digests)
+    for role, df in (("layers", layers), ("changes", changes)):
+        df.attrs[IDENTITY_ATTR] = {"data_sha256": identity, "table_sha256": digests[role]}
+    return identity
+
+
+def identity_of_table(df: pd.DataFrame, role: str) -> str:
+    """The data identity of one table given alone (``role``: "layers" or "changes").
+
+    The identity of the harmonised data it belongs to when it carries that stamp and is
+    unchanged (its digest still matches); otherwise the identity of this table alone.
+    """
+    if role not in TABLE_ROLES:
+        raise ValueError(f"role must be one of {TABLE_ROLES}, got {role!r}")
+    digest = table_digest(df)
+    stamp = df.attrs.get(IDENTITY_ATTR)
+    if isinstance(stamp, dict) and stamp.get("table_sha256") == digest:
+        return str(stamp["data_sha256"])
+    return _identity_from_digests({role: digest})
 
 
 def decode_text(raw: bytes, path: Path) -> str:
@@ -73,8 +146,13 @@ def read_table_with_lines(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a CSV, XLSX or Parquet file")
     suffix = path.suffix.lower()
+    if suffix == ".xls":
+        raise InputError(
+            f"{path}: old Excel .xls files cannot be read (openpyxl reads .xlsx only); open it "
+            "in a spreadsheet program and save it as .xlsx or .csv"
+        )
     try:
-        if suffix in (".xlsx", ".xlsm", ".xls"):
+        if suffix in (".xlsx", ".xlsm"):
             grid = pd.read_excel(path, dtype=str, header=None)
             if grid.shape[0] == 0:
                 raise InputError(f"{path}: line 1: the file is empty")
@@ -180,14 +258,49 @@ def _check_delimiter(header: list[str], path: Path, line: int) -> None:
             )
 
 
+# ---- atomic writes ------------------------------------------------------------------------------
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:-[^.]*)?\.partial$")
+
+
+def _partial_path(final: Path) -> Path:
+    """A new empty temporary file beside ``final``: ``.<name>.<pid>-<random>.partial``."""
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name}.{os.getpid()}-", suffix=".partial", dir=final.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_partials(directory: str | Path) -> list[Path]:
+    """Remove partial files left by killed writers (whose process no longer exists)."""
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for p in directory.rglob(".*.partial"):
+        m = _PARTIAL.match(p.name)
+        if m and not _pid_alive(int(m["pid"])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _partial_path(path)
     try:
         yield tmp_path
         _publish(tmp_path, path)
@@ -215,10 +328,9 @@ class AtomicOutputs:
         """A temporary path that becomes ``directory/name`` when the block succeeds."""
         final = self.directory / name
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-        os.close(fd)
-        self._staged[final] = Path(tmp)
-        return Path(tmp)
+        tmp = _partial_path(final)
+        self._staged[final] = tmp
+        return tmp
 
     def write_csv(self, df: pd.DataFrame, name: str) -> None:
         df.to_csv(self.path(name), index=False)

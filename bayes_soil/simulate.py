@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.schema import (
     ALL_VEGETATION,
     ELEMENTS,
@@ -53,7 +54,6 @@ from bayes_soil.schema import (
 # bump when the generator's output for given settings changes (the demo must be regenerated)
 SIMULATOR_VERSION = 1
 VARIANTS = ("base", "no-turning-point")
-DEFAULT_SEED = 20261125
 MAX_AGE = 60.0
 
 # --- stage rates beta[element][vegetation] = rows: stage (0-5 ... >30), columns: layer ---------

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bayes_soil.defaults import DEFAULT_SEED
+
 HERE = Path(__file__).resolve().parent
 CASES = {
     "hier_C": ("hier_rates", {"data": {"elements": ["C"]}}),
@@ -169,7 +171,7 @@ def main() -> int:
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     a = p.parse_args()
     samplers = []
     for s in a.samplers:

@@ -15,7 +15,7 @@ import xarray as xr
 from bayes_soil import fits
 from bayes_soil.cli import main
 from bayes_soil.errors import InputError
-from bayes_soil.models.base import FitSettings
+from bayes_soil.models import get_model
 
 
 def _fake_fit(sha: str = "a" * 64, rhat_bad: bool = False, divergences: int = 0) -> xr.DataTree:
@@ -39,7 +39,7 @@ def _fake_fit(sha: str = "a" * 64, rhat_bad: bool = False, divergences: int = 0)
         fits.provenance_attrs(
             model="hier_rates",
             spec_json=json.dumps({"data": {"elements": ["C"]}}),
-            settings=FitSettings(seed=7),
+            settings=get_model("hier_rates").settings(seed=7),
             data_sha256=sha,
             synthetic=True,
             diagnostics=diag,

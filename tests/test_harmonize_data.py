@@ -149,7 +149,8 @@ def test_cli_end_to_end(small_csv, tmp_path):
     assert rep["synthetic"] is True
     from bayes_soil.io import sha256_file
 
-    assert rep["data_sha256"] == sha256_file(small_csv)
+    # the data identity is that of the harmonised tables; the input file's hash is provenance
+    assert rep["data_file_sha256"] == sha256_file(small_csv)
     assert rep["settings"]["bd_method"] == "rf"
     cv = rep["bulk_density"]["cv"]
     assert cv["kfold"]["rf"]["rmse"] > 0 and "group_kfold" in cv
@@ -169,7 +170,7 @@ def test_cli_end_to_end(small_csv, tmp_path):
     assert back.layers["deep_imputed"].dtype == bool
     assert back.layers["study_id"].map(type).eq(str).all()
     direct = load_harmonised(small_csv)
-    assert direct.data_sha256 == rep["data_sha256"]
+    assert direct.data_sha256 == rep["data_sha256"] == back.data_sha256
     pd.testing.assert_series_equal(
         direct.layers["stock_mg_ha"], back.layers["stock_mg_ha"], check_exact=False, rtol=1e-9
     )

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from bayes_soil.commands import add_data_argument
+from bayes_soil.defaults import DEFAULT_SEED
 
 HELP = (
     "fit a Bayesian model (hier_rates: stage rates; climate_breakpoints: turning points along "
     "MAP/MAT) and store it as fits/<model>/<run_id>.nc with provenance and diagnostics"
 )
 EXAMPLE = "python -m bayes_soil fit --model hier_rates --element both --chains 4 --draws 1000"
-DEFAULT_SEED = 20261125
 DATA_HELP = (
     "observations file (harmonised first) or a folder holding layers.csv and changes.csv "
     "(used as is); default: the bundled SYNTHETIC demo dataset"
 )
+
+
+def _spec_default(table: str, key: str, models: list[str] | None = None) -> str:
+    """The default of ``[table] key`` as the models' TOML specs state it (for --help)."""
+    from bayes_soil.models import REGISTRY
+
+    values = {
+        name: REGISTRY[name].default_spec().get(table, {}).get(key)
+        for name in sorted(models or REGISTRY)
+    }
+    shown = {
+        name: ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+        for name, v in values.items()
+    }
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return "; ".join(f"{name}: {v}" for name, v in shown.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,36 +44,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--element",
         choices=("C", "N", "both"),
-        default="both",
-        help="element(s) to fit (default both; C:N ratios need both)",
+        default=None,
+        help="element(s) to fit; sets the spec's data.elements (default: the spec's, "
+        f"{_spec_default('data', 'elements')}; C:N ratios need both)",
     )
     parser.add_argument(
         "--driver",
         choices=("map_mm", "mat_c", "both"),
-        default="both",
-        help="climate_breakpoints: driver(s); 'both' fits both hinges in one model (default)",
-    )
-    parser.add_argument("--chains", type=int, default=None, help="chains (spec default 4)")
-    parser.add_argument("--draws", type=int, default=None, help="draws per chain (default 1000)")
-    parser.add_argument("--tune", type=int, default=None, help="tuning steps (default 1000)")
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})"
+        default=None,
+        help="climate_breakpoints only: driver(s); sets the spec's data.drivers (default: the "
+        f"spec's, {_spec_default('data', 'drivers', ['climate_breakpoints'])}; 'both' fits "
+        "hinges in both drivers in one model)",
     )
     parser.add_argument(
-        "--sampler", choices=SAMPLERS, default=None, help="NUTS implementation (default nutpie)"
+        "--chains",
+        type=int,
+        default=None,
+        help=f"chains (default: the spec's [sampler] chains, {_spec_default('sampler', 'chains')})",
+    )
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=None,
+        help="draws per chain (default: the spec's [sampler] draws, "
+        f"{_spec_default('sampler', 'draws')})",
+    )
+    parser.add_argument(
+        "--tune",
+        type=int,
+        default=None,
+        help="tuning steps (default: the spec's [sampler] tune, "
+        f"{_spec_default('sampler', 'tune')})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"random seed (default: the spec's [sampler] seed if set, else {DEFAULT_SEED})",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help="NUTS implementation (default: the spec's [sampler] name, "
+        f"{_spec_default('sampler', 'name')})",
     )
     parser.add_argument(
         "--target-accept",
         type=float,
         default=None,
-        help="NUTS target acceptance (raise towards 0.95 after divergences)",
+        help="NUTS target acceptance (default: the spec's [sampler] target_accept, "
+        f"{_spec_default('sampler', 'target_accept')}; raise towards 0.95 after divergences)",
     )
     parser.add_argument("--cores", type=int, default=None, help="parallel chains (default: all)")
     parser.add_argument(
         "--spec",
         default=None,
         metavar="TOML",
-        help="TOML file whose tables override the model's default spec",
+        help="TOML file whose entries override the model's default spec (see 'models' for "
+        "the spec files; unknown keys are an error); the flags above override the file only "
+        "when given",
     )
     parser.add_argument(
         "--no-break",
@@ -74,10 +120,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec_overrides(args: argparse.Namespace) -> dict:
-    """The user's spec changes: --spec file first, then the command-line flags."""
+    """The user's spec changes: the --spec file first, then the command-line flags given.
+
+    A flag left out leaves the file's entry (or the model's default) alone. Unknown keys in the
+    file are an InputError naming the key and the valid names.
+    """
     import tomllib
 
     from bayes_soil.errors import InputError
+    from bayes_soil.models import REGISTRY
 
     spec: dict = {}
     if args.spec:
@@ -86,14 +137,27 @@ def _spec_overrides(args: argparse.Namespace) -> dict:
                 spec = tomllib.load(f)
         except FileNotFoundError as exc:
             raise InputError(f"{args.spec}: spec file not found") from exc
+        except IsADirectoryError as exc:
+            raise InputError(f"{args.spec}: is a directory, expected a TOML spec file") from exc
         except tomllib.TOMLDecodeError as exc:
             raise InputError(f"{args.spec}: not valid TOML ({exc})") from exc
-    data = spec.setdefault("data", {})
-    data["elements"] = ["C", "N"] if args.element == "both" else [args.element]
-    if args.model == "climate_breakpoints":
+        REGISTRY[args.model].check_spec(spec, source=args.spec)
+    climate = args.model == "climate_breakpoints"
+    if not climate:
+        given = [f for f, v in (("--driver", args.driver), ("--no-break", args.no_break)) if v]
+        if given:
+            raise InputError(
+                f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to "
+                f"climate_breakpoints only, not to {args.model}"
+            )
+    if args.element is not None:
+        data = spec.setdefault("data", {})
+        data["elements"] = ["C", "N"] if args.element == "both" else [args.element]
+    if climate and args.driver is not None:
+        data = spec.setdefault("data", {})
         data["drivers"] = ["map_mm", "mat_c"] if args.driver == "both" else [args.driver]
-        if args.no_break:
-            spec.setdefault("structure", {})["breaks"] = False
+    if climate and args.no_break:
+        spec.setdefault("structure", {})["breaks"] = False
     return spec
 
 
@@ -120,9 +184,7 @@ def run(args: argparse.Namespace) -> int:
         f"(elements {model.spec['data']['elements']}); compiling, then sampling..."
     )
     dt = model.fit(
-        table,
-        data_sha256=data.data_sha256,
-        synthetic=data.synthetic,
+        data,  # the harmonised result: the model takes its table, and the data identity
         progressbar=not args.quiet,
         sampler=args.sampler,
         chains=args.chains,
@@ -132,9 +194,11 @@ def run(args: argparse.Namespace) -> int:
         cores=args.cores,
         target_accept=args.target_accept,
     )
-    path = fits.fit_path(model.name, fits.new_run_id(data.data_sha256, args.seed), args.out)
+    path = fits.fit_path(
+        model.name, fits.new_run_id(dt.attrs["data_sha256"], int(dt.attrs["seed"])), args.out
+    )
     fits.save_fit(dt, path)
-    diag = json.loads(dt.attrs["diagnostics"])
+    diag = fits.diagnostics_of(dt)
     out = Console(width=140)
     out.print(f"fit written: {path}")
     verdict = diag["verdict"]

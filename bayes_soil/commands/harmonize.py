@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     path = DEMO_OBSERVATIONS if args.data is None else args.data
-    result.data_sha256 = sha256_file(path)
-    result.report["data_sha256"] = result.data_sha256
+    # result.data_sha256 (the data identity) is that of the harmonised tables, as everywhere
     result.report["data_file"] = str(path)
+    result.report["data_file_sha256"] = sha256_file(path)
     if result.synthetic:
         result.report["label"] = SYNTHETIC_LABEL
     files = write_harmonised(result, args.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bayes_soil.commands import add_data_argument
+from bayes_soil.defaults import DEFAULT_SEED
 
 HELP = "build a self-contained HTML report, reusing fits and tables and running what is missing"
 EXAMPLE = "python -m bayes_soil report --out report.html   # the whole demo analysis"
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed",
         type=int,
         default=None,
-        help="sampler seed for fits run now (default: the model spec's)",
+        help=f"sampler seed for fits run now (default {DEFAULT_SEED}, as for 'fit')",
     )
     parser.add_argument(
         "--quick",

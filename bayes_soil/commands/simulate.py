@@ -9,7 +9,8 @@ EXAMPLE = "python -m bayes_soil simulate --out sim/ --seed 1 --variant no-turnin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bayes_soil.simulate import DEFAULT_SEED, VARIANTS
+    from bayes_soil.defaults import DEFAULT_SEED
+    from bayes_soil.simulate import VARIANTS
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument(

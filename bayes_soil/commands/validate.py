@@ -22,8 +22,7 @@ def run(args: argparse.Namespace) -> int:
     path = io.DEMO_OBSERVATIONS if args.data is None else args.data
     df = load_observations(path)
     s = summarize_observations(df)
-    is_synthetic = getattr(io, "is_synthetic", None)
-    synthetic = bool(is_synthetic(df)) if is_synthetic is not None else io.is_demo(args.data)
+    synthetic = io.is_synthetic(df)
     parts = [
         f"valid: {path}: {s['rows']} rows, {s['studies']} studies, {s['sites']} sites, "
         f"{s['profiles']} profiles ({s['controls']} control rows with years=0)"

@@ -35,6 +35,7 @@ from bayes_soil.harmonize.depth import (
 )
 from bayes_soil.harmonize.soc import harmonised_soc
 from bayes_soil.harmonize.stocks import interval_stocks
+from bayes_soil.io import DEMO_OBSERVATIONS, is_synthetic, sha256_file, stamp_identity
 from bayes_soil.schema import (
     C_COLUMNS,
     LAYER_BOUNDS,
@@ -67,14 +68,23 @@ REASON_NO_QUANTITY += "stn_stock_mg_ha all missing)"
 
 @dataclass
 class HarmonizeResult:
-    """Output of :func:`harmonize` (and :func:`load_harmonised`)."""
+    """Output of :func:`harmonize` (and :func:`load_harmonised`).
+
+    ``data_sha256`` is the data identity, :func:`bayes_soil.io.data_identity` of ``layers`` and
+    ``changes``, computed here (not passed in) and recorded in both tables' ``attrs``, so that a
+    model fitted on either table alone stores the same identity (``report["data_sha256"]`` too).
+    """
 
     layers: pd.DataFrame
     changes: pd.DataFrame
     rejected: pd.DataFrame
     report: dict = field(default_factory=dict)
     synthetic: bool = False
-    data_sha256: str = ""
+    data_sha256: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.data_sha256 = stamp_identity(self.layers, self.changes)
+        self.report["data_sha256"] = self.data_sha256
 
 
 def profile_ids(df: pd.DataFrame) -> pd.Series:
@@ -91,24 +101,6 @@ def profile_ids(df: pd.DataFrame) -> pd.Series:
         dtype=object,
     )
     return pd.Series(ids[codes], index=df.index, dtype=object)
-
-
-def _is_synthetic(obs: pd.DataFrame) -> bool:
-    try:
-        from bayes_soil.io import is_synthetic
-    except ImportError:
-        is_synthetic = None
-    if is_synthetic is not None:
-        return bool(is_synthetic(obs))
-    if "source" not in obs.columns or len(obs) == 0:
-        return False
-    src = obs["source"].astype("object")
-    return bool(src.notna().all() and src.str.lower().str.startswith("synthetic").all())
-
-
-def frame_sha256(df: pd.DataFrame) -> str:
-    """SHA-256 of a table's CSV text: the data identity when no file is involved."""
-    return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
 
 
 def _prepare(obs: pd.DataFrame) -> pd.DataFrame:
@@ -402,10 +394,8 @@ def harmonize(
         },
         "timings_s": timings,
     }
-    synthetic = _is_synthetic(obs)
-    sha = frame_sha256(obs)
+    synthetic = is_synthetic(obs)
     report["synthetic"] = synthetic
-    report["data_sha256"] = sha
     timings["total"] = round(time.perf_counter() - t_start, 3)
     return HarmonizeResult(
         layers=layers,
@@ -413,7 +403,6 @@ def harmonize(
         rejected=rejected[list(REJECTED_COLUMNS)],
         report=report,
         synthetic=synthetic,
-        data_sha256=sha,
     )
 
 
@@ -503,9 +492,6 @@ def _read_output_csv(path: Path) -> pd.DataFrame:
 def _read_directory(directory: Path) -> HarmonizeResult:
     layers = _read_output_csv(directory / "layers.csv")
     changes = _read_output_csv(directory / "changes.csv")
-    h = hashlib.sha256()
-    for name in ("layers.csv", "changes.csv"):
-        h.update((directory / name).read_bytes())
     report: dict = {}
     report_path = directory / "harmonize_report.json"
     if report_path.exists():
@@ -516,10 +502,8 @@ def _read_directory(directory: Path) -> HarmonizeResult:
         if rejected_path.exists()
         else pd.DataFrame(columns=list(REJECTED_COLUMNS))
     )
-    synthetic = bool(report.get("synthetic", False))
-    if not synthetic and "source" in layers.columns:
-        synthetic = _is_synthetic(layers)
-    return HarmonizeResult(layers, changes, rejected, report, synthetic, h.hexdigest())
+    synthetic = bool(report.get("synthetic", False)) or is_synthetic(layers)
+    return HarmonizeResult(layers, changes, rejected, report, synthetic)
 
 
 _CACHE: dict[tuple, HarmonizeResult] = {}
@@ -534,11 +518,12 @@ def load_harmonised(
     """Harmonised layers and changes from the demo, an observations file or an output folder.
 
     ``None`` -> the bundled SYNTHETIC demo; a directory holding layers.csv and changes.csv ->
-    read as written by ``harmonize`` (data_sha256 over those two files); any other path ->
-    ``load_observations`` + :func:`harmonize` (data_sha256 = SHA-256 of the input file).
-    Results for files are cached in-process by (path, file hash, settings); callers get copies.
+    read as written by ``harmonize``; any other path -> ``load_observations`` +
+    :func:`harmonize`. Either way ``data_sha256`` is :func:`bayes_soil.io.data_identity` of the
+    harmonised layers and changes, so a file and the folder harmonised from it have one
+    identity. Results for files are cached in-process by (path, file hash, settings); callers
+    get copies.
     """
-    from bayes_soil.io import DEMO_OBSERVATIONS, sha256_file
 
     if data is not None and Path(data).is_dir():
         directory = Path(data)
@@ -556,9 +541,9 @@ def load_harmonised(
 
         obs = load_observations(None if data is None else path)
         result = harmonize(obs, bd_method=bd_method, exclude_deep_imputed=exclude_deep_imputed)
-        result.report["data_sha256"] = sha
         result.report["data_file"] = str(path)
-        _CACHE[key] = replace(result, data_sha256=sha)
+        result.report["data_file_sha256"] = sha
+        _CACHE[key] = result
     cached = _CACHE[key]
     return replace(
         cached,

@@ -5,6 +5,10 @@ package), turns a harmonised table into arrays (``prepare``), builds a PyMC mode
 (``build``), and adds its derived quantities to the posterior (``derived``). ``fit`` samples,
 adds log-likelihood and posterior predictive draws, checks the diagnostics and stamps the
 provenance attributes; nothing is sampled in ``__init__``.
+
+The TOML spec is the one source of defaults, sampler settings included (its ``[sampler]``
+table): a user's spec may change any entry but may not add one (:meth:`SoilModel.check_spec`
+rejects unknown keys, naming the valid ones).
 """
 
 from __future__ import annotations
@@ -13,18 +17,30 @@ import copy
 import importlib.util
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 
+from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.errors import InputError
+from bayes_soil.io import identity_of_table, is_synthetic
 
 if TYPE_CHECKING:
     import pymc as pm
     import xarray as xr
+
+
+class HarmonisedLike(Protocol):
+    """A harmonised result (``bayes_soil.harmonize.HarmonizeResult``): both tables, one id."""
+
+    layers: pd.DataFrame
+    changes: pd.DataFrame
+    synthetic: bool
+    data_sha256: str
+
 
 MODELS_DIR = Path(__file__).parent
 SAMPLERS = ("nutpie", "pymc", "numpyro")
@@ -74,20 +90,58 @@ class ModelData:
 
 @dataclass
 class FitSettings:
-    """Sampler settings (stored as JSON in the fit's ``sampler`` attribute)."""
+    """Sampler settings (stored as JSON in the fit's ``sampler`` attribute).
 
-    sampler: str = "nutpie"
-    chains: int = 4
-    draws: int = 1000
-    tune: int = 1000
-    seed: int = 20261125
-    cores: int | None = None
-    target_accept: float = 0.8
-    pointwise_draws_per_chain: int = 100
-    adaptation: str = "diag"  # nutpie's mass-matrix adaptation ("diag" or "low_rank")
+    Build them with :meth:`SoilModel.settings`: every field without a default here comes from
+    the model spec's ``[sampler]`` table (where the defaults live; ``name`` there is ``sampler``
+    here), so this class holds no model defaults of its own; ``seed`` defaults to the package's
+    one DEFAULT_SEED, ``cores`` and ``adaptation`` to the sampler's own choice.
+    """
+
+    sampler: str
+    chains: int
+    draws: int
+    tune: int
+    target_accept: float
+    pointwise_draws_per_chain: int
+    seed: int = DEFAULT_SEED
+    cores: int | None = None  # parallel chains; None = what the sampler chooses
+    # nutpie's mass-matrix adaptation ("diag" or "low_rank"); "diag" is nutpie's own default
+    # (what a spec without the entry gets), not a model default
+    adaptation: str = "diag"
+
+    @classmethod
+    def spec_keys(cls) -> list[str]:
+        """The keys a spec's ``[sampler]`` table may hold (``name`` for the sampler)."""
+        return ["name" if f == "sampler" else f for f in cls.__dataclass_fields__]
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
+
+
+def check_spec_keys(spec: dict, defaults: dict, source: str, path: tuple[str, ...] = ()) -> None:
+    """Raise InputError for a key of ``spec`` that ``defaults`` lacks (at any table depth).
+
+    A table in the defaults must stay a table. The values of entries are not checked here: an
+    entry whose value is an inline table keyed by data values (e.g. ``change_sd_beside_other =
+    { mat_c = 0.05 }``, keyed by driver) is free-form and left to the model.
+    """
+    if not isinstance(spec, dict):
+        where = f"[{'.'.join(path)}]" if path else "the spec"
+        raise InputError(f"{source}: {where} must be a table, got {spec!r}")
+    for key, value in spec.items():
+        where = ".".join((*path, key))
+        if key not in defaults:
+            valid = sorted(defaults)
+            table = f"[{'.'.join(path)}]" if path else "the top level"
+            raise InputError(
+                f"{source}: unknown spec key {where!r}; valid names in {table}: {', '.join(valid)}"
+            )
+        default = defaults[key]
+        if isinstance(default, dict) and not path:
+            check_spec_keys(value, default, source, (*path, key))
+        elif isinstance(default, dict) and not isinstance(value, dict):
+            raise InputError(f"{source}: spec key {where!r} must be a table, got {value!r}")
 
 
 class SoilModel:
@@ -99,6 +153,7 @@ class SoilModel:
     diagnostic_vars: ClassVar[tuple[str, ...]] = ()  # posterior variables the gate checks
 
     def __init__(self, spec: dict | None = None):
+        self.check_spec(spec or {})
         self.spec = deep_merge(self.default_spec(), spec or {})
 
     # ---- spec -------------------------------------------------------------------------
@@ -111,6 +166,21 @@ class SoilModel:
     def default_spec(cls) -> dict:
         with open(cls.spec_path(), "rb") as f:
             return tomllib.load(f)
+
+    @classmethod
+    def check_spec(cls, spec: dict, source: str | None = None) -> None:
+        """Reject keys of a user's spec that the model's default spec does not have.
+
+        Every table is checked against the TOML beside the model; ``[sampler]`` may also hold
+        any :class:`FitSettings` field (e.g. ``seed``). ``source`` names the spec in messages
+        (default: the model).
+        """
+        defaults = cls.default_spec()
+        defaults["sampler"] = {
+            **{k: None for k in FitSettings.spec_keys()},
+            **defaults.get("sampler", {}),
+        }
+        check_spec_keys(spec, defaults, source or f"model {cls.name}")
 
     @classmethod
     def description(cls) -> str:
@@ -137,15 +207,30 @@ class SoilModel:
     # ---- the one fitting path ----------------------------------------------------------
     def settings(self, **overrides: Any) -> FitSettings:
         """Sampler settings: the spec's [sampler] table, overridden by non-None arguments."""
-        s = dict(self.spec.get("sampler", {}))
-        s["sampler"] = s.pop("name", "nutpie")
-        s.update({k: v for k, v in overrides.items() if v is not None})
         known = FitSettings.__dataclass_fields__
-        return FitSettings(**{k: v for k, v in s.items() if k in known})
+        unknown = sorted(k for k in overrides if k not in known)
+        if unknown:
+            raise InputError(
+                f"unknown sampler setting(s) {', '.join(unknown)}; valid: {', '.join(known)}"
+            )
+        s = dict(self.spec.get("sampler", {}))
+        if "name" in s:
+            s["sampler"] = s.pop("name")
+        s.update({k: v for k, v in overrides.items() if v is not None})
+        missing = [k for k, f in known.items() if k not in s and f.default is MISSING]
+        if missing:
+            raise InputError(
+                f"model {self.name}: the spec's [sampler] table lacks {', '.join(missing)} "
+                f"(add them to {self.spec_path().name})"
+            )
+        unknown = sorted(k for k in s if k not in known)
+        if unknown:
+            raise InputError(f"model {self.name}: unknown [sampler] key(s) {', '.join(unknown)}")
+        return FitSettings(**s)
 
     def fit(
         self,
-        table: pd.DataFrame,
+        table: pd.DataFrame | HarmonisedLike,
         *,
         data_sha256: str | None = None,
         synthetic: bool | None = None,
@@ -154,14 +239,47 @@ class SoilModel:
     ) -> xr.DataTree:
         """Sample the model on ``table`` and return the full DataTree with provenance attrs.
 
-        ``settings`` are FitSettings fields (sampler, chains, draws, tune, seed, cores, ...);
-        missing ones come from the spec's [sampler] table.
+        ``table`` is the model's harmonised table, or the whole harmonised result
+        (``load_harmonised(...)``: the model takes its own table). The fit's ``data_sha256``
+        is :func:`bayes_soil.io.data_identity` of the harmonised data, as the CLI, the report
+        and ``load_fit(expected_sha256=...)`` compute it; a table changed after harmonising
+        (e.g. filtered) is identified as itself. ``settings`` are FitSettings fields (sampler,
+        chains, draws, tune, seed, cores, ...); missing ones come from the spec's [sampler] table.
         """
         fs = self.settings(**settings)
+        table, data_sha256, synthetic = self.resolve_data(table, data_sha256, synthetic)
         data = self.prepare(table)
         model = self.build(data)
         dt = sample_model(model, fs, progressbar=progressbar)
         return self.finish(dt, model, data, fs, table, data_sha256, synthetic)
+
+    def resolve_data(
+        self,
+        data: pd.DataFrame | HarmonisedLike,
+        data_sha256: str | None = None,
+        synthetic: bool | None = None,
+    ) -> tuple[pd.DataFrame, str, bool]:
+        """The table this model reads, the data identity and the synthetic flag of ``data``.
+
+        ``data``: the model's table or a harmonised result. Explicit arguments win; otherwise
+        the identity is the harmonised data's (:func:`bayes_soil.io.identity_of_table`).
+        """
+        if isinstance(data, pd.DataFrame):
+            table = data
+            sha = data_sha256 or identity_of_table(table, self.table)
+            syn = is_synthetic(table) if synthetic is None else bool(synthetic)
+            return table, sha, syn
+        if not hasattr(data, self.table):
+            raise InputError(
+                f"model {self.name} needs the harmonised {self.table!r} table (a DataFrame or "
+                f"a harmonised result), got {type(data).__name__}"
+            )
+        table = getattr(data, self.table)
+        sha = data_sha256 or getattr(data, "data_sha256", None) or ""
+        if not sha:
+            sha = identity_of_table(table, self.table)
+        syn = bool(getattr(data, "synthetic", is_synthetic(table)))
+        return table, sha, syn if synthetic is None else bool(synthetic)
 
     def finish(
         self,
@@ -192,8 +310,8 @@ class SoilModel:
             model=self.name,
             spec_json=self.spec_json(),
             settings=fs,
-            data_sha256=data_sha256 or table_sha256(table),
-            synthetic=is_synthetic_table(table) if synthetic is None else bool(synthetic),
+            data_sha256=data_sha256 or identity_of_table(table, self.table),
+            synthetic=is_synthetic(table) if synthetic is None else bool(synthetic),
             diagnostics=diag,
         )
         attrs.update(self.extra_attrs(dt, data, fs))
@@ -221,23 +339,6 @@ class SoilModel:
 
 
 # ---- helpers shared by the models ----------------------------------------------------------
-def table_sha256(table: pd.DataFrame) -> str:
-    """SHA-256 of a table's content, for fits made from an in-memory frame."""
-    import hashlib
-
-    h = hashlib.sha256()
-    h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
-    h.update(",".join(map(str, table.columns)).encode())
-    return h.hexdigest()
-
-
-def is_synthetic_table(table: pd.DataFrame) -> bool:
-    """True when every row's ``source`` says synthetic (False when there is no source column)."""
-    if "source" not in table.columns or len(table) == 0:
-        return False
-    return bool(table["source"].astype(str).str.lower().str.startswith("synthetic").all())
-
-
 def check_sampler(name: str) -> None:
     """Fail early and clearly for an unknown or uninstalled sampler."""
     if name not in SAMPLERS:
