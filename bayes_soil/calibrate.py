@@ -618,6 +618,7 @@ def summarize(table: pd.DataFrame, by: Iterable[str] = ("quantity",)) -> pd.Data
         row["mean_width90"] = float(g["width90"].mean())
         row["max_rhat"] = float(g["rhat"].max())
         row["min_ess_bulk"] = float(g["ess_bulk"].min())
+        row["fit_max_rhat"] = float(fits["fit_max_rhat"].max())
         row["divergences"] = int(fits["divergences"].sum())
         row["fits_passing"] = int((fits["verdict"] == "pass").sum())
         row["mean_fit_s"] = float(fits["fit_s"].mean())
@@ -658,8 +659,8 @@ def summary_markdown(summary: pd.DataFrame, config: CalibrationConfig | None = N
         "interval, with a 95% Wilson interval (cells treated as independent).",
         "",
         "| quantity | datasets | cells | 50% coverage | 90% coverage | mean bias | mean 90% width "
-        "| max R-hat | min ESS | divergences | fits passing | false-break rate | mean P(break) "
-        "(true break) |",
+        "| max R-hat (cells / fits) | min ESS | divergences | fits passing | false-break rate "
+        "| mean P(break) (true break) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in summary.iterrows():
@@ -673,7 +674,8 @@ def summary_markdown(summary: pd.DataFrame, config: CalibrationConfig | None = N
         lines.append(
             f"| {r['quantity']} | {r['n_datasets']} | {r['n_cells']} | "
             f"{_fmt_cov(r, 'coverage50')} | {_fmt_cov(r, 'coverage90')} | "
-            f"{r['mean_bias']:.3g} | {r['mean_width90']:.3g} | {r['max_rhat']:.3f} | "
+            f"{r['mean_bias']:.3g} | {r['mean_width90']:.3g} | {r['max_rhat']:.3f} / "
+            f"{r['fit_max_rhat']:.3f} | "
             f"{r['min_ess_bulk']:.0f} | {r['divergences']} | {r['fits_passing']}/"
             f"{r['n_datasets']} | {fb} | "
             f"{'-' if pbt is None or pd.isna(pbt) else f'{pbt:.2f}'} |"
@@ -848,13 +850,12 @@ def coverage_figure(table: pd.DataFrame, config: CalibrationConfig):
     import matplotlib.pyplot as plt
 
     t = table[~table["approximate"].fillna(False).astype(bool)]
-    quantities = [q for q in ("rate", "psi") if (t["quantity"] == q).any()]
-    if not quantities:
-        quantities = sorted(t["quantity"].dropna().unique())[:1]
-    if not quantities:
+    scored = t[t["cover90"].notna()]
+    quantities = [q for q in ("rate", "psi", "k1") if (scored["quantity"] == q).any()]
+    if not quantities:  # e.g. psi on the no-turning-point variant: no truth to cover
         return None
     q = quantities[0]
-    sub = t[t["quantity"] == q]
+    sub = scored[scored["quantity"] == q]
     by_stage = sub["stage"].notna().any()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, level in zip(axes, (90, 50), strict=True):

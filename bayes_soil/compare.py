@@ -69,6 +69,9 @@ BREAKPOINTS_COMPARISON_COLUMNS = (
     "n",
     "freq_interval",
     "freq_status",
+    "p_break",
+    "decision",
+    "carried_by",
     "psi_mean",
     "psi_sd",
     "psi_hdi_low",
@@ -79,8 +82,7 @@ BREAKPOINTS_COMPARISON_COLUMNS = (
     "p_k1_neg_k2_pos",
     "r_hat",
     "difference",
-    "loo_elpd_diff",
-    "loo_elpd_diff_se",
+    "break_agreement",
     "agree",
     "agreement",
     "agreement_rule",
@@ -106,8 +108,28 @@ def breakpoint_rule(hdi_prob: float = DEFAULT_HDI_PROB) -> str:
     """The agreement rule for turning points."""
     return (
         f"agree = the {SEGMENTED_INTERVAL} and the posterior psi {interval_name(hdi_prob)} "
-        "overlap; 'posterior only' where segmented regression gave no estimate"
+        "given a turning point overlap; 'posterior only' where segmented regression gave no "
+        "estimate. break_agreement: segmented claims a break where Davies p < 0.05; the model "
+        "where P(break) >= 0.8, none where P(break) <= 0.2, else the data do not decide"
     )
+
+
+def break_agreement(davies_p: float, p_break: float) -> str:
+    """Do segmented regression (Davies p < 0.05) and the model (P(break)) agree on a break?"""
+    from bayes_soil.posterior import break_decision
+
+    model = break_decision(p_break) if _is_number(p_break) else ""
+    if not _is_number(davies_p) or not np.isfinite(davies_p):
+        return f"model: {model}" if model else ""
+    seg = "break" if davies_p < 0.05 else "no break"
+    if not model:
+        return f"segmented only: {seg}"
+    said = {"turning point": "break", "no turning point": "no break"}.get(model)
+    if said is None:
+        return f"segmented: {seg} (Davies p = {davies_p:.2g}); model: the data do not decide"
+    if said == seg:
+        return f"both: {seg}"
+    return f"segmented: {seg} (Davies p = {davies_p:.2g}); model: {said} (P(break) = {p_break:.2f})"
 
 
 def definitions(hdi_prob: float = DEFAULT_HDI_PROB) -> dict[str, str]:
@@ -132,11 +154,23 @@ def definitions(hdi_prob: float = DEFAULT_HDI_PROB) -> dict[str, str]:
             "1 = at the pooled mean, > 1 past it, < 0 further away than OLS; empty for "
             "vegetation 'all' and where OLS gave no slope"
         ),
-        "p_k1_neg_k2_pos": "posterior probability that k1 < 0 < k2 (loss before, gain after psi)",
-        "loo_elpd_diff": (
-            "ELPD (PSIS-LOO) of the breakpoint model minus that of the no-break model for the "
-            "element and driver (positive favours a turning point), with its standard error"
+        "p_k1_neg_k2_pos": (
+            "posterior probability that k1 < 0 < k2 (loss before, gain after psi), given a "
+            "turning point"
         ),
+        "p_break": (
+            "posterior probability of a turning point in this driver (exact, from the psi grid; "
+            "prior 0.5)"
+        ),
+        "decision": (
+            "'turning point' where P(break) >= 0.8, 'no turning point' where P(break) <= 0.2, "
+            "else 'the data do not decide'"
+        ),
+        "carried_by": (
+            "with both drivers in one model: the most probable of no turning point, MAP only, "
+            "MAT only, both, with its probability"
+        ),
+        "break_agreement": "segmented regression (Davies p < 0.05) vs the model's decision",
     }
 
 
@@ -241,27 +275,25 @@ def _is_number(v: object) -> bool:
 
 def posterior_breakpoints(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
     """Posterior turning points per element x driver x layer
-    (``bayes_soil.posterior.breakpoints_table``: psi, k1, k2, P(k1 < 0 < k2), LOO)."""
+    (``bayes_soil.posterior.breakpoints_table``: P(break), its decision, and psi, k1, k2,
+    P(k1 < 0 < k2) given a turning point)."""
     from bayes_soil.posterior import breakpoints_table
 
     if "psi" not in dt["posterior"].data_vars:
         raise InputError("fit has no posterior variable 'psi' (not a climate_breakpoints fit)")
     out = breakpoints_table(dt, hdi_prob).copy()
-    # LOO attributes in any of the accepted layouts (the table reads the nested one)
-    loo = parse_loo_attr(dt.attrs.get("loo_elpd_diff"))
-    loo_se = parse_loo_attr(dt.attrs.get("loo_elpd_diff_se"))
-    keys = list(zip(out["element"].astype(str), out["driver"].astype(str), strict=True))
-    out["loo_elpd_diff"] = [loo.get(k, np.nan) for k in keys]
-    out["loo_elpd_diff_se"] = [loo_se.get(k, np.nan) for k in keys]
-    for col in ("k1_mean", "k2_mean", "p_k1_neg_k2_pos"):
+    for col in ("k1_mean", "k2_mean", "p_k1_neg_k2_pos", "carried_by"):
         if col not in out:
             out[col] = np.nan
     for col in BREAK_KEYS:
         out[col] = out[col].astype(str)
-    out["interval"] = interval_name(hdi_prob)
+    out["interval"] = interval_name(hdi_prob) + " given a turning point"
     return out[
         [
             *BREAK_KEYS,
+            "p_break",
+            "decision",
+            "carried_by",
             "psi_mean",
             "psi_sd",
             "psi_hdi_low",
@@ -270,8 +302,6 @@ def posterior_breakpoints(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -
             "k1_mean",
             "k2_mean",
             "p_k1_neg_k2_pos",
-            "loo_elpd_diff",
-            "loo_elpd_diff_se",
             "interval",
         ]
     ]
@@ -455,6 +485,9 @@ def compare_breakpoints(
     high = out["psi"] + 1.96 * out["psi_se"]
     out["agree"] = _overlap(low, high, out["psi_hdi_low"], out["psi_hdi_high"])
     out["agreement"] = _agreement_text(out["agree"], has_freq, has_post)
+    out["break_agreement"] = [
+        break_agreement(dp, pb) for dp, pb in zip(out["davies_p"], out["p_break"], strict=True)
+    ]
     out["agreement_rule"] = breakpoint_rule(hdi_prob)
     out["fit_verdict"] = np.where(has_post, fit_verdict, "")
     return _order(out[list(BREAKPOINTS_COMPARISON_COLUMNS)], BREAK_KEYS)

@@ -238,66 +238,162 @@ def years_to_gain_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame
     return frame
 
 
+BREAK_CERTAIN = 0.8  # P(break) >= this: "turning point"; <= 1 - this: "no turning point"
+
+
+def break_decision(p_break: float) -> str:
+    """What P(turning point) says: a turning point, none, or "the data do not decide"."""
+    if not np.isfinite(p_break):
+        return ""
+    if p_break >= BREAK_CERTAIN:
+        return "turning point"
+    if p_break <= 1 - BREAK_CERTAIN:
+        return "no turning point"
+    return "the data do not decide"
+
+
+def grid_interval(values: np.ndarray, prob: np.ndarray, hdi_prob: float) -> dict:
+    """Mean, sd, median and HDI of psi given a break from its exact grid posterior.
+
+    The grid points are the centres of equal bins; the HDI is the span of the fewest bins
+    holding ``hdi_prob`` of the mass, reported at their outer edges.
+    """
+    total = prob.sum()
+    if not total > 0:
+        return dict.fromkeys(("psi_mean", "psi_sd", "psi_median", "psi_hdi_low", "psi_hdi_high"))
+    p = prob / total
+    mean = float((p * values).sum())
+    step = float(values[1] - values[0]) if len(values) > 1 else 0.0
+    order = np.argsort(-p, kind="stable")
+    n = int(np.searchsorted(np.cumsum(p[order]), hdi_prob - 1e-12) + 1)
+    chosen = values[order[:n]]
+    return {
+        "psi_mean": mean,
+        "psi_sd": float(np.sqrt((p * (values - mean) ** 2).sum())),
+        "psi_median": float(values[np.searchsorted(np.cumsum(p), 0.5)]),
+        "psi_hdi_low": float(chosen.min() - step / 2),
+        "psi_hdi_high": float(chosen.max() + step / 2),
+    }
+
+
 def breakpoints_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
     """breakpoints_posterior.csv: one row per element x layer x driver.
 
-    DATA_SCHEMA.md section 5 columns, then ``interval``, the HDIs of k1 and k2,
-    ``p_k1_neg_k2_pos`` (P(k1 < 0 < k2), the paper's decrease-then-increase pattern),
-    ``ess_bulk`` of psi, the LOO evidence against the no-break model and the verdict.
+    DATA_SCHEMA.md section 5 columns (psi's mean, sd and HDI are *given a turning point*;
+    ``r_hat`` is that of P(break)), then ``interval``, ``p_break`` (posterior probability of a
+    turning point, exact from the grid where the fit has one), ``decision`` ("turning point" at
+    P >= 0.8, "no turning point" at P <= 0.2, else "the data do not decide"), psi's median,
+    k1 / k2 means and HDIs and P(k1 < 0 < k2), all given a turning point; with two drivers,
+    ``p_only_this_driver``, ``p_both_drivers`` and ``carried_by`` (which driver carries the
+    turning point of the element x layer); the verdict.
     """
+    import arviz_stats as azs
+
     post = dt["posterior"].to_dataset()
     if "psi" not in post:
         raise ValueError("this fit has no `psi` (not a climate_breakpoints fit)")
-    psi = _summary_frame(post["psi"], hdi_prob)
-    psi = psi.rename(
-        columns={
-            "mean": "psi_mean",
-            "sd": "psi_sd",
-            "hdi_low": "psi_hdi_low",
-            "hdi_high": "psi_hdi_high",
-        }
-    ).drop(columns=["p_positive"])
+    grid = dt["psi_grid"].to_dataset() if "psi_grid" in dt.children else None
+    psi = post["psi"]
     keys = ["element", "layer", "driver"]
-    for k in ("k1", "k2"):
-        f = _summary_frame(post[k], hdi_prob, extra=False)[[*keys, "mean", "hdi_low", "hdi_high"]]
-        psi = psi.merge(
-            f.rename(
-                columns={
-                    "mean": f"{k}_mean",
-                    "hdi_low": f"{k}_hdi_low",
-                    "hdi_high": f"{k}_hdi_high",
-                }
-            ),
-            on=keys,
-        )
-    pat = ((post["k1"] < 0) & (post["k2"] > 0)).mean(SAMPLE_DIMS)
-    psi = psi.merge(pat.to_dataframe(name="p_k1_neg_k2_pos").reset_index(), on=keys)
-    loo = json.loads(dt.attrs.get("loo_elpd_diff", "{}") or "{}")
-    loo_se = json.loads(dt.attrs.get("loo_elpd_diff_se", "{}") or "{}")
-    # per-driver comparison where stored, else the comparison with no hinge in any driver
-    pairs = list(zip(psi["element"], psi["driver"], strict=True))
-    key = [d if d in loo.get(e, {}) else "all" for e, d in pairs]
-    psi["loo_elpd_diff"] = [
-        loo.get(e, {}).get(k, np.nan) for (e, _), k in zip(pairs, key, strict=True)
-    ]
-    psi["loo_elpd_diff_se"] = [
-        loo_se.get(e, {}).get(k, np.nan) for (e, _), k in zip(pairs, key, strict=True)
-    ]
-    psi["loo_reference"] = [
-        "no hinge in any driver" if k == "all" else f"no hinge in {k}" for k in key
-    ]
-    psi["interval"] = interval_label(hdi_prob)
-    psi["diagnostics_verdict"] = _verdict(dt)
-    lead = [*BREAKPOINTS_POSTERIOR_COLUMNS, "interval"]
-    return psi[lead + [c for c in psi.columns if c not in lead]]
+    rows = []
+    for e in psi["element"].values:
+        for d in psi["driver"].values:
+            for lay in psi["layer"].values:
+                cell = {"element": str(e), "layer": str(lay), "driver": str(d)}
+                draws = psi.sel(element=e, driver=d, layer=lay).values.ravel()
+                if grid is not None and "p_no_break" in grid:
+                    cell["p_break"] = 1.0 - float(
+                        grid["p_no_break"].sel(element=e, driver=d, layer=lay)
+                    )
+                elif "p_break" in post:
+                    cell["p_break"] = float(
+                        post["p_break"].sel(element=e, driver=d, layer=lay).mean()
+                    )
+                else:
+                    cell["p_break"] = float(np.isfinite(draws).mean())
+                gname = f"psi_prob_{d}"
+                if grid is not None and gname in grid:
+                    g = grid[gname].sel(element=e, layer=lay)
+                    cell.update(grid_interval(g[f"psi_{d}"].values, g.values, hdi_prob))
+                    cell["psi_source"] = "exact grid posterior"
+                else:
+                    ok = draws[np.isfinite(draws)]
+                    if len(ok) > 1:
+                        lo, hi = azs.hdi(ok, prob=hdi_prob)
+                        cell.update(
+                            psi_mean=float(ok.mean()),
+                            psi_sd=float(ok.std()),
+                            psi_median=float(np.median(ok)),
+                            psi_hdi_low=float(lo),
+                            psi_hdi_high=float(hi),
+                        )
+                    cell["psi_source"] = "draws"
+                for k in ("k1", "k2"):
+                    kd = post[k].sel(element=e, driver=d, layer=lay).values.ravel()
+                    kd = kd[np.isfinite(kd)]
+                    if len(kd) > 1:
+                        lo, hi = azs.hdi(kd, prob=hdi_prob)
+                        cell.update(
+                            {
+                                f"{k}_mean": float(kd.mean()),
+                                f"{k}_hdi_low": float(lo),
+                                f"{k}_hdi_high": float(hi),
+                            }
+                        )
+                k1 = post["k1"].sel(element=e, driver=d, layer=lay).values
+                k2 = post["k2"].sel(element=e, driver=d, layer=lay).values
+                has = np.isfinite(k1) & np.isfinite(k2)
+                cell["p_k1_neg_k2_pos"] = (
+                    float(((k1 < 0) & (k2 > 0))[has].mean()) if has.any() else np.nan
+                )
+                if "p_break" in post:
+                    pb = post["p_break"].sel(element=e, driver=d, layer=lay)
+                    if float(pb.std()) > 0:
+                        cell["r_hat"] = float(azs.rhat(pb.values))
+                        cell["ess_bulk"] = float(azs.ess(pb.values, method="bulk"))
+                if grid is not None and "p_break_pattern" in grid:
+                    pat = grid["p_break_pattern"].sel(element=e, layer=lay)
+                    labels = [str(x) for x in pat["pattern"].values]
+                    vals = dict(zip(labels, map(float, pat.values), strict=True))
+                    cell["p_only_this_driver"] = vals.get(f"{d} only", np.nan)
+                    cell["p_both_drivers"] = vals.get("both", np.nan)
+                    best = max(vals, key=vals.get)
+                    cell["carried_by"] = (
+                        f"{'no driver' if best == 'none' else best} (P = {vals[best]:.2f})"
+                    )
+                rows.append(cell)
+    df = pd.DataFrame(rows)
+    for col in (
+        *BREAKPOINTS_POSTERIOR_COLUMNS,
+        "k1_hdi_low",
+        "k1_hdi_high",
+        "k2_hdi_low",
+        "k2_hdi_high",
+        "ess_bulk",
+        "psi_median",
+    ):
+        if col not in df:
+            df[col] = np.nan
+    df["decision"] = df["p_break"].map(break_decision)
+    df["interval"] = interval_label(hdi_prob) + " given a turning point"
+    df["diagnostics_verdict"] = _verdict(dt)
+    lead = [*BREAKPOINTS_POSTERIOR_COLUMNS, "interval", "p_break", "decision"]
+    df = df[lead + [c for c in df.columns if c not in lead]]
+    return df.sort_values(
+        keys, key=lambda c: c.map({v: i for i, v in enumerate(pd.unique(c))}), kind="stable"
+    ).reset_index(drop=True)
 
 
 def psi_diff_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
-    """psi_C - psi_N per driver x layer: mean, HDI and P(psi_C > psi_N)."""
+    """psi_C - psi_N per driver x layer over the draws where both have a turning point: mean,
+    HDI, P(psi_C > psi_N) among them, and ``p_both_break`` (the share of such draws)."""
     da = dt["posterior"]["psi_diff"].to_dataset()["psi_diff"]
     f = _summary_frame(da, hdi_prob, extra=False)
-    f["p_c_above_n"] = (da > 0).mean(SAMPLE_DIMS).to_dataframe(name="p").reset_index()["p"]
-    f["interval"] = interval_label(hdi_prob)
+    both = da.notnull().sum(SAMPLE_DIMS)
+    above = (da > 0).sum(SAMPLE_DIMS) / both.where(both > 0)
+    f["p_c_above_n"] = above.to_dataframe(name="p").reset_index()["p"]
+    f["p_both_break"] = da.notnull().mean(SAMPLE_DIMS).to_dataframe(name="p").reset_index()["p"]
+    f["interval"] = interval_label(hdi_prob) + " given both turning points"
     f["diagnostics_verdict"] = _verdict(dt)
     return f
 
@@ -318,13 +414,13 @@ def main_quantities(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
                 "element",
                 "driver",
                 "layer",
-                "psi_mean",
+                "p_break",
+                "decision",
                 "psi_hdi_low",
+                "psi_median",
                 "psi_hdi_high",
                 "k1_mean",
                 "k2_mean",
-                "loo_elpd_diff",
-                "loo_elpd_diff_se",
             ]
         ]
     raise ValueError("unknown fit: neither `rate_mean` nor `psi` in the posterior")

@@ -133,7 +133,8 @@ TRUE_PSI = {
 def fake_breakpoints_fit(
     seed: int = 2, *, synthetic: bool = True, verdict: str = "pass"
 ) -> xr.DataTree:
-    """A climate_breakpoints-like fit: psi, k1, k2 (element, driver, layer), psi_diff, LOO."""
+    """A climate_breakpoints-like fit: psi, k1, k2, p_break (element, driver, layer), psi_diff,
+    P(no break) in psi_grid."""
     rng = np.random.default_rng(seed)
     els, drivers, layers = list(schema.ELEMENTS), list(schema.DRIVERS), LAYER3
     shape = (CHAINS, DRAWS, len(els), len(drivers), len(layers))
@@ -174,11 +175,24 @@ def fake_breakpoints_fit(
     dt.attrs.update(
         root_attrs("climate_breakpoints", synthetic=synthetic, verdict=verdict, seed=seed)
     )
-    dt.attrs["loo_elpd_diff"] = json.dumps(
-        {"C": {"map_mm": 14.2, "mat_c": 2.1}, "N": {"map_mm": 6.5, "mat_c": -0.8}}
+    # P(turning point): MAP carries the break, MAT does not (as in the simulator's truth)
+    p_break = np.where(np.array(drivers) == "map_mm", 0.97, 0.1)[None, :, None]
+    p_break = np.broadcast_to(p_break, (len(els), len(drivers), len(layers)))
+    dt["posterior"] = (
+        dt["posterior"]
+        .to_dataset()
+        .assign(
+            p_break=(
+                ("chain", "draw", "element", "driver", "layer"),
+                np.clip(p_break + 0.01 * rng.standard_normal(shape), 0, 1),
+            )
+        )
     )
-    dt.attrs["loo_elpd_diff_se"] = json.dumps(
-        {"C": {"map_mm": 4.0, "mat_c": 2.5}, "N": {"map_mm": 3.1, "mat_c": 1.2}}
+    dt["psi_grid"] = xr.Dataset(
+        {
+            "p_no_break": (("element", "driver", "layer"), 1 - p_break),
+        },
+        coords={"element": els, "driver": drivers, "layer": layers},
     )
     return dt
 

@@ -165,7 +165,7 @@ def test_agreement_rule_and_shrinkage_on_hand_made_intervals(rates_fit):
     ] == pytest.approx(0.0)
 
 
-def test_breakpoints_from_draws_and_loo(result, bp_fit, freq):
+def test_breakpoints_from_draws_and_p_break(result, bp_fit, freq):
     key = {"element": "C", "driver": "map_mm", "layer": "20-100"}
     r = row(result.breakpoints, **key)
     psi = draws(bp_fit, "psi", **key)
@@ -173,7 +173,11 @@ def test_breakpoints_from_draws_and_loo(result, bp_fit, freq):
     assert r["psi_mean"] == pytest.approx(psi.mean())
     assert r["p_k1_neg_k2_pos"] == pytest.approx(((k1 < 0) & (k2 > 0)).mean())
     assert r["k1_mean"] == pytest.approx(k1.mean())
-    assert r["loo_elpd_diff"] == 14.2 and r["loo_elpd_diff_se"] == 4.0
+    assert r["p_break"] == pytest.approx(0.97) and r["decision"] == "turning point"
+    assert r["break_agreement"].startswith(("both", "segmented")) or r["break_agreement"] == ""
+    assert cmp.break_agreement(0.001, 0.05).startswith("segmented: break")
+    assert cmp.break_agreement(0.001, 0.5).endswith("the data do not decide")
+    assert cmp.break_agreement(0.3, 0.1) == "both: no break"
     f = freq["breakpoints"]
     fr = f[(f.element == "C") & (f.driver == "map_mm") & (f.layer == "20-100")].iloc[0]
     assert r["psi"] == pytest.approx(fr["psi"]) and r["davies_p"] == pytest.approx(fr["davies_p"])

@@ -156,11 +156,7 @@ def _fake_breaks(psi_c: float = 500.0, psi_n: float = 450.0) -> xr.DataTree:
     dt["posterior"] = post.assign(
         psi_diff=post["psi"].sel(element="C", drop=True) - post["psi"].sel(element="N", drop=True)
     )
-    dt.attrs.update(
-        diagnostics_verdict="pass",
-        loo_elpd_diff=json.dumps({"C": {"map_mm": 12.0}, "N": {"map_mm": 3.0}}),
-        loo_elpd_diff_se=json.dumps({"C": {"map_mm": 4.0}, "N": {"map_mm": 2.5}}),
-    )
+    dt.attrs.update(diagnostics_verdict="pass")
     return dt
 
 
@@ -177,8 +173,42 @@ def test_breakpoints_table():
         2 * 1.88 * 10.0, rel=0.1
     )
     assert c["p_k1_neg_k2_pos"].item() == 1.0
-    assert c["loo_elpd_diff"].item() == 12.0 and c["loo_elpd_diff_se"].item() == 4.0
-    assert (df["interval"] == "94% HDI").all()
+    # no grid, no p_break in this fake: P(break) is the share of draws with a psi
+    assert c["p_break"].item() == 1.0 and c["decision"].item() == "turning point"
+    assert (df["interval"] == "94% HDI given a turning point").all()
+
+
+def test_breakpoints_table_from_the_exact_grid_with_nan_draws():
+    dt = _fake_breaks()
+    post = dt["posterior"].to_dataset()
+    psi = post["psi"].copy()
+    psi.values[:, :100] = np.nan  # 40% of draws: no turning point
+    dt["posterior"] = post.assign(psi=psi)
+    grid = np.linspace(400.0, 600.0, 41)
+    prob = np.zeros((2, 2, 41))
+    prob[..., 20] = 0.35  # 500 mm
+    prob[..., 19] = 0.25
+    dt["psi_grid"] = xr.Dataset(
+        {
+            "psi_prob_map_mm": (("element", "layer", "psi_map_mm"), prob),
+            "p_no_break": (("element", "driver", "layer"), np.full((2, 1, 2), 0.4)),
+        },
+        coords={
+            "element": ["C", "N"],
+            "layer": ["0-20", "0-200"],
+            "driver": ["map_mm"],
+            "psi_map_mm": grid,
+        },
+    )
+    df = posterior.breakpoints_table(dt, hdi_prob=0.9)
+    c = df.query("element == 'C' and layer == '0-20'")
+    assert c["p_break"].item() == pytest.approx(0.6)
+    assert c["decision"].item() == "the data do not decide"
+    assert c["psi_hdi_low"].item() == pytest.approx(495.0 - 2.5)  # bins at their outer edges
+    assert c["psi_hdi_high"].item() == pytest.approx(500.0 + 2.5)
+    assert c["psi_median"].item() == 500.0 and c["psi_source"].item() == "exact grid posterior"
+    assert posterior.break_decision(0.85) == "turning point"
+    assert posterior.break_decision(0.1) == "no turning point"
 
 
 def test_psi_diff_table():
@@ -188,7 +218,7 @@ def test_psi_diff_table():
 
 
 def test_main_quantities_picks_the_model():
-    assert "psi_mean" in posterior.main_quantities(_fake_breaks()).columns
+    assert "p_break" in posterior.main_quantities(_fake_breaks()).columns
     hier = posterior.main_quantities(_fake_hier())
     assert "stage" in hier.columns and len(hier) == 2 * 3  # 'all', 0-200 only
     assert (hier["layer"] == "0-200").all()

@@ -99,36 +99,39 @@ def test_probability_and_missing_formatting():
     assert S.fmt_p_value(0.0004) == "< 0.001" and S.fmt_p_value(0.0312) == "0.031"
 
 
-def test_turning_point_sentence_weighs_loo_by_its_se():
+def test_turning_point_sentence_says_whether_the_data_decide():
     row = {
         "element": "N",
         "driver": "map_mm",
         "layer": "0-20",
+        "p_break": 0.97,
         "psi_mean": 470.4,
         "psi_hdi_low": 411.0,
         "psi_hdi_high": 524.0,
-        "interval": "94% HDI",
+        "interval": "94% HDI given a turning point",
         "p_k1_neg_k2_pos": 0.904,
-        "loo_elpd_diff": 6.5,
-        "loo_elpd_diff_se": 3.1,
+        "carried_by": "map_mm only (P = 0.93)",
         "psi": 417.7,
         "psi_se": 25.0,
         "davies_p": 0.0004,
     }
     text = S.turning_point_sentence(row)
     assert text.startswith(
-        "The N turning point along MAP in 0-20 cm lies at 470 mm (94% HDI "
-        "411 to 524 mm); P(k1 < 0 < k2) = 0.90; LOO favours the turning point"
+        "N along MAP in 0-20 cm: the model finds a turning point (P(turning point) = 0.97); "
+        "given a turning point, psi lies in 411 to 524 mm (94% HDI given a turning point), "
+        "P(k1 < 0 < k2) = 0.90; with both drivers in one model the turning point is carried "
+        "by map_mm only (P = 0.93)"
     )
-    assert "Segmented regression puts it at 418 ± 25 mm (Davies p = < 0.001)" in text
-    row.update(loo_elpd_diff=5.0, loo_elpd_diff_se=3.1)
-    assert "LOO cannot separate it from a straight line (ΔELPD = 5.0 ± 3.1, within 2 SE)" in (
-        S.turning_point_sentence(row)
-    )
-    row.update(loo_elpd_diff=-9.0, psi=float("nan"), freq_status="not estimated: no break")
+    assert "Segmented regression puts it at 418 ± 1.96 x 25 mm (369 to 467 mm)" in text
+    assert "Davies p = < 0.001" in text
+    row.update(p_break=0.5)
+    assert "the data do not decide (P(turning point) = 0.50)" in S.turning_point_sentence(row)
+    row.update(p_break=0.05)
     text = S.turning_point_sentence(row)
-    assert "LOO favours the model without a turning point" in text
-    assert "Segmented regression gave no breakpoint (no break)" in text
+    assert "the model finds no turning point" in text and "psi lies in" not in text
+    assert "segmented regression claims a break the model does not find" in text
+    row.update(psi=float("nan"), freq_status="not estimated: no break")
+    assert "Segmented regression gave no breakpoint (no break)" in S.turning_point_sentence(row)
 
 
 def test_comparison_sentence_for_a_cell_ols_could_not_estimate():

@@ -1,41 +1,76 @@
-"""climate_breakpoints: change rates against MAP and/or MAT with a turning point per layer.
+"""climate_breakpoints: is there a turning point in the change rate along MAP / MAT, and where?
 
-Per element e, driver d and layer l, on change rates r_i (``changes.rate_mg_ha_yr``)
-standardised per element x layer, with each driver x_d standardised over the fitted rows:
+Per cell c = (element e, layer l) and driver d, on change rates y_i (``changes.rate_mg_ha_yr``)
+standardised per cell, each driver x_d standardised over the fitted rows:
 
-    r_i ~ StudentT(nu[e], m_i, s_i),   s_i^2 = sigma[e,l]^2 + (sigma_meas[e,l] * 10 / years_i)^2
-    m_i = c[e,l] + sum_d ( kbar[e,d,l] x_di + dk[e,d,l] / 2 (|x_di - psi[e,d,l]| - |psi|) )
-          + u[(e, study_i, l)]
-    k1 = kbar - dk / 2,  k2 = kbar + dk / 2   (so k1 min(x - psi, 0) + k2 max(x - psi, 0))
-    kbar ~ Normal(0, slope_sd),  dk[e,d,l] ~ Normal(0, change_sd)
-        (change_sd_beside_other[d] instead when both drivers are hinged)
-    psi[e,d,l] = lo_d + (hi_d - lo_d) * logistic(z[e,d,l]),  z ~ Normal(z0[e,d], tau_psi)
+    y_i = alpha[e, group_i, l] + u~[study cell_i] + v[c, site_i]
+          + sum_d ( kbar[c, d] x_di + b[c, d] h_cd(x_di; psi[c, d]) ) + eps_i
+    eps_i ~ Normal(0, s_i^2),   s_i^2 = sigma_c^2 + (sigma_meas_c * 10 / years_i)^2
+    u~ = u - (mean of u over the study cells of c)     (study effects sum to zero in a cell)
+    u ~ Normal(0, sd_study_c^2)                         (centred)
+    v[c, site] ~ Normal(0, sd_site_c^2)                 integrated out in closed form
+    kbar[c, d] ~ Normal(0, slope_sd^2)                  integrated out in closed form
+    b[c, d] ~ Normal(0, change_sd^2)  (half the change of slope)   integrated out in closed form
+    h_cd(x; psi) = |x - psi| minus its least-squares line on [1, x_d] over the rows of c
+    h_cd(x; none) = 0
+    psi[c, d] in {none} U grid_d,  P(none) = 1 - prior_p_break (0.5), uniform over the grid
 
-The slopes are a mean slope and a change of slope shrunk towards 0, so "no turning point" is
-the null and, where the change is near 0, psi only sees its prior (no ridge dragging the slopes
-along). The turning point lies between the quantiles of the driver set by ``psi_quantiles``
-(default 10th-90th), with a unimodal logit-normal prior in the middle of that
-range (total logit sd < 1), so a silent driver gives a wide central psi, not spikes at the
-ends. |t| is smoothed over ``hinge_smoothness`` standardised units.
+``grid_d`` has ``grid_size`` points (40 for the first driver, 20 for the second when both are
+fitted) evenly spaced between the ``psi_quantiles`` (10th and 90th percentiles) of the driver,
+so each slope rests on at least 10% of the rows. A "site" is a distinct climate (a distinct
+value of the fitted drivers): the drivers vary only between sites, so a per-site effect is what
+keeps a cluster of studies at one site from looking like a kink.
 
-With ``drivers = [map_mm, mat_c]`` both hinges sit in one model, so a temperature "turning
-point" that is only the shadow of a precipitation one (MAT and MAP co-vary) is not reported as
-real. The data cannot separate the two hinges when the drivers co-vary strongly (r = 0.89 on the
-demo): with a weak prior on the MAT change the MAT psi jumps between the range ends across
-chains. The default spec therefore gives the MAT change of slope a strong shrinkage prior
-(``change_sd_beside_other.mat_c``, used only when both drivers are hinged): with both drivers
-the MAT hinge is a small adjustment and its psi is essentially its prior; ``--driver mat_c``
-alone uses the ordinary ``change_sd``. Study random effects soak up between-study
-differences; with iid errors clustered data make spurious breaks look certain.
+Given the continuous parameters (alpha, u, sigma, sigma_meas, sd_study, sd_site), the rest is
+Gaussian: per cell the rows enter only through two segment sums per site,
+W_cu = sum w_i and V_cu = sum w_i r_i (w = 1/s^2, r = y - alpha - u~), and
 
-The same class with ``breaks = []`` (``no_break_spec``) is the linear comparison model; ``fit``
-samples it too and stores the PSIS-LOO comparison (elpd difference and its SE) in the root
-attributes, per element and driver.
+    log p(y | theta) = sum_i log N(r_i; 0, s_i^2)
+        + sum_{c,u} [ tau_c^2 f_cu V_cu^2 / 2 - log(1 + tau_c^2 W_cu) / 2 ],  f = 1/(1 + tau^2 W)
+        + sum_c [ a_c' M_c a_c / 2 - log det(slope_sd^2 Q_c) / 2 ]            (kbar integrated)
+        + sum_c logsumexp_g ( log pi_g + L_cg )                              (b and psi)
+
+with a_c = sum_u f V x_u, Q_c = sum_u f W x_u x_u' + I / slope_sd^2, M = Q^-1, and L_cg the
+Gaussian integral over b given kbar integrated (a Schur complement; a 2 x 2 closed form for
+(b_map, b_mat) on the 2-D grid when both drivers are fitted). :func:`marginal_loglik` is
+that formula, written once for numpy and PyTensor; the model adds it as a Potential, so NUTS
+sees only continuous parameters (no funnel between a near-zero change of slope and psi).
+
+The kbar integral is this package's addition to the design prototype: the drivers vary only
+between sites, so the linear slope and the site sd are strongly coupled (the slope's posterior
+width scales with sd_site); integrating the slopes out removes that coupling, which was the
+worst-mixing direction (site sd ESS 160-390 with the slope sampled).
+
+Posterior (original units; NaN where a draw has no turning point):
+
+- ``p_break`` (element, driver, layer): per draw, 1 - P(psi = none | theta, y), the softmax
+  of the grid weights (a Deterministic, so the diagnostics gate judges it);
+- ``psi`` (element, driver, layer): one grid value per draw drawn from its conditional
+  posterior (numpy, seeded from the fit seed), NaN when "none" is drawn;
+- ``k1``, ``k2`` (element, driver, layer; Mg ha-1 yr-1 per driver unit): slopes below and above
+  psi, with (kbar, b) drawn from their conditional Gaussian given psi; NaN without a break;
+- ``psi_diff`` (driver, layer): psi_C - psi_N when both elements are fitted (NaN unless both
+  draws have a turning point).
+
+The group ``psi_grid`` holds the exact posterior of psi on its grid averaged over draws:
+``psi_prob_<driver>`` (element, layer, ``psi_<driver>`` in driver units) sums to P(break),
+``p_no_break`` (element, driver, layer), and with two drivers ``p_break_pattern`` (element,
+layer, pattern: none / <driver> only / both), which says which driver carries the break.
+
+0-200 cm is fitted as a layer of its own (its change rates are the sum of the three layers'
+rates, so its turning point is a separate answer, not derived from the others).
+
+Pointwise log-likelihood (for PSIS-LOO) and posterior predictive are computed in numpy on the
+thinned draws, *given* the drawn turning point: per draw psi is drawn as above, then (kbar, b)
+and the site effects from their conditional Gaussians, and row i's likelihood is
+N(y_i; mean_i, s_i^2) (leave-one-row-out). ``breaks = false`` (``fit --no-break``) is the same
+model with P(none) = 1: no hinge, linear slopes only.
 """
 
 from __future__ import annotations
 
 import json
+import types
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,12 +78,12 @@ import pandas as pd
 
 from bayes_soil.errors import InputError
 from bayes_soil.models.base import (
+    FitSettings,
     ModelData,
     SoilModel,
-    deep_merge,
     index_of,
     register,
-    sample_model,
+    thin_posterior,
 )
 from bayes_soil.schema import ALL_LAYERS, DRIVERS
 
@@ -56,17 +91,150 @@ if TYPE_CHECKING:
     import pymc as pm
     import xarray as xr
 
+LOG2PI = float(np.log(2 * np.pi))
+
+
+# ---- the marginal likelihood, one formula for numpy and PyTensor ----------------------------
+def _ops(backend: str) -> types.SimpleNamespace:
+    if backend == "numpy":
+        from scipy.special import logsumexp
+
+        return types.SimpleNamespace(log=np.log, log1p=np.log1p, logsumexp=logsumexp)
+    import pytensor.tensor as pt
+
+    return types.SimpleNamespace(log=pt.log, log1p=pt.log1p, logsumexp=pt.logsumexp)
+
+
+def marginal_loglik(
+    V,
+    W,
+    t2,
+    X: np.ndarray,
+    H: list[np.ndarray],
+    log_prior: list[np.ndarray],
+    slope_var: float,
+    change_var: float,
+    backend: str = "numpy",
+) -> dict[str, Any]:
+    """Site effects, slopes and changes of slope integrated out; psi left on its grid.
+
+    Parameters
+    ----------
+    V, W : (..., C, U) segment sums sum w r and sum w per cell x site (leading batch dims allowed
+        with numpy).
+    t2 : (..., C) site-effect variances sd_site^2.
+    X : (U, D) standardised driver values of each site.
+    H : per hinged driver (at most two), (C, U, G + 1) hinge bases, column 0 = "none" (zeros).
+    log_prior : per hinged driver, (G + 1,) log prior weights of none and the grid points.
+    slope_var, change_var : prior variances of kbar and b.
+
+    Returns a dict: ``site`` (...,) and ``slope`` (...,) summed log terms, ``grid`` (..., C, G1+1
+    [, G2+1]) unnormalised log posterior weights of psi (prior included) and ``lse`` (..., C)
+    their logsumexp. The marginal log-likelihood is the row term (sum log N(r; 0, s^2)) plus
+    site + slope + lse.sum().
+    """
+    ops = _ops(backend)
+    D = X.shape[1]
+    t2 = t2[..., :, None]
+    f = 1.0 / (1.0 + t2 * W)
+    site = (0.5 * t2 * f * V**2 - 0.5 * ops.log1p(t2 * W)).sum(axis=(-2, -1))
+    fV, fW = f * V, f * W
+    a = [(fV * X[:, e]).sum(axis=-1) for e in range(D)]  # (..., C)
+    q = [[(fW * (X[:, e] * X[:, k])).sum(axis=-1) for k in range(D)] for e in range(D)]
+    if D == 1:
+        Q = q[0][0] + 1.0 / slope_var
+        M = [[1.0 / Q]]
+        slope = 0.5 * a[0] ** 2 / Q - 0.5 * ops.log(slope_var * Q)
+    else:
+        q11, q12, q22 = q[0][0] + 1.0 / slope_var, q[0][1], q[1][1] + 1.0 / slope_var
+        det = q11 * q22 - q12**2
+        M = [[q22 / det, -q12 / det], [-q12 / det, q11 / det]]
+        quad = M[0][0] * a[0] ** 2 + 2 * M[0][1] * a[0] * a[1] + M[1][1] * a[1] ** 2
+        slope = 0.5 * quad - 0.5 * ops.log(slope_var**2 * det)
+    slope = slope.sum(axis=-1)
+    Ma = [sum(M[e][k] * a[k] for k in range(D)) for e in range(D)]  # (..., C)
+    A_, B_, K_ = [], [], []
+    for Hd in H:
+        fVg, fWg = fV[..., None], fW[..., None]
+        A = (fVg * Hd).sum(axis=-2)  # (..., C, G+1)
+        B = (fWg * Hd**2).sum(axis=-2)
+        K = [(fWg * Hd * X[:, e][:, None]).sum(axis=-2) for e in range(D)]  # cross with kbar
+        A_.append(A - sum(K[e] * Ma[e][..., None] for e in range(D)))
+        B_.append(B - sum(K[e] * M[e][k][..., None] * K[k] for e in range(D) for k in range(D)))
+        K_.append(K)
+    if not H:
+        return {"site": site, "slope": slope, "grid": None, "lse": None}
+    if len(H) == 1:
+        A, B = A_[0], B_[0]
+        grid = log_prior[0] + 0.5 * change_var * A**2 / (1 + change_var * B)
+        grid = grid - 0.5 * ops.log1p(change_var * B)
+        lse = ops.logsumexp(grid, axis=-1)
+    else:
+        H1, H2 = H
+        K1, K2 = K_
+        if backend == "numpy":
+            C12 = np.einsum("...cu,cug,cuh->...cgh", fW, H1, H2)
+        else:
+            C12 = (H1.transpose(0, 2, 1) * fW[:, None, :]) @ H2
+        C12 = C12 - sum(
+            K1[e][..., :, None] * M[e][k][..., None, None] * K2[k][..., None, :]
+            for e in range(D)
+            for k in range(D)
+        )
+        a1, a2 = A_[0][..., :, None], A_[1][..., None, :]
+        p11 = B_[0][..., :, None] + 1.0 / change_var
+        p22 = B_[1][..., None, :] + 1.0 / change_var
+        det = p11 * p22 - C12**2
+        grid = (
+            log_prior[0][:, None]
+            + log_prior[1][None, :]
+            + 0.5 * (a1**2 * p22 - 2 * a1 * a2 * C12 + a2**2 * p11) / det
+            - 0.5 * ops.log(det * change_var**2)
+        )
+        shape = grid.shape
+        if backend == "numpy":
+            lse = ops.logsumexp(grid.reshape(*shape[:-2], -1), axis=-1)
+        else:
+            lse = ops.logsumexp(grid.reshape((shape[0], -1)), axis=-1)
+    return {"site": site, "slope": slope, "grid": grid, "lse": lse}
+
+
+def hinge_basis(
+    x_rows: np.ndarray, x_sites: np.ndarray, grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """|x - psi| orthogonalised on [1, x] over ``x_rows``, evaluated at ``x_sites``.
+
+    Returns (U, G + 1) bases (column 0 = no turning point, zeros) and (G + 1,) coefficients on x
+    of the removed line (0 for column 0): below psi the hinge's slope is -1 - coef, above +1 - coef.
+    """
+    X = np.column_stack([np.ones(len(x_rows)), x_rows])
+    raw = np.abs(x_rows[:, None] - grid[None, :])
+    coef, *_ = np.linalg.lstsq(X, raw, rcond=None)  # (2, G)
+    H = np.zeros((len(x_sites), len(grid) + 1))
+    H[:, 1:] = np.abs(x_sites[:, None] - grid[None, :]) - coef[0] - np.outer(x_sites, coef[1])
+    return H, np.concatenate([[0.0], coef[1]])
+
 
 @register
 class ClimateBreakpoints(SoilModel):
-    """Change rates vs climate: hinge per layer, pooled turning points, study effects."""
+    """Change rates vs climate: turning point on a grid, summed out; P(break) per cell."""
 
     name = "climate_breakpoints"
     table = "changes"
     observed = ("rate",)
+    # the gate judges the sampled continuous parameters and P(break)
+    diagnostic_vars = (
+        "c",
+        "sd_study",
+        "study_eff_raw",
+        "sigma",
+        "sigma_meas",
+        "sd_site",
+        "p_break",
+    )
 
     def breaks(self) -> list[str]:
-        """Drivers that get a hinge (default: every fitted driver)."""
+        """Drivers that get a turning point (default: every fitted driver)."""
         b = self.spec["structure"].get("breaks", True)
         drivers = list(self.spec["data"]["drivers"])
         if b is True:
@@ -118,7 +286,7 @@ class ClimateBreakpoints(SoilModel):
         x_loc = np.array([df[d].mean() for d in drivers])
         x_scale = np.array([df[d].std(ddof=0) or 1.0 for d in drivers])
         x = (df[drivers].to_numpy(float) - x_loc) / x_scale
-        q_lo, q_hi = spec["structure"].get("psi_quantiles", [0.05, 0.95])
+        q_lo, q_hi = spec["structure"].get("psi_quantiles", [0.1, 0.9])
         lo = np.quantile(x, q_lo, axis=0)
         hi = np.quantile(x, q_hi, axis=0)
         if np.any(hi - lo <= 0):
@@ -143,16 +311,45 @@ class ClimateBreakpoints(SoilModel):
         )
         if obs_id.duplicated().any():
             obs_id = obs_id + "|" + pd.Series(np.arange(len(df)).astype(str))
+
+        # sites = distinct climates (the drivers vary only between them); cell = element x layer
+        x_sites, site_idx = np.unique(x, axis=0, return_inverse=True)
+        site_idx = site_idx.ravel()
+        n_l = len(layers)
+        element_idx = index_of(df["element"], elements)
+        layer_idx = index_of(df["layer"], layers)
+        cell_idx = element_idx * n_l + layer_idx
+        n_cells = len(elements) * n_l
+        # psi grids (standardised) and hinge bases per cell, for every driver
+        sizes = list(spec["structure"].get("grid_size", [40, 20]))
+        grids, bases, coefs = [], [], []
+        for j in range(len(drivers)):
+            g = int(sizes[min(j, len(sizes) - 1)])
+            grid = lo[j] + (hi[j] - lo[j]) * (np.arange(g) + 0.5) / g
+            H = np.zeros((n_cells, len(x_sites), g + 1))
+            K = np.zeros((n_cells, g + 1))
+            for c in range(n_cells):
+                rows = cell_idx == c
+                H[c], K[c] = hinge_basis(x[rows, j], x_sites[:, j], grid)
+            grids.append(grid)
+            bases.append(H)
+            coefs.append(K)
+        sc_cell = cell_el[:, 0] * n_l + cell_el[:, 1]
         arrays = {
             "rate": y,
             "x": x,
             "inv_decades": 10.0 / df["years"].to_numpy(float),
-            "element_idx": index_of(df["element"], elements),
-            "layer_idx": index_of(df["layer"], layers),
+            "element_idx": element_idx,
+            "layer_idx": layer_idx,
+            "cell_idx": cell_idx,
+            "site_idx": site_idx,
+            "cell_site_idx": cell_idx * len(x_sites) + site_idx,
             "study_cell_idx": index_of(cell_key, cells),
             "group_idx": index_of(group, groups),
             "study_cell_element": cell_el[:, 0],
             "study_cell_layer": cell_el[:, 1],
+            "study_cell_cell": sc_cell,
+            "x_sites": x_sites,
             "psi_lo": lo,
             "psi_hi": hi,
         }
@@ -173,10 +370,34 @@ class ClimateBreakpoints(SoilModel):
                 d: [float(lo[j] * x_scale[j] + x_loc[j]), float(hi[j] * x_scale[j] + x_loc[j])]
                 for j, d in enumerate(drivers)
             },
+            "grids": grids,
+            "hinge_bases": bases,
+            "hinge_coefs": coefs,
+            "n_sites": len(x_sites),
             "dropped_layers": dropped,
             "element_of_obs": df["element"].to_numpy(),
         }
         return ModelData(coords=coords, arrays=arrays, meta=meta, n_obs=len(df))
+
+    # ---- pieces shared by the PyMC model and the numpy post-processing -------------------
+    def _hinged(self, data: ModelData) -> list[int]:
+        drivers = data.coords["driver"]
+        hinged = [drivers.index(d) for d in self.breaks() if d in drivers]
+        if len(hinged) > 2:  # pragma: no cover - only two drivers exist
+            raise InputError("at most two drivers can have a turning point")
+        return hinged
+
+    def _log_priors(self, data: ModelData) -> list[np.ndarray]:
+        p = float(self.spec["priors"].get("p_break", 0.5))
+        out = []
+        for j in self._hinged(data):
+            g = len(data.meta["grids"][j])
+            out.append(np.concatenate([[np.log1p(-p)], np.full(g, np.log(p) - np.log(g))]))
+        return out
+
+    def _variances(self) -> tuple[float, float]:
+        pri = self.spec["priors"]
+        return float(pri["slope_sd"]) ** 2, float(pri["change_sd"]) ** 2
 
     # ---- model ------------------------------------------------------------------------
     def build(self, data: ModelData) -> pm.Model:
@@ -184,227 +405,411 @@ class ClimateBreakpoints(SoilModel):
         import pytensor.tensor as pt
 
         pri = self.spec["priors"]
-        struct = self.spec["structure"]
         a = data.arrays
-        drivers = data.coords["driver"]
-        hinged = [d for d in self.breaks() if d in drivers]
+        n_e, n_l = len(data.coords["element"]), len(data.coords["layer"])
+        n_c, n_u = n_e * n_l, int(data.meta["n_sites"])
+        n_gr = len(data.coords["group"])
+        hinged = self._hinged(data)
+        H = [pt.as_tensor(data.meta["hinge_bases"][j]) for j in hinged]
+        lp = [pt.as_tensor(v) for v in self._log_priors(data)]
+        slope_var, change_var = self._variances()
+        n_sc = len(data.coords["study_cell"])
+        # averaging matrix: study effects minus their mean within the cell
+        counts = np.bincount(a["study_cell_cell"], minlength=n_c).clip(1)
         with pm.Model(coords=data.coords) as model:
+            x = pm.Data("x", a["x"], dims=("obs_id", "driver"))
             pm.Data("element_idx", a["element_idx"], dims="obs_id")
             pm.Data("layer_idx", a["layer_idx"], dims="obs_id")
-            x = pm.Data("x", a["x"], dims=("obs_id", "driver"))
             inv_dec = pm.Data("inv_decades", a["inv_decades"], dims="obs_id")
-
-            n_l = len(data.coords["layer"])
-            n_gr = len(data.coords["group"])
-            el = pm.Data(
-                "element_layer_idx", a["element_idx"] * n_l + a["layer_idx"], dims="obs_id"
-            )
-            egl = pm.Data(
-                "element_group_layer_idx",
-                (a["element_idx"] * n_gr + a["group_idx"]) * n_l + a["layer_idx"],
-                dims="obs_id",
-            )
-            # intercept per element x group (vegetation x stage by default) x layer: the change
-            # rate also carries the age trajectory F(t)/t, which differs by vegetation and stage
+            del x
+            y = a["rate"]
+            cell = a["cell_idx"]
+            egl = (a["element_idx"] * n_gr + a["group_idx"]) * n_l + a["layer_idx"]
+            # intercept per element x group (vegetation x stage) x layer: the change rate also
+            # carries the age trajectory F(t)/t, which differs by vegetation and stage
             c = pm.Normal("c", 0.0, pri["intercept_sd"], dims=("element", "group", "layer"))
-            m = c.flatten()[egl]
-            width = float(struct.get("hinge_smoothness", 0.0))
-            for j, d in enumerate(drivers):
-                xd = x[:, j]
-                if d in hinged:
-                    lo, hi = float(a["psi_lo"][j]), float(a["psi_hi"][j])
-                    z0 = pm.Normal(f"psi_loc_{d}", 0.0, pri["psi_loc_sd"], dims="element")
-                    # fixed pooling scale: a free tau over four layers makes a funnel where a
-                    # driver has no turning point (psi unidentified), e.g. MAT beside MAP.
-                    # psi_loc_sd and tau_psi are small enough (total logit sd < 1) that the prior
-                    # of psi is unimodal in the middle of the range: where the data are silent
-                    # psi's posterior is that wide prior, not two spikes at the range ends
-                    tau = pt.as_tensor(np.full(len(data.coords["element"]), pri["tau_psi"]))
-                    z = pm.Normal(
-                        f"psi_logit_{d}", z0[:, None], tau[:, None], dims=("element", "layer")
-                    )
-                    psi = pm.Deterministic(
-                        f"psi_std_{d}",
-                        lo + (hi - lo) * pm.math.sigmoid(z),
-                        dims=("element", "layer"),
-                    )
-                    # mean slope and change of slope (k2 - k1), the change shrunk towards 0:
-                    # "no turning point" is the null, and with a change near 0 psi only sees its
-                    # prior instead of dragging the slopes along (no ridge between psi and k)
-                    kbar = pm.Normal(
-                        f"k_mean_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer")
-                    )
-                    csd = float(pri["change_sd"])
-                    if len(hinged) > 1:  # a driver co-varying with another one: see docstring
-                        csd = float(pri.get("change_sd_beside_other", {}).get(d, csd))
-                    dk = pm.Normal(f"k_change_std_{d}", 0.0, csd, dims=("element", "layer"))
-                    pm.Deterministic(f"k1_std_{d}", kbar - dk / 2, dims=("element", "layer"))
-                    pm.Deterministic(f"k2_std_{d}", kbar + dk / 2, dims=("element", "layer"))
-
-                    def vee(t):
-                        if width > 0:  # smooth |t| within ~width standardised units
-                            return 2.0 * width * pt.softplus(t / width) - t
-                        return pt.abs(t)
-
-                    # k1 min(t, 0) + k2 max(t, 0) = kbar t + dk |t| / 2 with t = x - psi; minus
-                    # its value at the driver's mean (x = 0), so the intercepts are rates at the
-                    # mean driver and do not slide along with psi
-                    psi_o = psi.flatten()[el]
-                    m = (
-                        m
-                        + kbar.flatten()[el] * xd
-                        + dk.flatten()[el] / 2 * (vee(xd - psi_o) - vee(psi_o))
-                    )
-                else:
-                    k = pm.Normal(f"k_std_{d}", 0.0, pri["slope_sd"], dims=("element", "layer"))
-                    m = m + k.flatten()[el] * xd
-            if struct.get("study_effects", True):
-                sd_study = pm.HalfNormal("sd_study", pri["sd_study"], dims=("element", "layer"))
-                u_raw = pm.Normal("study_eff_raw", 0.0, 1.0, dims="study_cell")
-                u = pm.Deterministic(
-                    "study_eff",
-                    u_raw * sd_study[a["study_cell_element"], a["study_cell_layer"]],
-                    dims="study_cell",
-                )
-                s_i = pm.Data("study_cell_idx", a["study_cell_idx"], dims="obs_id")
-                m = m + u[s_i]
+            sd_study = pm.HalfNormal("sd_study", pri["sd_study"], dims=("element", "layer"))
+            sd_sc = sd_study.flatten()[a["study_cell_cell"]]
+            u_raw = pm.Normal("study_eff_raw", 0.0, sd_sc, dims="study_cell")
+            mean_sc = pt.inc_subtensor(pt.zeros(n_c)[a["study_cell_cell"]], u_raw) / counts
+            u = u_raw - mean_sc[a["study_cell_cell"]]
+            del n_sc
             sigma = pm.HalfNormal("sigma", pri["sigma"], dims=("element", "layer"))
             sigma_meas = pm.HalfNormal("sigma_meas", pri["sigma_meas"], dims=("element", "layer"))
-            s = pt.sqrt(sigma.flatten()[el] ** 2 + (sigma_meas.flatten()[el] * inv_dec) ** 2)
-            # one nu: a per-row nu would evaluate gammaln/digamma per row (5x slower)
-            nu = pm.Gamma("nu", alpha=pri["nu_alpha"], beta=pri["nu_beta"])
-            pm.StudentT("rate", nu=nu, mu=m, sigma=s, observed=a["rate"], dims="obs_id")
+            if self.spec["structure"].get("site_sd", "element") == "element":
+                # one site sd per element, shared by its layers: per cell it is small (0.03-0.07
+                # on the demo) and weakly identified near zero (bulk ESS 378 in 4 x 1000)
+                sd_site_e = pm.HalfNormal("sd_site", pri["sd_site"], dims="element")
+                t2 = pt.repeat(sd_site_e**2, n_l)
+            else:
+                sd_site = pm.HalfNormal("sd_site", pri["sd_site"], dims=("element", "layer"))
+                t2 = sd_site.flatten() ** 2
+            s2 = sigma.flatten()[cell] ** 2 + (sigma_meas.flatten()[cell] * inv_dec) ** 2
+            r = y - c.flatten()[egl] - u[a["study_cell_idx"]]
+            w = 1.0 / s2
+            rows = -0.5 * (LOG2PI + pt.log(s2) + w * r**2)
+            cs = a["cell_site_idx"]
+            V = pt.inc_subtensor(pt.zeros(n_c * n_u)[cs], w * r).reshape((n_c, n_u))
+            W = pt.inc_subtensor(pt.zeros(n_c * n_u)[cs], w).reshape((n_c, n_u))
+            m = marginal_loglik(
+                V, W, t2, a["x_sites"], H, lp, slope_var, change_var, backend="pytensor"
+            )
+            total = rows.sum() + m["site"] + m["slope"]
+            if m["lse"] is not None:
+                total = total + m["lse"].sum()
+            pm.Potential("marginal_loglik", total)
+            # P(break) per draw: 1 - posterior weight of "none", per hinged driver
+            pb = [pt.zeros(n_c) for _ in data.coords["driver"]]
+            if len(hinged) == 1:
+                pb[hinged[0]] = 1.0 - pt.exp(m["grid"][:, 0] - m["lse"])
+            elif len(hinged) == 2:
+                g = m["grid"]
+                pb[hinged[0]] = 1.0 - pt.exp(pt.logsumexp(g[:, 0, :], axis=-1) - m["lse"])
+                pb[hinged[1]] = 1.0 - pt.exp(pt.logsumexp(g[:, :, 0], axis=-1) - m["lse"])
+            pbt = pt.stack(pb, axis=-1).reshape((n_e, n_l, len(pb))).transpose(0, 2, 1)
+            pm.Deterministic("p_break", pbt, dims=("element", "driver", "layer"))
         return model
 
-    # ---- derived quantities ---------------------------------------------------------------
     def derived(self, posterior: xr.Dataset, data: ModelData) -> xr.Dataset:
+        """Nothing left to derive: psi, k1, k2 and psi_diff need seeded random draws and are
+        added with the pointwise groups (:meth:`pointwise`), where the seed is known."""
         import xarray as xr
 
-        c = data.coords
-        y_scale = xr.DataArray(
-            data.meta["y_scale"],
-            dims=("element", "layer"),
-            coords={"element": c["element"], "layer": c["layer"]},
+        return xr.Dataset()
+
+    # ---- numpy post-processing: grid posterior, draws of psi / slopes, pointwise groups ---
+    def _stats(self, post: xr.Dataset, data: ModelData, idx: np.ndarray | None = None) -> dict:
+        """Per flattened draw: r, s2, V, W, t2 from the sampled parameters (numpy)."""
+        from scipy import sparse
+
+        a = data.arrays
+        n_e, n_l = len(data.coords["element"]), len(data.coords["layer"])
+        n_c, n_u = n_e * n_l, int(data.meta["n_sites"])
+        n_gr = len(data.coords["group"])
+
+        def flat(name: str) -> np.ndarray:
+            v = post[name].values
+            v = v.reshape(-1, *v.shape[2:]).astype(float)
+            return v if idx is None else v[idx]
+
+        c = flat("c").reshape(-1, n_e * n_gr * n_l)
+        u_raw = flat("study_eff_raw")
+        sig = flat("sigma").reshape(-1, n_c)
+        sme = flat("sigma_meas").reshape(-1, n_c)
+        tau = flat("sd_site")
+        tau = np.repeat(tau, n_l, axis=1) if tau.ndim == 2 and tau.shape[1] == n_e else tau
+        tau = tau.reshape(-1, n_c)
+        scc = a["study_cell_cell"]
+        counts = np.bincount(scc, minlength=n_c).clip(1)
+        mean_sc = np.stack([np.bincount(scc, weights=row, minlength=n_c) for row in u_raw])
+        u = u_raw - (mean_sc / counts)[:, scc]
+        egl = (a["element_idx"] * n_gr + a["group_idx"]) * n_l + a["layer_idx"]
+        cell = a["cell_idx"]
+        mu0 = c[:, egl] + u[:, a["study_cell_idx"]]
+        r = a["rate"][None, :] - mu0
+        s2 = sig[:, cell] ** 2 + (sme[:, cell] * a["inv_decades"][None, :]) ** 2
+        w = 1.0 / s2
+        n = len(cell)
+        seg = sparse.csr_matrix((np.ones(n), (np.arange(n), a["cell_site_idx"])), (n, n_c * n_u))
+        V = np.asarray(seg.T.dot((w * r).T).T).reshape(-1, n_c, n_u)
+        W = np.asarray(seg.T.dot(w.T).T).reshape(-1, n_c, n_u)
+        return {"mu0": mu0, "r": r, "s2": s2, "V": V, "W": W, "t2": tau**2}
+
+    def marginal_numpy(self, st: dict, data: ModelData) -> dict:
+        """:func:`marginal_loglik` on a batch of draws (numpy), plus the row term."""
+        hinged = self._hinged(data)
+        H = [data.meta["hinge_bases"][j] for j in hinged]
+        slope_var, change_var = self._variances()
+        m = marginal_loglik(
+            st["V"],
+            st["W"],
+            st["t2"],
+            data.arrays["x_sites"],
+            H,
+            self._log_priors(data),
+            slope_var,
+            change_var,
         )
-        out: dict[str, Any] = {}
-        hinged = [d for d in self.breaks() if d in c["driver"]]
-        linear = [d for d in c["driver"] if d not in hinged]
-        for name, ds in (("psi", hinged), ("k1", hinged), ("k2", hinged), ("k", linear)):
-            if not ds:
-                continue
-            parts = []
-            for d in ds:
-                j = c["driver"].index(d)
-                xs, xl = data.meta["x_scale"][j], data.meta["x_loc"][j]
-                if name == "psi":
-                    v = posterior[f"psi_std_{d}"] * xs + xl
+        m["rows"] = (-0.5 * (LOG2PI + np.log(st["s2"]) + st["r"] ** 2 / st["s2"])).sum(-1)
+        return m
+
+    def _draw_conditional(
+        self, st: dict, data: ModelData, gidx: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(kbar, b) per draw and cell from their conditional Gaussian given psi (site effects
+        integrated out). ``gidx`` (S, C, Dh) grid indices (0 = none). Returns kbar (S, C, D)
+        and b (S, C, Dh) (b = 0 where psi is none)."""
+        X = data.arrays["x_sites"]
+        hinged = self._hinged(data)
+        S, n_c, n_u = st["V"].shape
+        D, Dh = X.shape[1], len(hinged)
+        slope_var, change_var = self._variances()
+        f = 1.0 / (1.0 + st["t2"][..., None] * st["W"])
+        fV, fW = f * st["V"], f * st["W"]
+        Z = np.broadcast_to(X, (S, n_c, n_u, D))
+        hs = []
+        for k, j in enumerate(hinged):
+            Hd = data.meta["hinge_bases"][j]  # (C, U, G+1)
+            hs.append(Hd[np.arange(n_c)[None, :], :, gidx[..., k]])  # (S, C, U)
+        Z = np.concatenate([Z, np.stack(hs, axis=-1)], axis=-1) if hs else np.array(Z)
+        prec = np.einsum("scu,scuk,scul->sckl", fW, Z, Z)
+        prior = np.r_[np.full(D, 1 / slope_var), np.full(Dh, 1 / change_var)]
+        prec = prec + np.diag(prior)
+        rhs = np.einsum("scu,scuk->sck", fV, Z)
+        L = np.linalg.cholesky(prec)
+        mean = np.linalg.solve(prec, rhs[..., None])[..., 0]
+        z = rng.standard_normal(mean.shape)
+        # beta = mean + L^-T z  has covariance prec^-1
+        dev = np.linalg.solve(np.swapaxes(L, -1, -2), z[..., None])[..., 0]
+        beta = mean + dev
+        kbar, b = beta[..., :D], beta[..., D:]
+        if Dh:
+            b = np.where(gidx == 0, 0.0, b)
+        return kbar, b
+
+    def pointwise(self, dt: xr.DataTree, model: pm.Model, data: ModelData, fs: FitSettings) -> None:
+        """Grid posterior, seeded draws of psi / k1 / k2, and the pointwise groups (numpy).
+
+        PyMC cannot evaluate a Potential row by row, so the log-likelihood (given the drawn
+        turning point, slopes and site effects) and the posterior predictive are computed here.
+        """
+        import xarray as xr
+
+        post = dt["posterior"].to_dataset()
+        c = data.coords
+        n_e, n_l = len(c["element"]), len(c["layer"])
+        n_c, n_u = n_e * n_l, int(data.meta["n_sites"])
+        drivers = list(c["driver"])
+        hinged = self._hinged(data)
+        n_ch, n_dr = post.sizes["chain"], post.sizes["draw"]
+        S = n_ch * n_dr
+        rng = np.random.default_rng([int(fs.seed), 20261201])
+        # draws kept for the pointwise groups (same evenly spaced draws as the other models)
+        thin_draws = thin_posterior(post, fs.pointwise_draws_per_chain)["draw"].values
+        thin_pos = np.flatnonzero(np.isin(post["draw"].values, thin_draws))
+        thin_flat = (np.arange(n_ch)[:, None] * n_dr + thin_pos[None, :]).ravel()
+        is_thin = np.zeros(S, bool)
+        is_thin[thin_flat] = True
+
+        grids = data.meta["grids"]
+        gsize = [len(grids[j]) + 1 for j in hinged]
+        prob_sum = [np.zeros((n_c, g)) for g in gsize]
+        pattern_sum = np.zeros((n_c, 4))
+        gidx_all = np.zeros((S, n_c, len(hinged)), dtype=np.int64)
+        kbar_all = np.zeros((S, n_c, len(drivers)))
+        b_all = np.zeros((S, n_c, len(hinged)))
+        n_obs = data.n_obs
+        ll = np.zeros((len(thin_flat), n_obs), dtype=np.float32)
+        pp = np.zeros((len(thin_flat), n_obs), dtype=np.float32)
+        t_row = {s: i for i, s in enumerate(thin_flat)}
+        a = data.arrays
+        X = a["x_sites"]
+        chunk = 200
+        for start in range(0, S, chunk):
+            idx = np.arange(start, min(S, start + chunk))
+            st = self._stats(post, data, idx)
+            m = self.marginal_numpy(st, data)
+            if hinged:
+                g = m["grid"]
+                if len(hinged) == 1:
+                    p = np.exp(g - m["lse"][..., None])  # (s, C, G+1)
+                    prob_sum[0] += p.sum(0)
+                    cum = np.cumsum(p, axis=-1)
+                    uu = rng.random(p.shape[:-1])[..., None]
+                    gi = (cum < uu * cum[..., -1:]).sum(-1)
+                    gidx_all[idx, :, 0] = np.minimum(gi, p.shape[-1] - 1)
                 else:
-                    v = posterior[f"{name}_std_{d}"] * y_scale / xs
-                parts.append(v.expand_dims(driver=[d]))
-            da = xr.concat(parts, dim="driver").transpose(..., "element", "driver", "layer")
-            out[name] = da
-        if "psi" in out and {"C", "N"} <= set(c["element"]):
-            out["psi_diff"] = out["psi"].sel(element="C", drop=True) - out["psi"].sel(
+                    p = np.exp(g - m["lse"][..., None, None])  # (s, C, G1+1, G2+1)
+                    prob_sum[0] += p.sum((0, 3))
+                    prob_sum[1] += p.sum((0, 2))
+                    pattern_sum[:, 0] += p[:, :, 0, 0].sum(0)
+                    pattern_sum[:, 1] += p[:, :, 1:, 0].sum((0, 2))
+                    pattern_sum[:, 2] += p[:, :, 0, 1:].sum((0, 2))
+                    pattern_sum[:, 3] += p[:, :, 1:, 1:].sum((0, 2, 3))
+                    flatp = p.reshape(*p.shape[:2], -1)
+                    cum = np.cumsum(flatp, axis=-1)
+                    uu = rng.random(flatp.shape[:-1])[..., None]
+                    gi = np.minimum((cum < uu * cum[..., -1:]).sum(-1), flatp.shape[-1] - 1)
+                    gidx_all[idx, :, 0], gidx_all[idx, :, 1] = np.divmod(gi, p.shape[-1])
+            kbar, b = self._draw_conditional(st, data, gidx_all[idx], rng)
+            kbar_all[idx], b_all[idx] = kbar, b
+            sel = is_thin[idx]
+            if sel.any():
+                # site effects given everything else, then rows are independent
+                ii = np.flatnonzero(sel)
+                mean_site = np.einsum("sce,ue->scu", kbar[ii], X)
+                for k, j in enumerate(hinged):
+                    Hd = data.meta["hinge_bases"][j]
+                    hsel = Hd[np.arange(n_c)[None, :], :, gidx_all[idx[ii], :, k]]  # (s, C, U)
+                    mean_site = mean_site + b[ii][..., k][..., None] * hsel
+                t2 = st["t2"][ii][..., None]
+                Wi, Vi = st["W"][ii], st["V"][ii]
+                prec = 1.0 / t2 + Wi
+                v = (Vi - mean_site * Wi) / prec + rng.standard_normal(Wi.shape) / np.sqrt(prec)
+                full = (mean_site + v).reshape(len(ii), n_c * n_u)[:, a["cell_site_idx"]]
+                mu = st["mu0"][ii] + full
+                s2 = st["s2"][ii]
+                rows = [t_row[s] for s in idx[ii]]
+                ll[rows] = -0.5 * (LOG2PI + np.log(s2) + (a["rate"][None, :] - mu) ** 2 / s2)
+                pp[rows] = mu + np.sqrt(s2) * rng.standard_normal(mu.shape)
+
+        # ---- posterior variables in original units --------------------------------------
+        y_scale = data.meta["y_scale"].reshape(n_c)
+        x_scale, x_loc = data.meta["x_scale"], data.meta["x_loc"]
+        D = len(drivers)
+        psi = np.full((S, n_c, D), np.nan)
+        k1 = np.full((S, n_c, D), np.nan)
+        k2 = np.full((S, n_c, D), np.nan)
+        for k, j in enumerate(hinged):
+            gi = gidx_all[..., k]
+            grid_o = np.r_[np.nan, grids[j] * x_scale[j] + x_loc[j]]
+            psi[..., j] = grid_o[gi]
+            coef = data.meta["hinge_coefs"][j][np.arange(n_c)[None, :], gi]
+            scale = y_scale[None, :] / x_scale[j]
+            has = gi > 0
+            bb = b_all[..., k]
+            k1[..., j] = np.where(has, (kbar_all[..., j] - bb * (1 + coef)) * scale, np.nan)
+            k2[..., j] = np.where(has, (kbar_all[..., j] + bb * (1 - coef)) * scale, np.nan)
+
+        def to_da(arr: np.ndarray, name: str) -> xr.DataArray:
+            v = arr.reshape(n_ch, n_dr, n_e, n_l, D).transpose(0, 1, 2, 4, 3)
+            return xr.DataArray(
+                v,
+                dims=("chain", "draw", "element", "driver", "layer"),
+                coords={
+                    "chain": post["chain"],
+                    "draw": post["draw"],
+                    "element": c["element"],
+                    "driver": drivers,
+                    "layer": c["layer"],
+                },
+                name=name,
+            )
+
+        new = {"psi": to_da(psi, "psi"), "k1": to_da(k1, "k1"), "k2": to_da(k2, "k2")}
+        new["psi"].attrs.update(
+            units="driver units (map_mm: mm; mat_c: degC)",
+            description="turning point drawn from its grid posterior; NaN = no turning point",
+        )
+        for k in ("k1", "k2"):
+            new[k].attrs.update(
+                units="Mg ha-1 yr-1 per driver unit",
+                description=f"slope {'below' if k == 'k1' else 'above'} psi; NaN = no break",
+            )
+        if {"C", "N"} <= set(c["element"]):
+            new["psi_diff"] = new["psi"].sel(element="C", drop=True) - new["psi"].sel(
                 element="N", drop=True
             )
-        ds = xr.Dataset(out)
-        for name in ("psi", "psi_diff"):
-            if name in ds:
-                ds[name].attrs["units"] = "driver units (map_mm: mm; mat_c: degC)"
-        for name in ("k1", "k2", "k"):
-            if name in ds:
-                ds[name].attrs["units"] = "Mg ha-1 yr-1 per driver unit"
-        return ds
+            new["psi_diff"].attrs.update(
+                units=new["psi"].attrs["units"],
+                description="psi_C - psi_N; NaN unless both draws have a turning point",
+            )
+        dt["posterior"] = post.assign(new).assign_attrs(post.attrs)
 
-    # ---- fit: the break model plus its LOO comparison -----------------------------------
-    def no_break_spec(self, drop: list[str] | None = None) -> dict:
-        """Spec of the comparison model: no hinge in ``drop`` (default: in any driver)."""
-        keep = [d for d in self.breaks() if drop is not None and d not in drop]
-        return deep_merge(self.spec, {"structure": {"breaks": keep, "compare_no_break": False}})
+        # ---- the exact grid posterior, averaged over draws -------------------------------
+        grid_vars: dict[str, xr.DataArray] = {}
+        p_none = np.zeros((n_c, D))
+        for k, j in enumerate(hinged):
+            d = drivers[j]
+            prob = prob_sum[k] / S
+            p_none[:, j] = prob[:, 0]
+            grid_vars[f"psi_prob_{d}"] = xr.DataArray(
+                prob[:, 1:].reshape(n_e, n_l, -1),
+                dims=("element", "layer", f"psi_{d}"),
+                coords={
+                    "element": c["element"],
+                    "layer": c["layer"],
+                    f"psi_{d}": grids[j] * x_scale[j] + x_loc[j],
+                },
+                attrs={"description": f"P(psi = grid value) for {d}; sums to P(break)"},
+            )
+        for j in range(D):
+            if j not in hinged:
+                p_none[:, j] = 1.0
+        grid_vars["p_no_break"] = xr.DataArray(
+            p_none.reshape(n_e, n_l, D).transpose(0, 2, 1),
+            dims=("element", "driver", "layer"),
+            coords={"element": c["element"], "driver": drivers, "layer": c["layer"]},
+            attrs={"description": "posterior probability of no turning point (exact)"},
+        )
+        if len(hinged) == 2:
+            d1, d2 = drivers[hinged[0]], drivers[hinged[1]]
+            grid_vars["p_break_pattern"] = xr.DataArray(
+                (pattern_sum / S).reshape(n_e, n_l, 4),
+                dims=("element", "layer", "pattern"),
+                coords={
+                    "element": c["element"],
+                    "layer": c["layer"],
+                    "pattern": ["none", f"{d1} only", f"{d2} only", "both"],
+                },
+                attrs={"description": "which driver carries the turning point (exact)"},
+            )
+        dt["psi_grid"] = xr.Dataset(grid_vars).assign_attrs(
+            description="exact posterior of psi on its grid, averaged over the draws",
+            prior_p_break=float(self.spec["priors"].get("p_break", 0.5)),
+        )
+
+        # ---- pointwise groups --------------------------------------------------------------
+        n_keep = len(thin_pos)
+        pw_coords = {
+            "chain": post["chain"].values,
+            "draw": post["draw"].values[thin_pos],
+            "obs_id": c["obs_id"],
+        }
+        dims = ("chain", "draw", "obs_id")
+        attrs = {
+            "thinned_from_draws": int(n_dr),
+            "note": "given the drawn turning point, slopes and site effects (leave one row out)",
+        }
+        dt["log_likelihood"] = xr.Dataset(
+            {"rate": (dims, ll.reshape(n_ch, n_keep, n_obs))}, coords=pw_coords
+        ).assign_attrs(attrs)
+        dt["posterior_predictive"] = xr.Dataset(
+            {"rate": (dims, pp.reshape(n_ch, n_keep, n_obs))}, coords=pw_coords
+        ).assign_attrs(attrs)
+        if "observed_data" not in dt.children:
+            dt["observed_data"] = xr.Dataset(
+                {"rate": (("obs_id",), a["rate"])}, coords={"obs_id": c["obs_id"]}
+            )
 
     def extra_attrs(self, dt: xr.DataTree, data: ModelData, settings) -> dict:
         attrs: dict[str, Any] = {
             "psi_bounds": json.dumps(data.meta["psi_bounds"]),
             "dropped_layers": json.dumps(data.meta["dropped_layers"]),
             "breaks": json.dumps(self.breaks()),
-        }
-        hinged = self.breaks()
-        if not (self.spec["structure"].get("compare_no_break", True) and hinged):
-            return attrs
-        # reference models: no break at all; with two hinges also "all but driver d"
-        refs = {"all": self.no_break_spec()}
-        if len(hinged) == 1:
-            refs = {hinged[0]: refs["all"]}
-        elif self.spec["structure"].get("compare_per_driver", False):
-            for d in hinged:
-                refs[d] = self.no_break_spec(drop=[d])
-        elements = list(data.coords["element"])
-        elem_of_obs = data.meta["element_of_obs"]
-        full_ll = dt["log_likelihood"].to_dataset()
-        diff: dict[str, dict[str, float]] = {e: {} for e in elements}
-        diff_se: dict[str, dict[str, float]] = {e: {} for e in elements}
-        ref_verdicts: dict[str, str] = {}
-        bad_k: dict[str, int] = {}
-        from bayes_soil import fits
-        from bayes_soil.models.base import add_pointwise
-
-        for key, spec in refs.items():
-            ref = ClimateBreakpoints(spec)
-            model = ref.build(data)
-            ref_dt = sample_model(model, settings, progressbar=False)
-            ref_verdicts[key] = fits.check_diagnostics(ref_dt)["verdict"]
-            add_pointwise(ref_dt, model, ref.observed, settings)
-            ref_ll = ref_dt["log_likelihood"].to_dataset()
-            for e in elements:
-                mask = elem_of_obs == e
-                d, se, nk = elpd_difference(full_ll, ref_ll, mask)
-                diff[e][key] = d
-                diff_se[e][key] = se
-                bad_k[f"{e}:{key}"] = nk
-        attrs.update(
-            loo_elpd_diff=json.dumps(diff, sort_keys=True),
-            loo_elpd_diff_se=json.dumps(diff_se, sort_keys=True),
-            loo_reference_models=json.dumps(
-                {k: f"no hinge in {'any driver' if k == 'all' else k}" for k in refs}
+            "psi_grid_size": json.dumps(
+                {data.coords["driver"][j]: len(data.meta["grids"][j]) for j in self._hinged(data)}
             ),
-            loo_reference_verdicts=json.dumps(ref_verdicts),
-            loo_bad_pareto_k=json.dumps(bad_k),
-            loo_note="elpd_diff = elpd(break model) - elpd(reference); positive favours the "
-            "break; |diff| < 2 SE is no clear evidence",
-        )
+            "n_sites": int(data.meta["n_sites"]),
+        }
         return attrs
 
 
-def elpd_difference(
-    full_ll: xr.Dataset, ref_ll: xr.Dataset, mask: np.ndarray, var: str = "rate"
-) -> tuple[float, float, int]:
-    """PSIS-LOO elpd(full) - elpd(ref) over the observations in ``mask``, its SE, bad k count.
+def loo_by_element(dt: xr.DataTree, element_of_obs: np.ndarray, var: str = "rate") -> dict:
+    """PSIS-LOO per element (standardised scale) with the count of Pareto k above ArviZ's own
+    threshold (``good_k``, which depends on the number of draws), never a fixed 0.7."""
+    import warnings
 
-    The SE is that of the paired pointwise differences, sqrt(n) x sd(diff) (Vehtari et al. 2017).
-    """
     import arviz_stats as azs
     import xarray as xr
 
-    def pointwise(ll: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        sub = ll[[var]].isel(obs_id=np.flatnonzero(mask)).astype("float64")
-        import warnings
-
-        # the pointwise draws are thinned (every k-th draw), nearly independent: r_eff = 1
+    ll = dt["log_likelihood"].to_dataset()
+    out = {}
+    for e in pd.unique(element_of_obs):
+        sub = ll[[var]].isel(obs_id=np.flatnonzero(element_of_obs == e)).astype("float64")
         with warnings.catch_warnings():  # high Pareto k is counted and stored instead
-            warnings.simplefilter("ignore", UserWarning)
-            res = azs.loo(
-                xr.DataTree.from_dict({"log_likelihood": sub}),
-                pointwise=True,
-                reff=1.0,
-                var_name=var,
-            )
-        return np.asarray(res.elpd_i.values), np.asarray(res.pareto_k.values)
-
-    a, ka = pointwise(full_ll)
-    b, kb = pointwise(ref_ll)
-    dd = a - b
-    n = dd.size
-    return float(dd.sum()), float(np.sqrt(n) * dd.std(ddof=1)), int(((ka > 0.7) | (kb > 0.7)).sum())
+            warnings.simplefilter("ignore")
+            res = azs.loo(xr.DataTree.from_dict({"log_likelihood": sub}), pointwise=True, reff=1.0)
+        k = np.asarray(res.pareto_k.values)
+        out[str(e)] = {
+            "elpd_loo": float(res.elpd),
+            "se": float(res.se),
+            "p_loo": float(res.p),
+            "good_k": float(res.good_k),
+            "n_bad_k": int((k > res.good_k).sum()),
+            "n": int(k.size),
+        }
+    return out
 
 
-__all__ = ["ClimateBreakpoints", "elpd_difference"]
+__all__ = ["ClimateBreakpoints", "hinge_basis", "loo_by_element", "marginal_loglik"]

@@ -411,15 +411,22 @@ def _findings(inp: ReportInputs) -> str:
                 "model still estimates them (see the comparison section)."
             )
     if cmp is not None and len(cmp.breakpoints):
-        bp = cmp.breakpoints[cmp.breakpoints["psi_mean"].notna()]
-        strong = bp[bp["loo_elpd_diff"] > 2 * bp["loo_elpd_diff_se"]]
-        for _, r in strong.iterrows():
+        bp = cmp.breakpoints[cmp.breakpoints["p_break"].notna()]
+        found = bp[bp["p_break"] >= 0.8]
+        for _, r in found.iterrows():
             items.append(S.turning_point_sentence(r))
-        if len(bp) > len(strong):
+        undecided = bp[(bp["p_break"] > 0.2) & (bp["p_break"] < 0.8)]
+        if len(undecided):
             items.append(
-                f"For the other {len(bp) - len(strong)} element x driver x layer cells LOO does "
-                "not clearly favour a turning point over a straight line (ELPD difference "
-                "within 2 SE, or none stored); their posteriors are in the turning-point section."
+                f"For {len(undecided)} element x driver x layer cell(s) the data do not decide "
+                "whether there is a turning point (0.2 < P(turning point) < 0.8); for "
+                f"{len(bp) - len(found) - len(undecided)} the model finds none (P <= 0.2). "
+                "All cells are in the turning-point section."
+            )
+        elif len(bp) > len(found):
+            items.append(
+                f"For the other {len(bp) - len(found)} element x driver x layer cells the model "
+                "finds no turning point (P(turning point) <= 0.2); see the turning-point section."
             )
     if not items:
         return "<p>No posterior results are available (see the banners above).</p>"
@@ -782,14 +789,16 @@ def _posterior_section(inp: ReportInputs) -> str:
         out.append("<p>No climate_breakpoints fit: no posterior turning points.</p>")
     else:
         out.append(_failed_note(bp_fits))
-        bp = cmp.breakpoints[cmp.breakpoints["psi_mean"].notna()]
+        bp = cmp.breakpoints[cmp.breakpoints["p_break"].notna()]
         out.append(_ul(S.turning_point_sentence(r) for _, r in bp.iterrows()))
         if cmp.psi_diff is not None and len(cmp.psi_diff):
             out.append(_ul(S.psi_diff_sentence(r) for _, r in cmp.psi_diff.iterrows()))
+        out.append(
+            "<p class='meta'>P(turning point) is the exact posterior probability (prior 0.5) "
+            "that the change rate has a kink along the driver; 'the data do not decide' where "
+            "it lies between 0.2 and 0.8. psi's interval is given a turning point.</p>"
+        )
         for rec in bp_fits:
-            note = rec.dt.attrs.get("loo_note")
-            if note:
-                out.append(f"<p class='meta'>LOO: {esc(note)}.</p>")
             out.append(
                 figure_html(
                     lambda dt=rec.dt: pf.turning_point_densities(
@@ -901,12 +910,14 @@ def _comparison_section(inp: ReportInputs) -> str:
                     "psi",
                     "psi_se",
                     "davies_p",
-                    "psi_mean",
+                    "p_break",
+                    "decision",
+                    "carried_by",
                     "psi_hdi_low",
                     "psi_hdi_high",
+                    "interval",
                     "p_k1_neg_k2_pos",
-                    "loo_elpd_diff",
-                    "loo_elpd_diff_se",
+                    "break_agreement",
                     "agreement",
                 ],
             )
@@ -1090,10 +1101,12 @@ def _methods_section(inp: ReportInputs) -> str:
         else:
             parts.append(
                 "The turning-point model climate_breakpoints regresses change rates on MAP or "
-                "MAT with a hinge at psi (slopes k1 before and k2 after), psi partially pooled "
-                "across layers, study effects, and an error that shrinks with the length of the "
-                "chronosequence; it is compared with a model without the hinge by PSIS-LOO "
-                f"(ELPD difference and its SE). It was sampled with {samp}."
+                "MAT with a hinge at psi (slopes k1 before and k2 after) or no hinge at all "
+                "(prior probability 0.5), psi on a grid between the 10th and 90th percentiles "
+                "of the driver and summed out exactly, with study effects, per-site effects and "
+                "an error that shrinks with the length of the chronosequence; it gives the "
+                "probability of a turning point per cell, and with both drivers in one model "
+                f"which driver carries it. It was sampled with {samp}."
             )
     parts.append(
         f"Posterior results are given as means with {name}s (highest density intervals) and "

@@ -356,13 +356,16 @@ def turning_point_densities(
     freq_breakpoints: pd.DataFrame | None = None,
     hdi_prob: float = 0.94,
 ) -> Figure:
-    """Posterior density of each turning point psi (rows: element x driver, columns: layers),
-    its HDI shaded, with the segmented estimate +- 1.96 SE marked where there is one."""
+    """Posterior density of each turning point psi given a break (rows: element x driver,
+    columns: layers; the exact grid posterior where the fit has one, with P(break)), its HDI
+    shaded, with the segmented estimate +- 1.96 SE marked where there is one."""
     from arviz_stats.base import array_stats
 
     from bayes_soil.compare import interval_name
+    from bayes_soil.posterior import grid_interval
 
     psi = dt["posterior"]["psi"]
+    pgrid = dt["psi_grid"].to_dataset() if "psi_grid" in dt.children else None
     elements = [str(e) for e in psi["element"].values]
     drivers = [str(d) for d in psi["driver"].values]
     layers = [str(la) for la in psi["layer"].values]
@@ -377,12 +380,42 @@ def turning_point_densities(
     for ri, (el, drv) in enumerate(rows):
         for ci, layer in enumerate(layers):
             ax = axes[ri, ci]
-            x = _stack(psi.sel(element=el, driver=drv, layer=layer)).to_numpy()
-            grid, pdf, _ = array_stats.kde(x)
-            lo, hi = _hdi(x, hdi_prob)
-            ax.plot(grid, pdf, color=POST_COLOUR, lw=1.4)
-            inside = (grid >= lo) & (grid <= hi)
-            ax.fill_between(grid[inside], 0, pdf[inside], color=POST_COLOUR, alpha=0.3, lw=0)
+            gname = f"psi_prob_{drv}"
+            if pgrid is not None and gname in pgrid:  # the exact grid posterior, given a break
+                g = pgrid[gname].sel(element=el, layer=layer)
+                grid, mass = g[f"psi_{drv}"].to_numpy(), g.to_numpy()
+                pb = float(mass.sum())
+                step = float(grid[1] - grid[0]) if len(grid) > 1 else 1.0
+                pdf = mass / max(pb, 1e-300) / step
+                lo, hi = (
+                    grid_interval(grid, mass, hdi_prob)[k] for k in ("psi_hdi_low", "psi_hdi_high")
+                )
+                ax.step(grid, pdf, where="mid", color=POST_COLOUR, lw=1.4)
+                inside = (grid >= (lo or 0)) & (grid <= (hi or 0))
+                ax.fill_between(
+                    grid[inside], 0, pdf[inside], step="mid", color=POST_COLOUR, alpha=0.3, lw=0
+                )
+                ax.text(
+                    0.98,
+                    0.95,
+                    f"P(break)={pb:.2f}",
+                    transform=ax.transAxes,
+                    fontsize=6,
+                    va="top",
+                    ha="right",
+                    color=POST_COLOUR,
+                )
+            else:
+                x = _stack(psi.sel(element=el, driver=drv, layer=layer)).to_numpy()
+                x = x[np.isfinite(x)]
+                if len(x) > 1:
+                    grid, pdf, _ = array_stats.kde(x)
+                    lo, hi = _hdi(x, hdi_prob)
+                    ax.plot(grid, pdf, color=POST_COLOUR, lw=1.4)
+                    inside = (grid >= lo) & (grid <= hi)
+                    ax.fill_between(
+                        grid[inside], 0, pdf[inside], color=POST_COLOUR, alpha=0.3, lw=0
+                    )
             if freq_breakpoints is not None and len(freq_breakpoints):
                 fb = freq_breakpoints[
                     (freq_breakpoints["element"] == el)
@@ -424,7 +457,9 @@ def turning_point_densities(
                 ax.set_ylabel(f"{ELEMENT_LABEL.get(el, el)}\n{drv}", fontsize=8)
             ax.set_xlabel(DRIVER_LABEL.get(drv, drv), fontsize=7)
     handles = [
-        plt.Line2D([], [], color=POST_COLOUR, lw=6, alpha=0.4, label=f"posterior psi, {name}"),
+        plt.Line2D(
+            [], [], color=POST_COLOUR, lw=6, alpha=0.4, label=f"posterior psi given a break, {name}"
+        ),
         plt.Line2D([], [], color=FREQ_COLOUR, lw=1.3, label="segmented psi ± 1.96 SE"),
     ]
     return label_figure(

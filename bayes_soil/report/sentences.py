@@ -135,37 +135,47 @@ def comparison_sentence(row: Mapping) -> str:
     return f"{head}. {tail[0].upper()}{tail[1:]}."
 
 
-def loo_phrase(diff: float, se: float) -> str:
-    """How a LOO difference (break minus no-break) reads, with the 2 SE rule of thumb."""
-    if not _finite(diff):
-        return "no LOO comparison with the no-break model is stored"
-    se_text = f" ± {fmt_num(se)}" if _finite(se) else ""
-    d = f"ΔELPD = {fmt_num(diff)}{se_text}"
-    if _finite(se) and diff > 2 * se:
-        return f"LOO favours the turning point over a straight line ({d})"
-    if _finite(se) and diff < -2 * se:
-        return f"LOO favours the model without a turning point ({d})"
-    return f"LOO cannot separate it from a straight line ({d}, within 2 SE)"
+def break_phrase(p_break: float) -> str:
+    """How P(turning point) reads: a turning point, none, or 'the data do not decide'."""
+    if not _finite(p_break):
+        return "no probability of a turning point is stored"
+    p = fmt_prob(p_break)
+    if p_break >= 0.8:
+        return f"the model finds a turning point (P(turning point) = {p})"
+    if p_break <= 0.2:
+        return f"the model finds no turning point (P(turning point) = {p})"
+    return f"the data do not decide (P(turning point) = {p})"
 
 
 def turning_point_sentence(row: Mapping) -> str:
-    """One posterior turning point, the slope pattern, LOO and the segmented estimate."""
+    """One cell: P(turning point), psi given a break, which driver carries it, segmented."""
     drv = str(row["driver"])
     name, units = DRIVER_NAME.get(drv, drv), DRIVER_UNITS.get(drv, "")
-    text = (
-        f"The {row['element']} turning point along {name} in {row['layer']} cm lies at "
-        f"{fmt_num(row['psi_mean'])} {units} ({row['interval']} "
-        f"{fmt_interval(row['psi_hdi_low'], row['psi_hdi_high'])} {units}); "
-        f"P(k1 < 0 < k2) = {fmt_prob(row['p_k1_neg_k2_pos'])}; "
-        f"{loo_phrase(row.get('loo_elpd_diff'), row.get('loo_elpd_diff_se'))}"
-    )
+    pb = row.get("p_break")
+    text = f"{row['element']} along {name} in {row['layer']} cm: {break_phrase(pb)}"
+    if _finite(row.get("psi_hdi_low")) and _finite(pb) and pb > 0.2:
+        span = fmt_interval(row["psi_hdi_low"], row["psi_hdi_high"])
+        text += f"; given a turning point, psi lies in {span} {units} ({row['interval']})"
+        if _finite(row.get("p_k1_neg_k2_pos")):
+            text += f", P(k1 < 0 < k2) = {fmt_prob(row['p_k1_neg_k2_pos'])}"
+    carried = row.get("carried_by")
+    if isinstance(carried, str) and carried:
+        text += f"; with both drivers in one model the turning point is carried by {carried}"
     if _finite(row.get("psi")):
         se = row.get("psi_se")
-        se_text = f" ± {fmt_num(se)}" if _finite(se) else ""
-        text += (
-            f". Segmented regression puts it at {fmt_num(row['psi'])}{se_text} {units} "
-            f"(Davies p = {fmt_p_value(row.get('davies_p'))})"
+        lo_hi = (
+            f" ({fmt_interval(row['psi'] - 1.96 * se, row['psi'] + 1.96 * se)} {units})"
+            if _finite(se)
+            else ""
         )
+        se_text = f" ± 1.96 x {fmt_num(se)}" if _finite(se) else ""
+        text += (
+            f". Segmented regression puts it at {fmt_num(row['psi'])}{se_text} {units}{lo_hi}, "
+            f"Davies p = {fmt_p_value(row.get('davies_p'))}"
+        )
+        dp = row.get("davies_p")
+        if _finite(dp) and dp < 0.05 and _finite(pb) and pb <= 0.2:
+            text += " (segmented regression claims a break the model does not find)"
     else:
         status = str(row.get("freq_status") or "").removeprefix("not estimated: ")
         text += ". Segmented regression gave no breakpoint" + (f" ({status})" if status else "")
@@ -177,8 +187,10 @@ def psi_diff_sentence(row: Mapping) -> str:
     drv = str(row["driver"])
     name, units = DRIVER_NAME.get(drv, drv), DRIVER_UNITS.get(drv, "")
     p = row.get("p_c_above_n", row.get("p_positive"))
+    both = row.get("p_both_break")
+    given = f" in the draws where both have one (P = {fmt_prob(both)})" if _finite(both) else ""
     return (
         f"Along {name} in {row['layer']} cm the C turning point lies above the N one with "
-        f"probability {fmt_prob(p)} (psi_C - psi_N: {row['interval']} "
+        f"probability {fmt_prob(p)}{given} (psi_C - psi_N: {row['interval']} "
         f"{fmt_interval(row['hdi_low'], row['hdi_high'])} {units})."
     )
