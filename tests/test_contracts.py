@@ -13,6 +13,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from packaging.requirements import Requirement
@@ -269,6 +270,40 @@ def test_identity_survives_writing_and_reading_the_tables(small_csv, tmp_path):
     # another dataset has another identity (load_fit(expected_sha256=...) tells them apart)
     other = harmonize(load_observations(small_csv).iloc[:-40])
     assert other.data_sha256 != res.data_sha256
+
+
+def test_identity_is_the_same_in_every_process(small_csv):
+    """The harmonised tables are the same to the last bit in every run (the forest predicts
+    with one thread), so their hash names the data in any later process."""
+    code = (
+        "import sys\n"
+        "from bayes_soil.harmonize import bulk_density, load_harmonised\n"
+        "bulk_density.PARALLEL_ROWS = 0  # two threads even on this small table\n"
+        "print(load_harmonised(sys.argv[1]).data_sha256)\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(small_csv)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        ).stdout.strip()
+        for _ in range(3)
+    ]
+    assert len(runs[0]) == 64 and runs == [runs[0]] * 3
+
+
+def test_forest_predicts_in_tree_order_with_one_thread():
+    from bayes_soil.harmonize.bulk_density import forest_predict, make_forest
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    y = x["a"].to_numpy() + rng.normal(size=300)
+    forest = make_forest(seed=1, n_rows=10_000).fit(x, y)
+    assert forest.n_jobs == 2  # fitted in parallel
+    in_order = sum(t.predict(x.to_numpy()) for t in forest.estimators_) / len(forest.estimators_)
+    assert np.array_equal(forest_predict(forest, x), in_order)
 
 
 def test_synthetic_flag_is_io_is_synthetic_on_every_route():

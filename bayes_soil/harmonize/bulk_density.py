@@ -105,6 +105,14 @@ def make_forest(seed: int = 0, n_trees: int = N_TREES, n_rows: int = 0):
     )
 
 
+def forest_predict(forest, x: pd.DataFrame) -> np.ndarray:
+    """Predict with one thread: with several, sklearn adds the trees' predictions in the order
+    the threads finish, so the last digits (and the data identity of the harmonised tables, a
+    hash of their content) would change from run to run. Fitting stays parallel (each tree has
+    its own seed, so the fitted forest does not depend on the threads)."""
+    return forest.set_params(n_jobs=1).predict(x)
+
+
 def _measured_mask(df: pd.DataFrame) -> pd.Series:
     bd = pd.to_numeric(df["bd_g_cm3"], errors="coerce").astype(float)
     return bd.notna() & (bd > 0)
@@ -128,7 +136,7 @@ def _oof_forest(x: pd.DataFrame, y: np.ndarray, splits, seed: int, n_trees: int)
     pred = np.full(y.shape, np.nan)
     for train, test in splits:
         model = make_forest(seed, n_trees, len(train)).fit(x.iloc[train], y[train])
-        pred[test] = model.predict(x.iloc[test])
+        pred[test] = forest_predict(model, x.iloc[test])
     return pred
 
 
@@ -254,7 +262,7 @@ def impute_bd(
     def rf_fill(rows: pd.Series) -> None:
         if rows.any() and forest is not None:
             x = bd_features(df.loc[rows], columns=list(forest.feature_names_in_))
-            bd.loc[rows] = forest.predict(x)
+            bd.loc[rows] = forest_predict(forest, x)
             source.loc[rows] = "rf"
 
     if method == "ptf":
