@@ -143,7 +143,10 @@ def test_hier_rates_builds_on_tiny_and_groa_like_data():
 def test_climate_breakpoints_builds_on_demo(demo, breaks):
     m = get_model("climate_breakpoints", {"structure": {"breaks": breaks}})
     model = m.build(m.prepare(demo.changes))
-    assert ("psi_std_map_mm" in model.named_vars) is breaks
+    assert "marginal_loglik" in model.named_vars and "p_break" in model.named_vars
+    p_break = model.compile_fn(model["p_break"], inputs=model.value_vars, on_unused_input="ignore")
+    pb = np.asarray(p_break(model.initial_point()))
+    assert pb.shape == (2, 2, 4) and bool((pb > 0).any()) is breaks and (pb <= 1).all()
     _finite_logp(model)
 
 
@@ -161,15 +164,59 @@ def test_climate_breakpoints_builds_on_tiny_and_groa_like_data():
 
 @pytest.mark.model
 def test_hier_rates_prior_predictive_is_on_the_standardised_scale():
-    import pymc as pm
-
     m = get_model("hier_rates", {"data": {"elements": ["C"]}})
-    model = m.build(m.prepare(make_layers(seed=7, n_studies=6, elements=("C",))))
-    with model:
-        prior = pm.sample_prior_predictive(draws=50, random_seed=1)
-    y = prior["prior_predictive"]["stock"].values
+    d = m.prepare(make_layers(seed=7, n_studies=6, elements=("C",)))
+    pp = m.prior_predictive(d, draws=50, seed=1)
+    y = pp["prior_predictive"]["stock"].values
+    assert y.shape == (1, 50, d.n_obs)
     assert np.isfinite(y).all()
     assert 0.3 < np.median(np.abs(y)) < 20  # standardised data, weakly informative priors
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("unit_slopes", [True, False])
+def test_hier_rates_marginal_likelihood_equals_dense_gaussian(unit_slopes):
+    """The closed-form marginal (effects integrated out) equals the dense multivariate normal."""
+    from scipy.stats import multivariate_normal
+
+    layers = make_layers(seed=11, n_studies=4, elements=("C",))
+    spec = {"data": {"elements": ["C"], "min_rows_per_layer": 3}}
+    spec["structure"] = {"unit_slopes": unit_slopes}
+    m = get_model("hier_rates", spec)
+    d = m.prepare(layers)
+    model = m.build(d)
+    rng = np.random.default_rng(0)
+    point = {
+        k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point().items()
+    }
+    import pytensor
+
+    names = [rv.name for rv in model.free_RVs] + ["beta"]
+    graphs = model.replace_rvs_by_values([model.potentials[0], *[model[n] for n in names]])
+    fn = pytensor.function(model.value_vars, graphs, on_unused_input="ignore")
+    out = fn(*[point[v.name] for v in model.value_vars])
+    pot = float(out[0])
+    val = dict(zip(names, out[1:], strict=True))
+    a = d.arrays
+    n_g = len(d.coords["stage"])
+    theta = val["beta"].transpose(0, 1, 3, 2).reshape(-1, n_g)[a["unit_cell_rate"]]
+    cell = a["unit_cell_idx"]
+    el = (a["unit_cell_element"][cell], a["unit_cell_layer"][cell])
+    mean = val["alpha"][el] + (theta[cell] * a["basis"]).sum(1)
+    t = a["years"] / 10.0
+    same_unit = cell[:, None] == cell[None, :]
+    site = a["unit_cell_site"][cell]
+    same_site = site[:, None] == site[None, :]
+    sd_unit = val["sd_unit"][el]
+    sd_site = val["sd_site"][el]
+    cov = np.diag(val["sigma"][el] ** 2)
+    cov = cov + same_unit * np.outer(sd_unit, sd_unit)
+    cov = cov + same_site * np.outer(sd_site, sd_site)
+    if unit_slopes:
+        sw = val["sd_unit_slope"][el] * t
+        cov = cov + same_unit * np.outer(sw, sw)
+    dense = multivariate_normal(mean, cov).logpdf(a["stock"])
+    assert pot == pytest.approx(dense, rel=1e-9, abs=1e-8)
 
 
 def test_frames_are_layers_and_changes_shaped():
@@ -179,3 +226,192 @@ def test_frames_are_layers_and_changes_shaped():
     ch = changes_from_layers(layers)
     assert list(ch.columns) == list(CHANGE_COLUMNS)
     assert isinstance(ch, pd.DataFrame) and (ch["years"] > 0).all()
+
+
+# ---- climate_breakpoints: the marginal likelihood against brute force -----------------------
+def _tiny_changes(n_sites: int = 4, per_site: int = 3, seed: int = 0, both: bool = False):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_sites):
+        for k in range(per_site):
+            rows.append(
+                {
+                    "study_id": f"s{(u + k) % 2}",
+                    "element": "C",
+                    "layer": "0-20",
+                    "years": float(rng.integers(3, 40)),
+                    "rate_mg_ha_yr": float(rng.normal(0.2 * abs(u - 1.5), 0.3)),
+                    "map_mm": 350.0 + 90.0 * u,
+                    "mat_c": 6.0 + 1.3 * u + (0.8 if u == 2 else 0.0),
+                    "vegetation": ["forest", "shrub"][k % 2],
+                    "stage": "6-10",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _tiny_model(both: bool = False):
+    drivers = ["map_mm", "mat_c"] if both else ["map_mm"]
+    spec = {
+        "data": {
+            "elements": ["C"],
+            "drivers": drivers,
+            "layers": ["0-20"],
+            "min_rows_per_layer": 3,
+        },
+        "structure": {"grid_size": [3, 2]},
+    }
+    m = get_model("climate_breakpoints", spec)
+    d = m.prepare(_tiny_changes(both=both))
+    return m, d, m.build(d)
+
+
+def _tiny_point(model, seed: int = 3) -> dict:
+    rng = np.random.default_rng(seed)
+    ip = model.initial_point()
+    return {k: v + 0.4 * rng.standard_normal(v.shape) for k, v in ip.items()}
+
+
+def _tiny_pieces(m, d, point):
+    """Residuals r = y - alpha - study (zero-sum), row variances, site effect and prior sds."""
+    a = d.arrays
+    ex = {k[: -len("_log__")]: np.exp(v) for k, v in point.items() if k.endswith("_log__")}
+    c = point["c"].reshape(-1)
+    u = point["study_eff_raw"] - point["study_eff_raw"].mean()  # one cell
+    n_gr, n_l = len(d.coords["group"]), len(d.coords["layer"])
+    egl = (a["element_idx"] * n_gr + a["group_idx"]) * n_l + a["layer_idx"]
+    r = a["rate"] - c[egl] - u[a["study_cell_idx"]]
+    s2 = ex["sigma"].item() ** 2 + (ex["sigma_meas"].item() * a["inv_decades"]) ** 2
+    pri = m.spec["priors"]
+    return r, s2, ex["sd_site"].item(), pri["slope_sd"], pri["change_sd"]
+
+
+def _potential(model, point) -> float:
+    f = model.compile_fn(model.potentiallogp, inputs=model.value_vars, on_unused_input="ignore")
+    return float(f(point))
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("both", [False, True])
+def test_climate_marginal_equals_brute_force_sum_over_grid(both):
+    """Model logp (the Potential) = log sum_g prior_g N(r; 0, Sigma_g), Sigma_g dense."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    m, d, model = _tiny_model(both)
+    point = _tiny_point(model)
+    r, s2, tau, sk, sb = _tiny_pieces(m, d, point)
+    a = d.arrays
+    site = a["site_idx"]
+    Z = (site[:, None] == np.arange(site.max() + 1)[None, :]).astype(float)
+    x = a["x"]
+    base = np.diag(s2) + tau**2 * Z @ Z.T + sk**2 * x @ x.T
+    p = m.spec["priors"]["p_break"]
+    comps = []
+    hs = [d.meta["hinge_bases"][j][0] for j in range(x.shape[1])]  # (U, G+1) for the one cell
+    sizes = [h.shape[1] for h in hs]
+    for g in np.ndindex(*sizes):
+        cov, lp = base.copy(), 0.0
+        for j, gj in enumerate(g):
+            h = hs[j][site, gj]
+            cov += sb**2 * np.outer(h, h)
+            lp += np.log1p(-p) if gj == 0 else np.log(p / (sizes[j] - 1))
+        comps.append(lp + multivariate_normal(np.zeros(len(r)), cov).logpdf(r))
+    brute = logsumexp(comps)
+    assert _potential(model, point) == pytest.approx(brute, rel=0, abs=1e-8)
+
+
+@pytest.mark.model
+def test_climate_marginal_equals_numerical_integral():
+    """Model logp = sum over the grid of a scipy.integrate integral over the site effects (one
+    quad per site), the linear slope and the change of slope b (dblquad), on tiny data."""
+    from scipy import integrate
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    m, d, model = _tiny_model()
+    point = _tiny_point(model)
+    r, s2, tau, sk, sb = _tiny_pieces(m, d, point)
+    a = d.arrays
+    site, xs = a["site_idx"], a["x_sites"][:, 0]
+    H = d.meta["hinge_bases"][0][0]  # (U, G+1)
+    n_u = len(xs)
+    p = m.spec["priors"]["p_break"]
+
+    def log_site(u: int, mean: float) -> float:
+        ri, si = r[site == u] - mean, s2[site == u]
+
+        def lf(v):
+            return -0.5 * np.sum(np.log(2 * np.pi * si) + (ri - v) ** 2 / si) - 0.5 * (
+                np.log(2 * np.pi * tau**2) + v**2 / tau**2
+            )
+
+        prec = 1 / tau**2 + np.sum(1 / si)
+        mode = np.sum(ri / si) / prec
+        off = lf(mode)
+        sd = prec**-0.5
+        val, _ = integrate.quad(
+            lambda v: np.exp(lf(v) - off), mode - 12 * sd, mode + 12 * sd, epsabs=0, epsrel=1e-12
+        )
+        return off + np.log(val)
+
+    def log_joint(k, b, g):
+        lp = -0.5 * (np.log(2 * np.pi * sk**2) + k**2 / sk**2)
+        lp += -0.5 * (np.log(2 * np.pi * sb**2) + b**2 / sb**2) if g else 0.0
+        return lp + sum(log_site(u, k * xs[u] + b * H[u, g]) for u in range(n_u))
+
+    comps = []
+    for g in range(H.shape[1]):
+        # centre and scale the integration box on a numerical mode (any centring works)
+        if g == 0:
+            res = minimize(lambda z: -log_joint(z[0], 0.0, 0), [0.0], method="BFGS")
+            mode, off = res.x[0], -res.fun
+            val, _ = integrate.quad(
+                lambda k, off=off: np.exp(log_joint(k, 0.0, 0) - off),
+                mode - 10 * sk,
+                mode + 10 * sk,
+                epsabs=0,
+                epsrel=1e-11,
+            )
+            lp = np.log1p(-p)
+        else:
+            res = minimize(lambda z, g=g: -log_joint(z[0], z[1], g), [0.0, 0.0], method="BFGS")
+            (mk, mb), off = res.x, -res.fun
+            sdk, sdb = np.sqrt(np.diag(res.hess_inv)).clip(1e-3)
+            val, _ = integrate.dblquad(
+                lambda b, k, g=g, off=off: np.exp(log_joint(k, b, g) - off),
+                mk - 12 * sdk,
+                mk + 12 * sdk,
+                mb - 12 * sdb,
+                mb + 12 * sdb,
+                epsabs=0,
+                epsrel=1e-11,
+            )
+            lp = np.log(p / (H.shape[1] - 1))
+        comps.append(lp + off + np.log(val))
+    assert _potential(model, point) == pytest.approx(logsumexp(comps), rel=0, abs=1e-8)
+
+
+@pytest.mark.model
+def test_climate_numpy_marginal_matches_model_and_p_break():
+    """The numpy path (post-processing, pointwise groups) is the PyTensor formula."""
+    import xarray as xr
+
+    m, d, model = _tiny_model(both=True)
+    point = _tiny_point(model)
+    post = xr.Dataset(
+        {
+            (k[: -len("_log__")] if k.endswith("_log__") else k): (
+                ("chain", "draw", *(f"{k}_{i}" for i in range(np.ndim(v)))),
+                (np.exp(v) if k.endswith("_log__") else v)[None, None],
+            )
+            for k, v in point.items()
+        }
+    )
+    mm = m.marginal_numpy(m._stats(post, d), d)
+    total = mm["rows"] + mm["site"] + mm["slope"] + mm["lse"].sum(-1)
+    assert _potential(model, point) == pytest.approx(float(total[0]), abs=1e-8)
+    pb = model.compile_fn(model["p_break"], inputs=model.value_vars, on_unused_input="ignore")
+    w = np.exp(mm["grid"][0, 0] - mm["lse"][0, 0])
+    got = np.asarray(pb(point))[0, :, 0]
+    np.testing.assert_allclose(got, [1 - w[0].sum(), 1 - w[:, 0].sum()], atol=1e-12)

@@ -288,7 +288,7 @@ def test_failed_fit_is_shown_as_failed_not_hidden(page):
     assert "<span class='badge fail'>FAILED</span>" in page
     assert "<span class='badge pass'>PASSED</span>" in page
     # its turning points are still reported
-    assert "The C turning point along MAP in 0-20 cm lies at" in page
+    assert "C along MAP in 0-20 cm: the model finds a turning point" in page
 
 
 def test_synthetic_label_only_for_synthetic_data(page):
