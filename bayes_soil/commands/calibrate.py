@@ -214,6 +214,13 @@ def run(args: argparse.Namespace) -> int:
             res = cal.run_calibration(
                 cfg, args.out, client=client, on_done=on_done, figures=not args.no_figures
             )
+    except KeyboardInterrupt:
+        kept = len(cal.finished_datasets(args.out, cfg))
+        console.print(
+            f"interrupted: {kept} finished datasets are kept in {args.out}/results; run the same "
+            "command again to resume"
+        )
+        return 130
     finally:
         if client is not None:
             client.close()
