@@ -186,9 +186,7 @@ def test_hier_rates_marginal_likelihood_equals_dense_gaussian(unit_slopes):
     d = m.prepare(layers)
     model = m.build(d)
     rng = np.random.default_rng(0)
-    point = {
-        k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point().items()
-    }
+    point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in model.initial_point().items()}
     import pytensor
 
     names = [rv.name for rv in model.free_RVs] + ["beta"]

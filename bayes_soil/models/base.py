@@ -200,6 +200,14 @@ class SoilModel:
         """Return a Dataset of derived quantities (original units) to merge into the posterior."""
         raise NotImplementedError
 
+    def pointwise(self, dt: xr.DataTree, model: pm.Model, data: ModelData, fs: FitSettings):
+        """Add ``log_likelihood``, ``posterior_predictive`` (and ``observed_data``) to ``dt``.
+
+        The default asks PyMC (observed variables); a model whose likelihood is a Potential
+        (effects integrated out) overrides this with its own draws.
+        """
+        add_pointwise(dt, model, self.observed, fs)
+
     def extra_attrs(self, dt: xr.DataTree, data: ModelData, settings: FitSettings) -> dict:
         """Model-specific root attributes (e.g. a LOO comparison); strings and numbers only."""
         return {}
@@ -296,7 +304,7 @@ class SoilModel:
 
         # the gate looks at the sampled quantities; derived ones are functions of them
         diag = fits.check_diagnostics(dt, var_names=self.diagnostic_vars or None)
-        add_pointwise(dt, model, self.observed, fs)
+        self.pointwise(dt, model, data, fs)
         post = dt["posterior"].to_dataset()
         derived = self.derived(post, data)
         post = post.assign(derived.data_vars).assign_attrs(post.attrs)

@@ -462,7 +462,11 @@ class HierRates(SoilModel):
         import xarray as xr
 
         a = data.arrays
-        with self.build(data):
+        import warnings
+
+        with self.build(data), warnings.catch_warnings():
+            # the Potential is the likelihood: prior draws rightly ignore it
+            warnings.simplefilter("ignore", UserWarning)
             prior = pm.sample_prior_predictive(draws=draws, random_seed=seed)["prior"]
         p = prior.to_dataset()
         s = {k: p[k].values.reshape(-1, *p[k].shape[2:]) for k in p.data_vars}
