@@ -222,6 +222,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     finally:
+        import logging
+
+        # workers whose numba/nutpie threads take a moment to exit are killed on close: expected
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
         if client is not None:
             client.close()
         if cluster is not None:
