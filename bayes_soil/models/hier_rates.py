@@ -246,6 +246,7 @@ class HierRates(SoilModel):
         n_veg = len(coords["vegetation"])
         n_g = len(coords["stage"])
         ue, ul = a["unit_cell_element"], a["unit_cell_layer"]
+        uel = ue * len(coords["fit_layer"]) + ul
         with pm.Model(coords=coords) as model:
             alpha = pm.Normal("alpha", 0.0, pri["alpha_sd"], dims=("element", "fit_layer"))
             sd_site = pm.HalfNormal("sd_site", pri["sd_site"], dims=("element", "fit_layer"))
@@ -288,16 +289,20 @@ class HierRates(SoilModel):
             if struct["origin"] == "contrast":
                 d = pm.Normal("origin_contrast", 0.0, 0.5, dims=("element", "stage", "fit_layer"))
                 sign = a["unit_cell_planted"] - 0.5
-                theta = theta + sign[:, None] * d.dimshuffle(0, 2, 1)[ue, ul]
+                theta = theta + sign[:, None] * d.dimshuffle(0, 2, 1).reshape((-1, n_g))[uel]
+            # one row gather for the four per-(element, layer) parameters of every cell
+            cell_par = pt.stack([alpha, sigma, sd_unit, sd_w], axis=-1).reshape((-1, 4))[uel]
+            n_l = len(coords["fit_layer"])
+            sel = a["site_cell_element"] * n_l + a["site_cell_layer"]
             pm.Potential(
                 "stock_marginal",
                 marginal_loglik(
                     theta,
-                    alpha[ue, ul],
-                    sigma[ue, ul],
-                    sd_unit[ue, ul],
-                    sd_w[ue, ul],
-                    sd_site[a["site_cell_element"], a["site_cell_layer"]],
+                    cell_par[:, 0],
+                    cell_par[:, 1],
+                    cell_par[:, 2],
+                    cell_par[:, 3],
+                    sd_site.flatten()[sel],
                     a,
                 ),
             )
