@@ -15,6 +15,18 @@ SHARED_DATA = Path(os.environ.get("BAYES_SOIL_SHARED_DATA", REPO.parent / "share
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_harmonise_cache(tmp_path_factory):
+    """Tests use their own disk cache of harmonised inputs, never the user's."""
+    old = os.environ.get("BAYES_SOIL_CACHE")
+    os.environ["BAYES_SOIL_CACHE"] = str(tmp_path_factory.mktemp("harmonise_cache"))
+    yield
+    if old is None:
+        os.environ.pop("BAYES_SOIL_CACHE", None)
+    else:
+        os.environ["BAYES_SOIL_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real public datasets beside the repository; tests using them skip when absent."""

@@ -431,3 +431,25 @@ def test_rf_without_enough_measured_bd_falls_back_to_ptf():
     res = harmonize(df, bd_method="rf", score_bd=False)
     assert res.layers.set_index("layer").loc["0-20", "bd_method"] == "ptf"
     assert res.report["bulk_density"]["fallbacks"]["rf_untrainable_used_ptf"] == 1
+
+
+def test_harmonised_input_is_cached_on_disk_with_the_same_identity(tmp_path, monkeypatch):
+    """A second process reads the harmonised tables from the disk cache: same identity, no work."""
+    from bayes_soil.harmonize import pipeline
+
+    monkeypatch.setenv("BAYES_SOIL_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "obs.csv"
+    from bayes_soil.io import DEMO_OBSERVATIONS
+
+    src.write_bytes(DEMO_OBSERVATIONS.read_bytes())
+    pipeline._CACHE.clear()
+    first = pipeline.load_harmonised(src)
+    calls = []
+    monkeypatch.setattr(pipeline, "harmonize", lambda *a, **k: calls.append(1))
+    pipeline._CACHE.clear()  # as in a new process
+    second = pipeline.load_harmonised(src)
+    assert calls == []
+    assert second.data_sha256 == first.data_sha256
+    assert len(list((tmp_path / "cache" / "harmonised").iterdir())) == 1
+    monkeypatch.setenv("BAYES_SOIL_CACHE", "off")
+    assert pipeline.disk_cache_dir() is None

@@ -507,6 +507,64 @@ def _read_directory(directory: Path) -> HarmonizeResult:
 
 
 _CACHE: dict[tuple, HarmonizeResult] = {}
+CACHE_ENV = "BAYES_SOIL_CACHE"
+
+
+def disk_cache_dir() -> Path | None:
+    """Where harmonised results of input files are kept between runs (None: caching off).
+
+    ``$BAYES_SOIL_CACHE`` (``0`` or ``off`` disables it), else ``$XDG_CACHE_HOME/bayes_soil``,
+    else ``~/.cache/bayes_soil``. Harmonising the demo costs seconds (the bulk-density forest
+    and its cross-validation); every ``fit`` and ``report`` would otherwise pay it again.
+    """
+    import os
+
+    value = os.environ.get(CACHE_ENV)
+    if value is not None and value.strip().lower() in ("0", "off", "no", "false", ""):
+        return None
+    if value:
+        return Path(value)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bayes_soil"
+
+
+def _code_hash() -> str:
+    """Hash of the code that makes harmonised tables, so a changed pipeline never reads old ones."""
+    here = Path(__file__).resolve().parent
+    pkg = here.parent
+    files = sorted(here.glob("*.py")) + [pkg / n for n in ("validate.py", "io.py", "schema.py")]
+    h = hashlib.sha256(__version__.encode())
+    for f in files:
+        if f.exists():
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _disk_cached(key_sha: str, bd_method: str, exclude: bool, make) -> HarmonizeResult:
+    """Read the harmonised folder for this input from the disk cache, or make and store it."""
+    root = disk_cache_dir()
+    if root is None:
+        return make()
+    folder = root / "harmonised" / f"{key_sha[:20]}-{bd_method}-{int(exclude)}-{_code_hash()}"
+    if (folder / "layers.csv").exists() and (folder / "changes.csv").exists():
+        try:
+            return _read_directory(folder)
+        except Exception:  # a damaged cache entry is remade, never trusted
+            pass
+    result = make()
+    try:  # written beside, then renamed: a reader never sees half a folder
+        import os
+        import shutil
+
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_harmonised(result, tmp)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return _read_directory(folder)  # as every later run will see it (same identity)
+    except OSError:
+        return result
 
 
 def load_harmonised(
@@ -539,10 +597,15 @@ def load_harmonised(
     if key not in _CACHE:
         from bayes_soil.validate import load_observations
 
-        obs = load_observations(None if data is None else path)
-        result = harmonize(obs, bd_method=bd_method, exclude_deep_imputed=exclude_deep_imputed)
+        def make() -> HarmonizeResult:
+            obs = load_observations(None if data is None else path)
+            result = harmonize(obs, bd_method=bd_method, exclude_deep_imputed=exclude_deep_imputed)
+            result.report["data_file"] = str(path)
+            result.report["data_file_sha256"] = sha
+            return result
+
+        result = _disk_cached(sha, bd_method, bool(exclude_deep_imputed), make)
         result.report["data_file"] = str(path)
-        result.report["data_file_sha256"] = sha
         _CACHE[key] = result
     cached = _CACHE[key]
     return replace(
