@@ -10,4 +10,7 @@ PY=$(command -v python3.12 || echo python)
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser test will skip"
 fi
-exec .venv/bin/python -m pytest -n 2 "$@"
+# fast and model tiers (single-threaded work) on two workers; then the slow tier (real NUTS,
+# notebooks, R, browser) in one process, since each fit already runs its chains on both cores
+.venv/bin/python -m pytest -n 2 -m "not slow" "$@"
+exec .venv/bin/python -m pytest -p no:xdist -m slow "$@"

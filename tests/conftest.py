@@ -33,3 +33,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---- tiers: plain `pytest` runs the fast tier; `--all-tiers` (the README command) runs all ----
+SLOW_MARKERS = ("model", "slow", "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--all-tiers",
+        action="store_true",
+        help="run the model, slow (real NUTS, notebooks, R) and browser tiers too",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--all-tiers") or config.getoption("-m"):
+        return  # everything, or exactly what -m selects
+    keep = [i for i in items if not any(m in i.keywords for m in SLOW_MARKERS)]
+    dropped = [i for i in items if any(m in i.keywords for m in SLOW_MARKERS)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

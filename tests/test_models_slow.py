@@ -137,7 +137,7 @@ def test_same_seed_same_draws_bit_for_bit():
     kw = dict(chains=2, draws=60, tune=60, seed=123, progressbar=False)
     a = m.fit(layers, **kw)["posterior"]
     b = m.fit(layers, **kw)["posterior"]
-    for v in ("beta", "rate", "unit_eff"):
+    for v in ("beta", "rate", "sd_unit"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
     c = m.fit(layers, **{**kw, "seed": 124})["posterior"]
     assert not np.array_equal(a["beta"].values, c["beta"].values)
