@@ -131,6 +131,18 @@ def test_demo_fit_passes_its_gate():
     assert diag["verdict"] == "pass", diag["problems"]
 
 
+def test_demo_hier_rates_default_fit_passes_its_gate():
+    """hier_rates as `fit` runs it by default (both elements, the spec's sampler settings)."""
+    from bayes_soil.harmonize import load_harmonised
+
+    dt = get_model("hier_rates").fit(load_harmonised(None), progressbar=False)
+    diag = json.loads(dt.attrs["diagnostics"])
+    print("hier_rates demo gate:", diag)
+    assert diag["verdict"] == "pass", diag["problems"]
+    # imputed deep stocks are not data: the fit says how many were left out
+    assert int(dt.attrs["n_deep_imputed_left_out"]) > 0
+
+
 def test_same_seed_same_draws_bit_for_bit():
     layers = make_layers(seed=9, n_studies=6, elements=("C",))
     m = get_model("hier_rates", {"data": {"elements": ["C"]}})

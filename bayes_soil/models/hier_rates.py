@@ -357,6 +357,8 @@ class HierRates(SoilModel):
         import json
 
         attrs = {
+            "deep_imputed": data.meta["deep_imputed"],
+            "n_deep_imputed_left_out": int(data.meta["n_deep_imputed_left_out"]),
             "fit_layers": json.dumps(list(data.coords["fit_layer"])),
             "dropped_layers": json.dumps(data.meta["dropped_layers"]),
             "observed_max_age": json.dumps(
