@@ -39,8 +39,13 @@ def store(tmp_path_factory):
     (freq / "freq_provenance.json").write_text(json.dumps({"data_sha256": sha}))
     fits = root / "fits"
 
-    def put(dt, model, name, *, data=sha, created="2026-11-25T12:00:00+00:00", quick=False):
-        dt.attrs.update(data_sha256=data, created_at=created)
+    def put(
+        dt, model, name, *, data=sha, created="2026-11-25T12:00:00+00:00", quick=False, spec=None
+    ):
+        from bayes_soil.models import get_model
+
+        spec = get_model(model).spec_json() if spec is None else spec
+        dt.attrs.update(data_sha256=data, created_at=created, spec=spec)
         if quick:
             dt.attrs[pipeline.QUICK_ATTR] = 1
         sub = fits / "quick" / model if quick else fits / model
@@ -66,18 +71,42 @@ def store(tmp_path_factory):
             quick=True,
         ),
         "bp": put(fake_breakpoints_fit(), "climate_breakpoints", "bp"),
+        "other_spec": put(
+            fake_rates_fit(seed=15),
+            "hier_rates",
+            "other-spec",
+            created="2026-12-03T00:00:00+00:00",
+            spec='{"data": {"elements": ["C"]}}',
+        ),
     }
     return {"root": root, "harm": root / "harm", "freq": freq, "fits": fits, "sha": sha, **paths}
 
 
 def test_find_fit_takes_the_newest_of_this_data_and_skips_quick_fits(store):
+    from bayes_soil.models import get_model
+
     lines = []
     got = pipeline.find_fit(
-        store["fits"], "hier_rates", store["sha"], allow_quick=False, log=lines.append
+        store["fits"],
+        "hier_rates",
+        store["sha"],
+        allow_quick=False,
+        log=lines.append,
+        spec_json=get_model("hier_rates").spec_json(),
     )
-    assert got == store["new"]  # not 'old' (older), not 'other' (other data), not 'quick'
-    assert lines == [f"ignored 1 hier_rates fit(s) in {store['fits']} made from other data"]
-    quick = pipeline.find_fit(store["fits"], "hier_rates", store["sha"], allow_quick=True)
+    # not 'old' (older), 'other' (other data), 'quick', nor the newest 'other_spec'
+    assert got == store["new"]
+    assert lines == [
+        f"ignored 1 hier_rates fit(s) in {store['fits']} made from other data",
+        f"ignored 1 hier_rates fit(s) in {store['fits']} made with another spec",
+    ]
+    quick = pipeline.find_fit(
+        store["fits"],
+        "hier_rates",
+        store["sha"],
+        allow_quick=True,
+        spec_json=get_model("hier_rates").spec_json(),
+    )
     assert quick == store["quick"]
     assert pipeline.find_fit(store["fits"], "hier_rates", "ef" * 32, allow_quick=True) is None
 

@@ -115,8 +115,12 @@ def find_fit(
     *,
     allow_quick: bool,
     log: Callable | None = None,
+    spec_json: str | None = None,
 ) -> Path | None:
     """Newest fit of ``model`` under ``fits_dir`` made from the data with ``data_sha256``.
+
+    With ``spec_json``, only a fit made with that spec (the model's default, as ``fit`` uses
+    it) is reused: a fit of another spec answers another question.
 
     Looks at ``<fits_dir>/<model>/*.nc`` and, when ``allow_quick``, at the quick store
     ``<fits_dir>/quick/<model>/*.nc``. Fits made by ``report --quick`` are never reused by a
@@ -126,13 +130,16 @@ def find_fit(
     candidates = list((fits_dir / model).glob("*.nc"))
     if allow_quick:
         candidates += list((fits_dir / "quick" / model).glob("*.nc"))
-    best, best_key, other = None, None, 0
+    best, best_key, other, other_spec = None, None, 0, 0
     for p in candidates:
         a = _attrs(p)
         if a.get("model") != model:
             continue
         if a.get("data_sha256") != data_sha256:
             other += 1
+            continue
+        if spec_json is not None and a.get("spec") != spec_json:
+            other_spec += 1
             continue
         if not allow_quick and int(a.get(QUICK_ATTR, 0) or 0):
             continue
@@ -141,6 +148,8 @@ def find_fit(
             best, best_key = p, key
     if other and log is not None:
         log(f"ignored {other} {model} fit(s) in {fits_dir} made from other data")
+    if other_spec and log is not None:
+        log(f"ignored {other_spec} {model} fit(s) in {fits_dir} made with another spec")
     return best
 
 
@@ -209,8 +218,15 @@ def gather_fits(
     for model in settings.models:
         if model in have:
             continue
+        from bayes_soil.models import get_model
+
         path = find_fit(
-            settings.fits_dir, model, harmonised.data_sha256, allow_quick=settings.quick, log=log
+            settings.fits_dir,
+            model,
+            harmonised.data_sha256,
+            allow_quick=settings.quick,
+            log=log,
+            spec_json=get_model(model).spec_json(),
         )
         origin = "reused from the store"
         if path is None:
