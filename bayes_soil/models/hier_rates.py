@@ -183,6 +183,17 @@ class HierRates(SoilModel):
         cell_idx = index_of(ucell_key, ucells)
         stats = cell_statistics(y, t, basis, cell_idx, len(ucells))
 
+        # rate groups: cells sharing one rate vector (element x vegetation x layer x origin)
+        unit_rate = (e_idx * n_v + v_idx) * n_l + l_idx
+        planted = first["planted"].to_numpy(bool)
+        group_key = unit_rate * 2 + planted
+        groups, unit_group = np.unique(group_key, return_inverse=True)
+        group_stats = {}
+        for k in ("n", "y1", "y2", "b1", "by", "bb"):
+            acc = np.zeros((len(groups), *stats[k].shape[1:]))
+            np.add.at(acc, unit_group, stats[k])
+            group_stats[f"group_stat_{k}"] = acc
+
         obs_id = (
             df["profile_id"].astype(str) + "|" + df["element"] + "|" + df["layer"]
             if "profile_id" in df.columns
@@ -201,8 +212,13 @@ class HierRates(SoilModel):
             "unit_cell_element": e_idx,
             "unit_cell_layer": l_idx,
             "unit_cell_site": index_of(first["s"], scells),
-            "unit_cell_rate": (e_idx * n_v + v_idx) * n_l + l_idx,
-            "unit_cell_planted": first["planted"].to_numpy(float),
+            "unit_cell_rate": unit_rate,
+            "unit_cell_planted": planted.astype(float),
+            "unit_cell_group": unit_group,
+            "group_rate": groups // 2,
+            "group_planted": (groups % 2).astype(float),
+            "group_element_layer": (groups // 2 // (n_v * n_l)) * n_l + (groups // 2) % n_l,
+            **group_stats,
             "site_cell_element": index_of(pd.Series(scells).str.split("#").str[0], elements),
             "site_cell_layer": index_of(pd.Series(scells).str.split("#").str[-1], fit_layers),
             **{f"stat_{k}": v for k, v in stats.items()},
@@ -285,15 +301,18 @@ class HierRates(SoilModel):
                     mu_beta[:, None, :, :],
                     dims=("element", "vegetation", "stage", "fit_layer"),
                 )
-            theta = beta.dimshuffle(0, 1, 3, 2).reshape((-1, n_g))[a["unit_cell_rate"]]
+            theta = beta.dimshuffle(0, 1, 3, 2).reshape((-1, n_g))[a["group_rate"]]
+            gel = a["group_element_layer"]
             if struct["origin"] == "contrast":
                 d = pm.Normal("origin_contrast", 0.0, 0.5, dims=("element", "stage", "fit_layer"))
-                sign = a["unit_cell_planted"] - 0.5
-                theta = theta + sign[:, None] * d.dimshuffle(0, 2, 1).reshape((-1, n_g))[uel]
+                sign = a["group_planted"] - 0.5
+                theta = theta + sign[:, None] * d.dimshuffle(0, 2, 1).reshape((-1, n_g))[gel]
             # one row gather for the four per-(element, layer) parameters of every cell
-            cell_par = pt.stack([alpha, sigma, sd_unit, sd_w], axis=-1).reshape((-1, 4))[uel]
+            el_par = pt.stack([alpha, sigma, sd_unit, sd_w], axis=-1).reshape((-1, 4))
+            cell_par = el_par[uel]
             n_l = len(coords["fit_layer"])
             sel = a["site_cell_element"] * n_l + a["site_cell_layer"]
+            group_par = el_par[gel]
             pm.Potential(
                 "stock_marginal",
                 marginal_loglik(
@@ -304,6 +323,7 @@ class HierRates(SoilModel):
                     cell_par[:, 3],
                     sd_site.flatten()[sel],
                     a,
+                    (group_par[:, 0], group_par[:, 1]),
                 ),
             )
         return model
@@ -532,46 +552,60 @@ def _woodbury(s2, su2, sw2, n, t1, t2):
 
 
 def _unit_terms(theta, alpha, s2, su2, sw2, st, xp):
-    """Per chronosequence cell: -0.5 (log det Sigma + r'Sigma^-1 r), r'Sigma^-1 1, 1'Sigma^-1 1.
+    """Per chronosequence cell: the log-likelihood terms without r'r, r'Sigma^-1 1, 1'Sigma^-1 1.
 
     Sigma = s2 I + Z D Z' is the covariance of the cell's residuals after the unit intercept and
-    slope are integrated out; r = y - basis @ theta - alpha. ``xp`` is numpy or pytensor.tensor.
+    slope are integrated out; r = y - basis @ theta - alpha. Woodbury gives
+    r'Sigma^-1 r = (r'r - (Z'r)' M^-1 (Z'r) / s2) / s2; the r'r / s2 part is summed per rate
+    group instead (:func:`_group_rr`), where it needs no per-cell work. ``xp`` is numpy or
+    pytensor.tensor.
     """
     n, t1, t2 = st["stat_n"], st["stat_t1"], st["stat_t2"]
     y1 = st["stat_y1"] - (st["stat_b1"] * theta).sum(axis=-1)
     ty = st["stat_ty"] - (st["stat_bt"] * theta).sum(axis=-1)
-    bbt = (st["stat_bb"] * theta[..., None, :]).sum(axis=-1)
-    y2 = st["stat_y2"] - 2.0 * (st["stat_by"] * theta).sum(axis=-1) + (bbt * theta).sum(axis=-1)
     r1 = y1 - alpha * n
     rt = ty - alpha * t1
-    rr = y2 - 2.0 * alpha * y1 + alpha * alpha * n
     m11, m12, m22, det = _woodbury(s2, su2, sw2, n, t1, t2)
 
     def quad(u1, ut, v1, vt):
         return u1 * v1 * m11 + (u1 * vt + ut * v1) * m12 + ut * vt * m22
 
-    q_rr = (rr - quad(r1, rt, r1, rt) / s2) / s2
     q_r1 = (r1 - quad(r1, rt, n, t1) / s2) / s2
     q_11 = (n - quad(n, t1, n, t1) / s2) / s2
-    part = -0.5 * (n * xp.log(s2) + xp.log(det) + q_rr + n * np.log(2 * np.pi))
+    part = -0.5 * (n * xp.log(s2) + xp.log(det) - quad(r1, rt, r1, rt) / (s2 * s2))
     return part, q_r1, q_11
 
 
-def marginal_loglik(theta, alpha, sigma, sd_unit, sd_w, sd_site, a):
+def _group_rr(theta, alpha, s2, gs):
+    """-0.5 sum r'r / s2 over the rows of each rate group (cells sharing theta, alpha, s2)."""
+    y1 = gs["y1"] - (gs["b1"] * theta).sum(axis=-1)
+    bbt = (gs["bb"] * theta[..., None, :]).sum(axis=-1)
+    y2 = gs["y2"] - 2.0 * (gs["by"] * theta).sum(axis=-1) + (bbt * theta).sum(axis=-1)
+    rr = y2 - 2.0 * alpha * y1 + alpha * alpha * gs["n"]
+    return -0.5 * rr / s2
+
+
+def marginal_loglik(theta, alpha, sigma, sd_unit, sd_w, sd_site, a, group_par):
     """log p(y | rates, variances) with unit intercepts, unit slopes and site effects integrated.
 
-    All arguments but ``a`` (the prepared arrays) are pytensor tensors; per unit cell except
-    ``sd_site`` (per site cell).
+    ``theta`` (per rate group), ``alpha``/``sigma``/``sd_unit``/``sd_w`` (per unit cell),
+    ``sd_site`` (per site cell) and ``group_par`` = (alpha, sigma) per rate group are pytensor
+    tensors; ``a`` holds the prepared arrays.
     """
     import pytensor.tensor as pt
 
-    part, q_r1, q_11 = _unit_terms(theta, alpha, sigma**2, sd_unit**2, sd_w**2, a, pt)
+    s2 = sigma**2
+    theta_u = theta[a["unit_cell_group"]]
+    part, q_r1, q_11 = _unit_terms(theta_u, alpha, s2, sd_unit**2, sd_w**2, a, pt)
+    gs = {k[len("group_stat_") :]: v for k, v in a.items() if k.startswith("group_stat_")}
+    rr = _group_rr(theta, group_par[0], group_par[1] ** 2, gs)
     site = a["unit_cell_site"]
     n_site = len(a["site_cell_element"])
     ss2 = sd_site**2
     p = 1.0 / ss2 + pt.inc_subtensor(pt.zeros(n_site)[site], q_11)
     q = pt.inc_subtensor(pt.zeros(n_site)[site], q_r1)
-    return part.sum() + (0.5 * q * q / p - 0.5 * pt.log(ss2 * p)).sum()
+    const = -0.5 * np.log(2 * np.pi) * float(a["stat_n"].sum())
+    return const + part.sum() + rr.sum() + (0.5 * q * q / p - 0.5 * pt.log(ss2 * p)).sum()
 
 
 __all__ = ["HierRates", "cell_statistics", "marginal_loglik", "stage_basis"]
