@@ -436,7 +436,11 @@ class ClimateBreakpoints(SoilModel):
             del n_sc
             sigma = pm.HalfNormal("sigma", pri["sigma"], dims=("element", "layer"))
             sigma_meas = pm.HalfNormal("sigma_meas", pri["sigma_meas"], dims=("element", "layer"))
-            if self.spec["structure"].get("site_sd", "element") == "element":
+            pool = self.spec["structure"].get("site_sd", "all")
+            if pool == "all":  # one site sd for every cell (all are standardised)
+                sd_site_a = pm.HalfNormal("sd_site", pri["sd_site"])
+                t2 = pt.repeat(pt.stack([sd_site_a**2]), n_c)
+            elif pool == "element":
                 # one site sd per element, shared by its layers: per cell it is small (0.03-0.07
                 # on the demo) and weakly identified near zero (bulk ESS 378 in 4 x 1000)
                 sd_site_e = pm.HalfNormal("sd_site", pri["sd_site"], dims="element")
@@ -497,7 +501,10 @@ class ClimateBreakpoints(SoilModel):
         sig = flat("sigma").reshape(-1, n_c)
         sme = flat("sigma_meas").reshape(-1, n_c)
         tau = flat("sd_site")
-        tau = np.repeat(tau, n_l, axis=1) if tau.ndim == 2 and tau.shape[1] == n_e else tau
+        if tau.ndim == 1:  # one for all cells
+            tau = np.repeat(tau[:, None], n_c, axis=1)
+        elif tau.ndim == 2 and tau.shape[1] == n_e:  # one per element
+            tau = np.repeat(tau, n_l, axis=1)
         tau = tau.reshape(-1, n_c)
         scc = a["study_cell_cell"]
         counts = np.bincount(scc, minlength=n_c).clip(1)
