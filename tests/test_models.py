@@ -144,7 +144,8 @@ def test_climate_breakpoints_builds_on_demo(demo, breaks):
     m = get_model("climate_breakpoints", {"structure": {"breaks": breaks}})
     model = m.build(m.prepare(demo.changes))
     assert "marginal_loglik" in model.named_vars and "p_break" in model.named_vars
-    p_break = model.compile_fn(model["p_break"], inputs=model.value_vars, on_unused_input="ignore")
+    (graph,) = model.replace_rvs_by_values([model["p_break"]])
+    p_break = model.compile_fn(graph, inputs=model.value_vars, on_unused_input="ignore")
     pb = np.asarray(p_break(model.initial_point()))
     assert pb.shape == (2, 2, 4) and bool((pb > 0).any()) is breaks and (pb <= 1).all()
     _finite_logp(model)
@@ -418,7 +419,8 @@ def test_climate_numpy_marginal_matches_model_and_p_break():
     mm = m.marginal_numpy(m._stats(post, d), d)
     total = mm["rows"] + mm["site"] + mm["slope"] + mm["lse"].sum(-1)
     assert _potential(model, point) == pytest.approx(float(total[0]), abs=1e-8)
-    pb = model.compile_fn(model["p_break"], inputs=model.value_vars, on_unused_input="ignore")
+    (pb_graph,) = model.replace_rvs_by_values([model["p_break"]])
+    pb = model.compile_fn(pb_graph, inputs=model.value_vars, on_unused_input="ignore")
     w = np.exp(mm["grid"][0, 0] - mm["lse"][0, 0])
     got = np.asarray(pb(point))[0, :, 0]
     np.testing.assert_allclose(got, [1 - w[0].sum(), 1 - w[:, 0].sum()], atol=1e-12)
