@@ -320,3 +320,29 @@ def test_sbc_with_simuk_on_a_toy_model(tmp_path, monkeypatch):
     summary, _ = cal.run_sbc(cfg, tmp_path, 4, progressbar=False)
     assert set(summary["variable"]) == {"mu", "sigma"} and summary["ranks"].eq(4).all()
     assert (tmp_path / "sbc_ranks.nc").exists() and (tmp_path / "figures" / "sbc_ecdf.png").exists()
+
+
+def test_report_shows_a_calibration_folder(tmp_path, fake_pipeline):
+    """`report --calibration DIR` puts the coverage table in its own section of the page."""
+    import dataclasses
+
+    from report_fakes import fake_report_inputs
+
+    from bayes_soil.report.html import build_html
+    from bayes_soil.report.pipeline import calibration_table
+
+    out = tmp_path / "calib"
+    argv = ["calibrate", "--model", "hier_rates", "--datasets", "2", "--workers", "0"]
+    assert main([*argv, "--out", str(out), "--quiet", "--no-figures"]) == 0
+    lines = []
+    table = calibration_table([out], lines.append)
+    assert set(table["quantity"]) >= {"rate"} and (table["datasets"] == 2).all()
+    assert lines == [f"calibration table read from {out}"]
+    page = build_html(dataclasses.replace(fake_report_inputs(), calibration=table))
+    section = page[page.index("<section id='calibration'>") :]
+    section = section[: section.index("</section>")]
+    assert "90% coverage" in section and "SYNTHETIC" in section
+    empty = build_html(fake_report_inputs())
+    assert "No calibration was given" in empty
+    with pytest.raises(InputError, match="not an output folder of 'calibrate'"):
+        calibration_table([tmp_path], lines.append)

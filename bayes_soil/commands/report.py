@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reuse-only", action="store_true", help="never sample: report only the fits that exist"
     )
+    parser.add_argument(
+        "--calibration",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="output folder of 'calibrate' (repeatable): adds a calibration section (coverage "
+        "of the model's intervals on simulated data with known truth)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         reuse_only=args.reuse_only,
         hdi_prob=args.hdi_prob,
         seed=args.seed,
+        calibration_dirs=args.calibration,
     )
     inputs = prepare_report(settings, progress)
     progress("drawing figures and writing the page")

@@ -36,6 +36,7 @@ class ReportSettings:
     hdi_prob: float = 0.94
     seed: int | None = None
     models: Sequence[str] = MODELS
+    calibration_dirs: Sequence[str | Path] = ()  # outputs of `calibrate` for the report
 
 
 @dataclass
@@ -270,6 +271,24 @@ def gather_fits(
 # the whole thing
 
 
+def calibration_table(dirs: Sequence[str | Path], log: Callable):
+    """One small table of the calibrations in ``dirs`` (None when there are none)."""
+    import pandas as pd
+
+    from bayes_soil.calibrate import load_calibration, report_section
+
+    parts = []
+    for d in dirs:
+        table = load_calibration(d)
+        if table is None:
+            raise InputError(f"{d}: no calibration.csv (not an output folder of 'calibrate')")
+        section = report_section(table)
+        if section is not None:
+            parts.append(section[0].assign(folder=str(d)))
+            log(f"calibration table read from {d}")
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     """Run or reuse every step and return ``html.ReportInputs``."""
     from bayes_soil.compare import compare
@@ -298,7 +317,9 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
         )
     # the label describes the fits shown: quick ones, whether run now or reused
     quick = any(int(r.dt.attrs.get(QUICK_ATTR, 0) or 0) for r in fit_records)
+    calibration = calibration_table(settings.calibration_dirs, log)
     return ReportInputs(
+        calibration=calibration,
         harmonised=harmonised,
         freq=freq,
         fits=fit_records,
