@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the process exit code."""
+    import warnings
+
+    # R-hat of a quantity that is constant in every draw is undefined: arviz-stats divides
+    # 0 / 0 and warns; our tables show it as "-" instead
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="arviz_stats")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

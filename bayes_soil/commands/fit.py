@@ -205,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     colour = "green" if verdict == "pass" else "bold red"
     out.print(
         f"diagnostics: [{colour}]{verdict}[/] (max R-hat {diag['max_rhat']:.3f}, min bulk ESS "
-        f"{diag['min_ess_bulk']:.0f}, divergences {diag['divergences']}, "
+        f"{diag['min_ess_bulk']:.0f}, min tail ESS {diag.get('min_ess_tail', float('nan')):.0f}, "
+        f"divergences {diag['divergences']}, "
         f"{diag['mean_steps_per_draw']:.0f} leapfrog steps per draw)"
     )
     if verdict != "pass":

@@ -345,6 +345,8 @@ def _diag_text(d: Mapping) -> str:
         bits.append(f"max R-hat {S.fmt_num(d['max_rhat'], 3)}")
     if "min_ess_bulk" in d:
         bits.append(f"min bulk ESS {S.fmt_num(d['min_ess_bulk'], 0)}")
+    if d.get("min_ess_tail") is not None:
+        bits.append(f"min tail ESS {S.fmt_num(d['min_ess_tail'], 0)} (reported, not gated)")
     if "divergences" in d:
         bits.append(f"{int(d['divergences'])} divergences")
     return ", ".join(bits)
