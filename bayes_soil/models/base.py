@@ -429,6 +429,19 @@ def add_pointwise(dt: xr.DataTree, model: pm.Model, observed: tuple[str, ...], f
     )
 
 
+def observation_ids(df: pd.DataFrame) -> pd.Series:
+    """Unique row labels for the ``obs_id`` dimension: profile | element | layer (row numbers
+    appended where those repeat, e.g. plots without a profile id)."""
+    obs_id = (
+        df["profile_id"].astype(str) + "|" + df["element"] + "|" + df["layer"]
+        if "profile_id" in df.columns
+        else pd.Series([f"row{i}" for i in range(len(df))])
+    )
+    if obs_id.duplicated().any():
+        obs_id = obs_id + "|" + pd.Series(np.arange(len(df)).astype(str))
+    return obs_id
+
+
 def index_of(values: pd.Series | np.ndarray, labels: list) -> np.ndarray:
     """Integer codes of ``values`` in ``labels`` (every value must be present)."""
     lookup = {lab: i for i, lab in enumerate(labels)}

@@ -84,6 +84,7 @@ from bayes_soil.models.base import (
     ModelData,
     SoilModel,
     index_of,
+    observation_ids,
     register,
     thin_posterior,
 )
@@ -306,13 +307,7 @@ class ClimateBreakpoints(SoilModel):
         e_of = {e: i for i, e in enumerate(elements)}
         l_of = {lay: i for i, lay in enumerate(layers)}
         cell_el = np.array([[e_of[k.split("#")[0]], l_of[k.split("#")[-1]]] for k in cells])
-        obs_id = (
-            df["profile_id"].astype(str) + "|" + df["element"] + "|" + df["layer"]
-            if "profile_id" in df.columns
-            else pd.Series([f"row{i}" for i in range(len(df))])
-        )
-        if obs_id.duplicated().any():
-            obs_id = obs_id + "|" + pd.Series(np.arange(len(df)).astype(str))
+        obs_id = observation_ids(df)
 
         # sites = distinct climates (the drivers vary only between them); cell = element x layer
         x_sites, site_idx = np.unique(x, axis=0, return_inverse=True)

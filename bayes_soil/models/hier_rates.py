@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_soil.errors import InputError
-from bayes_soil.models.base import ModelData, SoilModel, index_of, register
+from bayes_soil.models.base import ModelData, SoilModel, index_of, observation_ids, register
 from bayes_soil.schema import (
     LAYERS,
     ORIGINS,
@@ -197,13 +197,7 @@ class HierRates(SoilModel):
             np.add.at(acc, unit_group, stats[k])
             group_stats[f"group_stat_{k}"] = acc
 
-        obs_id = (
-            df["profile_id"].astype(str) + "|" + df["element"] + "|" + df["layer"]
-            if "profile_id" in df.columns
-            else pd.Series([f"row{i}" for i in range(len(df))])
-        )
-        if obs_id.duplicated().any():
-            obs_id = obs_id + "|" + pd.Series(np.arange(len(df)).astype(str))
+        obs_id = observation_ids(df)
         arrays = {
             "stock": y,
             "years": df["years"].to_numpy(float),
