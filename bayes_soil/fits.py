@@ -15,7 +15,7 @@ import platform
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,16 @@ from bayes_soil.io import atomic_path, clean_partials
 if TYPE_CHECKING:
     import xarray as xr
 
-    from bayes_soil.models.base import FitSettings
+
+class SamplerSettings(Protocol):
+    """What the store needs of a fit's sampler settings (``models.base.FitSettings``); the
+    store does not import the models, which import it."""
+
+    sampler: str
+    seed: int
+
+    def to_json(self) -> str: ...
+
 
 DEFAULT_STORE = Path("fits")
 RHAT_MAX = 1.01
@@ -73,7 +82,7 @@ def provenance_attrs(
     *,
     model: str,
     spec_json: str,
-    settings: FitSettings,
+    settings: SamplerSettings,
     data_sha256: str,
     synthetic: bool,
     diagnostics: dict,
