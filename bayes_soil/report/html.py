@@ -1113,14 +1113,25 @@ def _methods_section(inp: ReportInputs) -> str:
             f"{s.get('tune', '?')} tuning steps, seed {rec.dt.attrs.get('seed', '?')})"
         )
         if rec.kind == "rates":
+            deep_mode = rec.dt.attrs.get("deep_imputed", "missing")
+            n_left = rec.dt.attrs.get("n_deep_imputed_left_out")
+            deep_text = (
+                f"Imputed values are not data: the {n_left} 100-200 cm stocks filled by the "
+                "shallow-to-deep function were left out of this fit (missing cells), while the "
+                "frequentist reproduction keeps the paper's fill."
+                if deep_mode == "missing"
+                else "The 100-200 cm stocks filled by the shallow-to-deep function were fitted "
+                "as if measured (data.deep_imputed = 'as_data')."
+            )
             parts.append(
                 "The hierarchical model hier_rates describes each layer stock as a continuous, "
                 "piecewise-linear trajectory in years since revegetation with one rate per "
                 "stage, vegetation type and layer; rates are partially pooled across vegetation "
-                "types toward a stage x layer mean, study and site effects absorb differences in "
-                "baseline stocks, and errors are Student-t. The 0-200 cm rate is the sum of the "
-                "layer rates in every draw, and the pooled ('all') rate is the equal-weight mean "
-                f"over vegetation types. It was sampled with {samp}."
+                "types toward a stage x layer mean; site and chronosequence effects on the "
+                "baseline and on the rate absorb differences between places and studies (they are "
+                "integrated out exactly), and errors are Gaussian. The 0-200 cm rate is the sum "
+                "of the layer rates in every draw, and the pooled ('all') rate is the "
+                f"equal-weight mean over vegetation types. {deep_text} It was sampled with {samp}."
             )
         else:
             parts.append(
