@@ -123,7 +123,7 @@ def test_turning_point_sentence_says_whether_the_data_decide():
         "by map_mm only (P = 0.93)"
     )
     assert "Segmented regression puts it at 418 ± 1.96 x 25 mm (369 to 467 mm)" in text
-    assert "Davies p = < 0.001" in text
+    assert "Davies p < 0.001" in text
     row.update(p_break=0.5)
     assert "the data do not decide (P(turning point) = 0.50)" in S.turning_point_sentence(row)
     row.update(p_break=0.05)

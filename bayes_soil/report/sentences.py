@@ -73,6 +73,11 @@ def fmt_prob(p: float) -> str:
     return f"{p:.2f}"
 
 
+def eq(value: str) -> str:
+    """' = 0.42', but ' > 0.99' (not ' = > 0.99') for a bound."""
+    return f" {value}" if value[:1] in "<>" else f" = {value}"
+
+
 def fmt_p_value(p: float) -> str:
     if not _finite(p):
         return "n/a"
@@ -141,10 +146,10 @@ def break_phrase(p_break: float) -> str:
         return "no probability of a turning point is stored"
     p = fmt_prob(p_break)
     if p_break >= 0.8:
-        return f"the model finds a turning point (P(turning point) = {p})"
+        return f"the model finds a turning point (P(turning point){eq(p)})"
     if p_break <= 0.2:
-        return f"the model finds no turning point (P(turning point) = {p})"
-    return f"the data do not decide (P(turning point) = {p})"
+        return f"the model finds no turning point (P(turning point){eq(p)})"
+    return f"the data do not decide (P(turning point){eq(p)})"
 
 
 def turning_point_sentence(row: Mapping) -> str:
@@ -157,7 +162,7 @@ def turning_point_sentence(row: Mapping) -> str:
         span = fmt_interval(row["psi_hdi_low"], row["psi_hdi_high"])
         text += f"; given a turning point, psi lies in {span} {units} ({row['interval']})"
         if _finite(row.get("p_k1_neg_k2_pos")):
-            text += f", P(k1 < 0 < k2) = {fmt_prob(row['p_k1_neg_k2_pos'])}"
+            text += f", P(k1 < 0 < k2){eq(fmt_prob(row['p_k1_neg_k2_pos']))}"
     carried = row.get("carried_by")
     if isinstance(carried, str) and carried:
         text += f"; with both drivers in one model the turning point is carried by {carried}"
@@ -171,7 +176,7 @@ def turning_point_sentence(row: Mapping) -> str:
         se_text = f" ± 1.96 x {fmt_num(se)}" if _finite(se) else ""
         text += (
             f". Segmented regression puts it at {fmt_num(row['psi'])}{se_text} {units}{lo_hi}, "
-            f"Davies p = {fmt_p_value(row.get('davies_p'))}"
+            f"Davies p{eq(fmt_p_value(row.get('davies_p')))}"
         )
         dp = row.get("davies_p")
         if _finite(dp) and dp < 0.05 and _finite(pb) and pb <= 0.2:
@@ -188,7 +193,7 @@ def psi_diff_sentence(row: Mapping) -> str:
     name, units = DRIVER_NAME.get(drv, drv), DRIVER_UNITS.get(drv, "")
     p = row.get("p_c_above_n", row.get("p_positive"))
     both = row.get("p_both_break")
-    given = f" in the draws where both have one (P = {fmt_prob(both)})" if _finite(both) else ""
+    given = f" in the draws where both have one (P{eq(fmt_prob(both))})" if _finite(both) else ""
     return (
         f"Along {name} in {row['layer']} cm the C turning point lies above the N one with "
         f"probability {fmt_prob(p)}{given} (psi_C - psi_N: {row['interval']} "
