@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_soil.errors import InputError
-from bayes_soil.schema import LAYERS, STAGES, TOTAL_LAYER
+from bayes_soil.schema import DRIVERS, ELEMENTS, LAYERS, STAGES, TOTAL_LAYER, chosen
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -141,9 +141,9 @@ class CalibrationConfig:
 
         spec = deep_merge(self.spec, {})
         data = spec.setdefault("data", {})
-        data["elements"] = ["C", "N"] if self.element == "both" else [self.element]
+        data["elements"] = chosen(self.element, ELEMENTS)
         if self.model == "climate_breakpoints":
-            data["drivers"] = ["map_mm", "mat_c"] if self.driver == "both" else [self.driver]
+            data["drivers"] = chosen(self.driver, DRIVERS)
         return spec
 
     def fingerprint(self) -> str:

@@ -154,3 +154,8 @@ def stage_of(years: pd.Series | np.ndarray) -> pd.Series:
     labels = np.asarray(STAGES, dtype=object)[idx]
     labels[np.isnan(years)] = None
     return pd.Series(labels, dtype="object")
+
+
+def chosen(choice: str, options: tuple[str, ...]) -> list[str]:
+    """A command-line choice as a list: ``"both"`` -> every option, else just the one."""
+    return list(options) if choice == "both" else [choice]

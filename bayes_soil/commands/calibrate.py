@@ -86,20 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    import tomllib
-
     from bayes_soil.calibrate import CalibrationConfig
-    from bayes_soil.errors import InputError
+    from bayes_soil.commands import read_spec_file
 
-    spec: dict = {}
-    if args.spec:
-        try:
-            with open(args.spec, "rb") as f:
-                spec = tomllib.load(f)
-        except FileNotFoundError as exc:
-            raise InputError(f"{args.spec}: spec file not found") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{args.spec}: not valid TOML ({exc})") from exc
+    spec = read_spec_file(args.spec, args.model)
     cfg = CalibrationConfig(
         model=args.model,
         variant=args.variant,

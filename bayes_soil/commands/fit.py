@@ -125,23 +125,11 @@ def _spec_overrides(args: argparse.Namespace) -> dict:
     A flag left out leaves the file's entry (or the model's default) alone. Unknown keys in the
     file are an InputError naming the key and the valid names.
     """
-    import tomllib
-
+    from bayes_soil.commands import read_spec_file
     from bayes_soil.errors import InputError
-    from bayes_soil.models import REGISTRY
+    from bayes_soil.schema import DRIVERS, ELEMENTS, chosen
 
-    spec: dict = {}
-    if args.spec:
-        try:
-            with open(args.spec, "rb") as f:
-                spec = tomllib.load(f)
-        except FileNotFoundError as exc:
-            raise InputError(f"{args.spec}: spec file not found") from exc
-        except IsADirectoryError as exc:
-            raise InputError(f"{args.spec}: is a directory, expected a TOML spec file") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{args.spec}: not valid TOML ({exc})") from exc
-        REGISTRY[args.model].check_spec(spec, source=args.spec)
+    spec = read_spec_file(args.spec, args.model)
     climate = args.model == "climate_breakpoints"
     if not climate:
         given = [f for f, v in (("--driver", args.driver), ("--no-break", args.no_break)) if v]
@@ -152,10 +140,10 @@ def _spec_overrides(args: argparse.Namespace) -> dict:
             )
     if args.element is not None:
         data = spec.setdefault("data", {})
-        data["elements"] = ["C", "N"] if args.element == "both" else [args.element]
+        data["elements"] = chosen(args.element, ELEMENTS)
     if climate and args.driver is not None:
         data = spec.setdefault("data", {})
-        data["drivers"] = ["map_mm", "mat_c"] if args.driver == "both" else [args.driver]
+        data["drivers"] = chosen(args.driver, DRIVERS)
     if climate and args.no_break:
         spec.setdefault("structure", {})["breaks"] = False
     return spec

@@ -218,7 +218,8 @@ class HierRates(SoilModel):
             **group_stats,
             "site_cell_element": index_of(pd.Series(scells).str.split("#").str[0], elements),
             "site_cell_layer": index_of(pd.Series(scells).str.split("#").str[-1], fit_layers),
-            **{f"stat_{k}": v for k, v in stats.items()},
+            # per cell only what the Woodbury terms read; the r'r sums live per rate group
+            **{f"stat_{k}": stats[k] for k in ("n", "t1", "t2", "y1", "ty", "b1", "bt")},
         }
         n_rows = (
             df.assign(stage=pd.Categorical(_stage_labels(df["years"], n_stages), stages))
@@ -440,28 +441,14 @@ class HierRates(SoilModel):
     def conditional_mean(self, post: xr.Dataset, data: ModelData, rng: np.random.Generator):
         """Per draw and row: E[y | rates, drawn effects] and the residual sd (standardised)."""
         a = data.arrays
-        stack = {k: post[k].values.reshape(-1, *post[k].shape[2:]) for k in post.data_vars}
-        ue, ul = a["unit_cell_element"], a["unit_cell_layer"]
-        n_g = len(data.coords["stage"])
-        beta = stack["beta"]  # (S, e, v, g, l)
-        theta = beta.transpose(0, 1, 2, 4, 3).reshape(beta.shape[0], -1, n_g)[
-            :, a["unit_cell_rate"]
-        ]
-        if "origin_contrast" in stack:
-            d = stack["origin_contrast"].transpose(0, 1, 3, 2)[:, ue, ul]
-            theta = theta + (a["unit_cell_planted"] - 0.5)[None, :, None] * d
-        zeros = np.zeros_like(stack["sigma"])
-        alpha = stack["alpha"][:, ue, ul]
-        s2 = stack["sigma"][:, ue, ul] ** 2
-        su2 = stack["sd_unit"][:, ue, ul] ** 2
-        sw2 = stack.get("sd_unit_slope", zeros)[:, ue, ul] ** 2
+        c = _cell_draws({k: post[k].values for k in post.data_vars}, data)
+        theta, alpha, s2 = c["theta"], c["alpha"], c["sigma"] ** 2
+        su2, sw2 = c["sd_unit"] ** 2, c["sd_unit_slope"] ** 2
         st = {k: a[k][None] for k in a if k.startswith("stat_")}
         _, q = _unit_terms(theta, alpha, s2, su2, sw2, st, np)
         site = a["unit_cell_site"]
         n_site = len(a["site_cell_element"])
-        sc = (slice(None), a["site_cell_element"], a["site_cell_layer"])
-        ss2 = stack["sd_site"][sc] ** 2
-        ssw2 = stack.get("sd_site_slope", zeros)[sc] ** 2
+        ss2, ssw2 = c["sd_site"] ** 2, c["sd_site_slope"] ** 2
         _, (mv, mu_), (p11, p12, p22) = _site_terms(q, site, n_site, ss2, ssw2, _segment_sum, np)
         v, u = _draw_pair(mv, mu_, p11, p12, p22, rng)  # site intercept and slope
         # unit intercept and slope given the site effect: N(Minv Z'r / s2, Minv)
@@ -486,44 +473,61 @@ class HierRates(SoilModel):
 
     def prior_predictive(self, data: ModelData, draws: int = 200, seed: int = 1) -> xr.DataTree:
         """Prior draws of the parameters and of the (standardised) stocks, effects included."""
+        import warnings
+
         import pymc as pm
         import xarray as xr
 
         a = data.arrays
-        import warnings
-
         with self.build(data), warnings.catch_warnings():
             # the Potential is the likelihood: prior draws rightly ignore it
             warnings.simplefilter("ignore", UserWarning)
             prior = pm.sample_prior_predictive(draws=draws, random_seed=seed)["prior"]
         p = prior.to_dataset()
-        s = {k: p[k].values.reshape(-1, *p[k].shape[2:]) for k in p.data_vars}
+        c = _cell_draws({k: p[k].values for k in p.data_vars}, data)
         rng = np.random.default_rng([seed, 2])
-        ue, ul = a["unit_cell_element"], a["unit_cell_layer"]
-        n_g = len(data.coords["stage"])
-        theta = s["beta"].transpose(0, 1, 2, 4, 3).reshape(draws, -1, n_g)[:, a["unit_cell_rate"]]
-        n_u, n_s = len(ue), len(a["site_cell_element"])
-        v = s["sd_site"][:, a["site_cell_element"], a["site_cell_layer"]] * rng.standard_normal(
-            (draws, n_s)
-        )
-        au = s["sd_unit"][:, ue, ul] * rng.standard_normal((draws, n_u))
-        zero = np.zeros_like(s["sd_unit"])
-        sw = s.get("sd_unit_slope", zero)[:, ue, ul]
-        wu = sw * rng.standard_normal((draws, n_u))
-        ssw = s.get("sd_site_slope", zero)[:, a["site_cell_element"], a["site_cell_layer"]]
-        us = ssw * rng.standard_normal((draws, n_s))
-        cell = a["unit_cell_idx"]
-        level = s["alpha"][:, ue, ul] + v[:, a["unit_cell_site"]] + au
-        slope = wu + us[:, a["unit_cell_site"]]
+        n_u, n_s = len(a["unit_cell_element"]), len(a["site_cell_element"])
+        v = c["sd_site"] * rng.standard_normal((draws, n_s))
+        us = c["sd_site_slope"] * rng.standard_normal((draws, n_s))
+        au = c["sd_unit"] * rng.standard_normal((draws, n_u))
+        wu = c["sd_unit_slope"] * rng.standard_normal((draws, n_u))
+        cell, site = a["unit_cell_idx"], a["unit_cell_site"]
+        level = c["alpha"] + v[:, site] + au
+        slope = wu + us[:, site]
         mean = level[:, cell] + slope[:, cell] * a["years"] / 10.0
-        mean = mean + (theta[:, cell] * a["basis"][None]).sum(-1)
-        sig = s["sigma"][:, ue, ul][:, cell]
+        mean = mean + (c["theta"][:, cell] * a["basis"][None]).sum(-1)
+        sig = c["sigma"][:, cell]
         y = mean + sig * rng.standard_normal(mean.shape)
         pp = xr.Dataset(
             {"stock": (("chain", "draw", "obs_id"), y[None])},
             coords={"chain": [0], "draw": np.arange(draws), "obs_id": data.coords["obs_id"]},
         )
         return xr.DataTree.from_dict({"prior": p, "prior_predictive": pp})
+
+
+def _cell_draws(draws: dict[str, np.ndarray], data: ModelData) -> dict[str, np.ndarray]:
+    """Parameter draws (chain, draw, ...) gathered per chronosequence cell and per site cell.
+
+    ``theta`` (S, cells, stages) is each cell's rate vector (with the planted - natural
+    contrast where the spec has one); variances absent from the spec (no slopes) are 0.
+    """
+    a = data.arrays
+    s = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+    ue, ul = a["unit_cell_element"], a["unit_cell_layer"]
+    se, sl = a["site_cell_element"], a["site_cell_layer"]
+    n_g = len(data.coords["stage"])
+    beta = s["beta"]  # (S, element, vegetation, stage, layer)
+    theta = beta.transpose(0, 1, 2, 4, 3).reshape(beta.shape[0], -1, n_g)[:, a["unit_cell_rate"]]
+    if "origin_contrast" in s:
+        d = s["origin_contrast"].transpose(0, 1, 3, 2)[:, ue, ul]
+        theta = theta + (a["unit_cell_planted"] - 0.5)[None, :, None] * d
+    zero = np.zeros_like(s["sigma"])
+    out = {"theta": theta}
+    for k in ("alpha", "sigma", "sd_unit", "sd_unit_slope"):
+        out[k] = s.get(k, zero)[:, ue, ul]
+    for k in ("sd_site", "sd_site_slope"):
+        out[k] = s.get(k, zero)[:, se, sl]
+    return out
 
 
 def _draw_pair(m1, m2, c11, c12, c22, rng):
