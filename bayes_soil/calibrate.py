@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 MODELS = ("hier_rates", "climate_breakpoints")
 LEVELS = (0.5, 0.9)
-TIMING_COLUMNS = ("fit_s", "dataset_s")
+TIMING_COLUMNS = ("fit_s", "dataset_s", "load_before")
 SYNTHETIC_TITLE = "SYNTHETIC calibration"
 KEY_COLUMNS = ("quantity", "element", "vegetation", "stage", "driver", "layer")
 RESULT_COLUMNS = (
@@ -85,6 +86,7 @@ RESULT_COLUMNS = (
     "n_rows",
     "fit_s",
     "dataset_s",
+    "load_before",  # 1-minute load average when the fit started: timings are load-dependent
     "config_sha256",
 )
 FALSE_BREAK_THRESHOLD = 0.5  # a cell without a true break "finds" one when P(break) > this
@@ -415,6 +417,7 @@ def run_dataset(config: CalibrationConfig, index: int) -> pd.DataFrame:
         result, truth = simulate_and_harmonise(config, seed, tmp)
     model = get_model(config.model, config.spec_overrides())
     table = getattr(result, model.table)
+    load = os.getloadavg()[0]
     t1 = time.perf_counter()
     dt = fit_model(model, table, config, seed)
     fit_s = time.perf_counter() - t1
@@ -425,6 +428,7 @@ def run_dataset(config: CalibrationConfig, index: int) -> pd.DataFrame:
     rows.insert(3, "seed", seed)
     rows["fit_s"] = round(fit_s, 2)
     rows["dataset_s"] = round(time.perf_counter() - t0, 2)
+    rows["load_before"] = round(load, 2)
     rows["config_sha256"] = config.fingerprint()
     return _tidy(rows)
 
