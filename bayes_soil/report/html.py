@@ -28,6 +28,7 @@ import xarray as xr
 from bayes_soil import __version__, schema
 from bayes_soil.compare import Comparison, definitions, fit_kind, interval_name
 from bayes_soil.io import SYNTHETIC_LABEL
+from bayes_soil.posterior import break_decision
 from bayes_soil.report import sentences as S
 
 QUICK_LABEL = (
@@ -416,10 +417,11 @@ def _findings(inp: ReportInputs) -> str:
             )
     if cmp is not None and len(cmp.breakpoints):
         bp = cmp.breakpoints[cmp.breakpoints["p_break"].notna()]
-        found = bp[bp["p_break"] >= 0.8]
+        decision = bp["p_break"].map(break_decision)
+        found = bp[decision == "turning point"]
         for _, r in found.iterrows():
             items.append(S.turning_point_sentence(r))
-        undecided = bp[(bp["p_break"] > 0.2) & (bp["p_break"] < 0.8)]
+        undecided = bp[decision == "the data do not decide"]
         if len(undecided):
             items.append(
                 f"For {len(undecided)} element x driver x layer cell(s) the data do not decide "

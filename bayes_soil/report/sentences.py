@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from bayes_soil.posterior import break_decision
+
 RATE_UNITS = "Mg ha-1 yr-1"
 DRIVER_NAME = {"map_mm": "MAP", "mat_c": "MAT"}
 DRIVER_UNITS = {"map_mm": "mm", "mat_c": "°C"}
@@ -144,12 +146,11 @@ def break_phrase(p_break: float) -> str:
     """How P(turning point) reads: a turning point, none, or 'the data do not decide'."""
     if not _finite(p_break):
         return "no probability of a turning point is stored"
-    p = fmt_prob(p_break)
-    if p_break >= 0.8:
-        return f"the model finds a turning point (P(turning point){eq(p)})"
-    if p_break <= 0.2:
-        return f"the model finds no turning point (P(turning point){eq(p)})"
-    return f"the data do not decide (P(turning point){eq(p)})"
+    p = f"(P(turning point){eq(fmt_prob(p_break))})"
+    decision = break_decision(p_break)
+    if decision == "the data do not decide":
+        return f"{decision} {p}"
+    return f"the model finds {'a ' if decision == 'turning point' else ''}{decision} {p}"
 
 
 def turning_point_sentence(row: Mapping) -> str:
