@@ -693,6 +693,67 @@ def summary_markdown(summary: pd.DataFrame, config: CalibrationConfig | None = N
     return "\n".join(lines) + "\n"
 
 
+def per_fit_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset: its gate (R-hat, ESS, divergences), cost with the load beside it,
+    90% coverage of the model's main quantity, and false breaks where they apply.
+
+    A summary over all datasets can hide one bad fit; this is the table that shows it."""
+    first = table.groupby("dataset", sort=True)
+    out = pd.DataFrame(
+        {
+            "seed": first["seed"].first(),
+            "rows": first["n_rows"].first(),
+            "fit_s": first["fit_s"].first(),
+            "load_before": first["load_before"].first() if "load_before" in table else np.nan,
+            "max_rhat": first["fit_max_rhat"].first(),
+            "min_ess_bulk": first["fit_min_ess_bulk"].first(),
+            "divergences": first["divergences"].first(),
+            "verdict": first["verdict"].first(),
+        }
+    )
+    main = table[
+        table["quantity"].isin(("rate", "psi")) & ~table["approximate"].fillna(False).astype(bool)
+    ]
+    main = main[main["cover90"].notna()]
+    out["cells"] = main.groupby("dataset").size()
+    out["cover90"] = main.groupby("dataset")["cover90"].mean()
+    psi = table[table["quantity"] == "psi"]
+    if len(psi) and psi["p_break"].notna().any():
+        nb = psi[~psi["has_break"].fillna(False).astype(bool)]
+        out["no_break_cells"] = nb.groupby("dataset").size()
+        out["false_breaks"] = nb.groupby("dataset")["p_break"].apply(
+            lambda v: int((v > FALSE_BREAK_THRESHOLD).sum())
+        )
+    return out.reset_index()
+
+
+def per_fit_markdown(per_fit: pd.DataFrame) -> str:
+    """The per-fit table in markdown (numbers rounded for reading)."""
+    fmt = {
+        "fit_s": "{:.0f}",
+        "load_before": "{:.2f}",
+        "max_rhat": "{:.3f}",
+        "min_ess_bulk": "{:.0f}",
+        "cover90": "{:.2f}",
+    }
+    cols = list(per_fit.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in per_fit.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if pd.isna(v):
+                cells.append("-")
+            elif c in fmt:
+                cells.append(fmt[c].format(v))
+            elif isinstance(v, float) and v.is_integer():
+                cells.append(str(int(v)))
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report_section(table: pd.DataFrame, model: str | None = None, spec_json: str | None = None):
     """A small calibration table for the report, or None when there is nothing for ``model``.
 
@@ -799,8 +860,22 @@ def write_outputs(
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     files.append(out / "summary.json")
+    per_fit = per_fit_table(table) if len(table) else None
+    if per_fit is not None:
+        payload["per_fit"] = json.loads(per_fit.to_json(orient="records"))
+        with atomic_path(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(payload, indent=2))
+    md = summary_markdown(summary, config)
+    if per_fit is not None:
+        md += (
+            "\n## Per fit\n\nGate: max R-hat <= 1.01, min bulk ESS >= 400, 0 divergences. "
+            "`fit_s` is the wall time of the fit on its worker; `load_before` the 1-minute "
+            "load average when it started (the machine may be shared). `cover90`: share of "
+            "the dataset's cells (rate, or psi given a break) inside the central 90% "
+            "interval.\n\n" + per_fit_markdown(per_fit) + "\n"
+        )
     with atomic_path(out / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(summary, config))
+        tmp.write_text(md)
     files.append(out / "summary.md")
     if figures and len(table):
         files += write_figures(table, out / "figures", config)

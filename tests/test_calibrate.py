@@ -346,3 +346,22 @@ def test_report_shows_a_calibration_folder(tmp_path, fake_pipeline):
     assert "No calibration was given" in empty
     with pytest.raises(InputError, match="not an output folder of 'calibrate'"):
         calibration_table([tmp_path], lines.append)
+
+
+def test_per_fit_table_shows_each_fit_gate_cost_and_false_breaks():
+    """One row per dataset, so a single bad fit is not hidden in the pooled summary."""
+    parts = []
+    for i, pb in enumerate((0.3, 0.8)):
+        rows = cal.score_fit(_fake_climate_fit(p_break=pb, seed=i), TRUTH, "climate_breakpoints")
+        parts.append(
+            rows.assign(
+                dataset=i, seed=100 + i, n_rows=50 + i, fit_s=10.0 * (i + 1), load_before=1.5
+            )
+        )
+    per_fit = cal.per_fit_table(pd.concat(parts, ignore_index=True))
+    assert list(per_fit["seed"]) == [100, 101] and list(per_fit["fit_s"]) == [10.0, 20.0]
+    # every cell without a true break is a false break at P = 0.8, none at P = 0.3
+    assert list(per_fit["false_breaks"]) == [0, int(per_fit["no_break_cells"].iloc[1])]
+    assert (per_fit["cells"] == 3).all()  # exact-truth psi cells (0-200 MAP is approximate)
+    md = cal.per_fit_markdown(per_fit)
+    assert md.count("\n") == 3 and "| 101 |" in md
