@@ -771,22 +771,7 @@ def _posterior_section(inp: ReportInputs) -> str:
         out.append(
             _details(
                 "posterior rates for every vegetation type",
-                table_html(
-                    veg,
-                    [
-                        "element",
-                        "layer",
-                        "vegetation",
-                        "stage",
-                        "mean",
-                        "sd",
-                        "hdi_low",
-                        "hdi_high",
-                        "p_positive",
-                        "r_hat",
-                        "ess_bulk",
-                    ],
-                ),
+                table_html(veg, list(schema.RATES_POSTERIOR_COLUMNS)),
             )
         )
     out.append("<h3>Turning points along climate (climate_breakpoints)</h3>")
