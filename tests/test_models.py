@@ -286,7 +286,8 @@ def _tiny_pieces(m, d, point):
     r = a["rate"] - c[egl] - u[a["study_cell_idx"]]
     s2 = ex["sigma"].item() ** 2 + (ex["sigma_meas"].item() * a["inv_decades"]) ** 2
     pri = m.spec["priors"]
-    return r, s2, ex["sd_site"].item(), pri["slope_sd"], pri["change_sd"]
+    sd_site = abs(point["sd_site_signed"]).item()  # sampled signed: sd_site = |z|
+    return r, s2, sd_site, pri["slope_sd"], pri["change_sd"]
 
 
 def _potential(model, point) -> float:
@@ -416,6 +417,7 @@ def test_climate_numpy_marginal_matches_model_and_p_break():
             for k, v in point.items()
         }
     )
+    post["sd_site"] = abs(post["sd_site_signed"])  # the Deterministic the fit stores
     mm = m.marginal_numpy(m._stats(post, d), d)
     total = mm["rows"] + mm["site"] + mm["slope"] + mm["lse"].sum(-1)
     assert _potential(model, point) == pytest.approx(float(total[0]), abs=1e-8)

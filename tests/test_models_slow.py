@@ -118,17 +118,19 @@ def test_no_turning_point_variant_gives_low_p_break():
 
 
 def test_demo_fit_passes_its_gate():
-    """The bundled demo, both elements, MAP: R-hat <= 1.01, bulk ESS >= 400, 0 divergences."""
+    """As `fit` runs it by default (both elements, MAP + MAT jointly, the spec's sampler
+    settings): R-hat <= 1.01, bulk ESS >= 400, 0 divergences; and the demo has no MAT turning
+    point, so the joint model must not claim one (P(break) <= 0.5 in every MAT cell)."""
     from bayes_soil.harmonize import load_harmonised
 
     demo = load_harmonised(None)
-    spec = {"data": {"drivers": ["map_mm"]}}
-    dt = get_model("climate_breakpoints", spec).fit(
-        demo.changes, chains=4, draws=1000, tune=1000, progressbar=False
-    )
+    dt = get_model("climate_breakpoints").fit(demo.changes, progressbar=False)
     diag = json.loads(dt.attrs["diagnostics"])
     print("demo gate:", diag)
     assert diag["verdict"] == "pass", diag["problems"]
+    p_mat = 1 - dt["psi_grid"]["p_no_break"].sel(driver="mat_c")
+    print("demo P(break) along MAT:", p_mat.values.round(2))
+    assert (p_mat <= 0.5).all()
 
 
 def test_demo_hier_rates_default_fit_passes_its_gate():
