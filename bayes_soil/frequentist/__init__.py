@@ -116,7 +116,7 @@ def run_frequentist(
     breakpoints = _beside(breakpoints, psi_cols, "psi_se")
     breakpoints = _beside(breakpoints, driver_columns(changes, breakpoints), "reason")
     ratios = pd.concat(
-        [stage_rate_ratios(rates), breakpoint_rate_ratios(breakpoints)], ignore_index=True
+        [stage_rate_ratios(rates, layers), breakpoint_rate_ratios(breakpoints)], ignore_index=True
     )
     return FrequentistResult(
         rates=rates,
