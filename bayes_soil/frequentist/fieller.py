@@ -65,7 +65,7 @@ def slope_covariance(c_cell: pd.DataFrame, n_cell: pd.DataFrame) -> tuple[float,
     wc, wn = _weights_and_residuals(c_cell), _weights_and_residuals(n_cell)
     if wc.index.has_duplicates or wn.index.has_duplicates:
         return 0.0, f"{PAIR_KEY} repeats within the cell; covariance taken as 0"
-    both = wc.join(wn, how="inner", lsuffix="_c", rsuffix="_n")
+    both = wc.add_suffix("_c").join(wn.add_suffix("_n"), how="inner")
     m = len(both)
     if m < 3:
         return 0.0, f"{m} profiles have both C and N; covariance taken as 0"
