@@ -208,3 +208,23 @@ def test_freq_on_groa(shared_data, tmp_path):
     assert set(bp.loc[bp["element"] == "N", "status"]) == {"absent"}
     ratios = pd.read_csv(out / "rate_ratios.csv")
     assert (ratios["status"] == "absent").all()
+
+
+def test_kruskal_groups_test_is_named_and_says_when_it_repeats_the_stage_test():
+    from bayes_soil.frequentist.kruskal import GROUPS, kruskal_table
+
+    rows = [
+        ("C", "0-20", "forest", s, float(i + 3 * j))
+        for j, s in enumerate(("0-5", "6-10"))
+        for i in range(3)
+    ]
+    layers = pd.DataFrame(rows, columns=["element", "layer", "vegetation", "stage", "stock_mg_ha"])
+    changes = layers.rename(columns={"stock_mg_ha": "rate_mg_ha_yr"})
+    kr = kruskal_table(layers, changes)
+    cell = kr[(kr["element"] == "C") & (kr["layer"] == "0-20") & (kr["response"] == "stock")]
+    cell = cell.set_index("factor")
+    assert "not an interaction test" in cell.loc[GROUPS, "test"]
+    assert "repeats the stage test" in cell.loc[GROUPS, "note"]
+    # the numbers are the stage test's, as the note says
+    assert cell.loc[GROUPS, "H"] == pytest.approx(cell.loc["stage", "H"])
+    assert cell.loc["stage", "note"] == ""

@@ -608,6 +608,8 @@ def _harmonisation_section(inp: ReportInputs) -> str:
 
 
 def _table1_section(inp: ReportInputs) -> str:
+    from bayes_soil.frequentist.kruskal import FACTORS
+
     kr = inp.freq.get("kruskal")
     if kr is None or len(kr) == 0:
         return "<p>No Kruskal-Wallis table (frequentist results missing).</p>"
@@ -616,12 +618,15 @@ def _table1_section(inp: ReportInputs) -> str:
         index=["element", "layer"], columns="factor", values=["H", "p"], aggfunc="first", sort=False
     )
     wide.columns = [f"{f} {stat}" for stat, f in wide.columns]
-    order = [f"{f} {s}" for f in ("vegetation", "stage", "vegetation:stage") for s in ("H", "p")]
+    order = [f"{f} {s}" for f in FACTORS for s in ("H", "p")]
     wide = wide[[c for c in order if c in wide.columns]].reset_index()
     return (
         f"<p>Kruskal-Wallis H (tie-corrected) and p for differences in {esc(resp)} between "
-        "vegetation types, stages and their combinations, per element and layer (the paper's "
-        "Table 1).</p>" + table_html(wide) + _details("long format with df and n", table_html(kr))
+        "vegetation types, stages and the combined vegetation x stage groups, per element and "
+        "layer (the paper's Table 1). The third test is Kruskal-Wallis on the combined groups, "
+        "not an interaction test; with one vegetation type it repeats the stage test.</p>"
+        + table_html(wide)
+        + _details("long format with df and n", table_html(kr))
     )
 
 
