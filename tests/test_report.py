@@ -265,7 +265,8 @@ def test_page_has_every_section_and_the_rule(page):
         "methods",
     ):
         assert f"<section id='{sid}'>" in page
-    assert "agree = the OLS 95% CI and the posterior 94% HDI overlap" in page
+    assert "Overlapping intervals alone are not agreement" in page
+    assert "the OLS 95% CI and the posterior 94% HDI overlap" in page
     assert (
         "Table 1" in page
         and "vegetation x stage groups H" in page

@@ -402,12 +402,13 @@ def _findings(inp: ReportInputs) -> str:
         ]
         for _, r in tot.iterrows():
             items.append(S.rate_sentence(r))
-        both = cmp.rates[cmp.rates["agreement"].isin(["agree", "disagree"])]
+        both = cmp.rates[cmp.rates["agreement"].isin(["agree", "disagree", "inconclusive"])]
         if len(both):
-            n_ag = int((both["agreement"] == "agree").sum())
+            n = both["agreement"].value_counts()
             items.append(
-                f"OLS and posterior agree in {n_ag} of {len(both)} rate cells that both estimate "
-                f"({cmp.rates['agreement_rule'].iloc[0]})."
+                f"Of {len(both)} rate cells that both estimate, OLS and posterior agree in "
+                f"{n.get('agree', 0)}, disagree in {n.get('disagree', 0)} and are inconclusive "
+                f"in {n.get('inconclusive', 0)} ({cmp.rates['agreement_rule'].iloc[0]})."
             )
         n_po = int((cmp.rates["agreement"] == "posterior only").sum())
         if n_po:
