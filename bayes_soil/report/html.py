@@ -638,8 +638,10 @@ def _freq_section(inp: ReportInputs) -> str:
         all_veg = rates[rates["vegetation"] == "all"]
         out.append("<h3>Stage-wise rates (OLS of stock on years within each stage, Eq. 6-7)</h3>")
         out.append(
-            "<p class='meta'>All vegetation pooled; slopes k in Mg ha-1 yr-1 with 95% CI. "
-            "The per-vegetation table is folded below.</p>"
+            "<p class='meta'>All vegetation pooled; slopes k in Mg ha-1 yr-1 with the 95% CI of "
+            "the OLS slope (ci_low, ci_high; rows iid, as R's lm) and the 95% CI, study cluster "
+            "bootstrap (ci95_cluster_low, ci95_cluster_high; studies resampled, which respects "
+            "the clustering of rows). The per-vegetation table is folded below.</p>"
         )
         cols = [
             "element",
@@ -649,8 +651,11 @@ def _freq_section(inp: ReportInputs) -> str:
             "se",
             "ci_low",
             "ci_high",
+            "ci95_cluster_low",
+            "ci95_cluster_high",
             "p",
             "n",
+            "n_studies",
             "status",
             "reason",
         ]
@@ -669,7 +674,16 @@ def _freq_section(inp: ReportInputs) -> str:
     bps = inp.freq.get("breakpoints")
     out.append("<h3>Segmented regression of change rates on climate (Davies test)</h3>")
     if bps is not None and len(bps):
-        out.append(table_html(bps, [*schema.BREAKPOINT_COLUMNS, "status", "reason"]))
+        out.append(
+            "<p class='meta'>psi +- psi_se: segmented's delta-method SE (rows iid); "
+            "psi_ci95_cluster_low/high: psi's 95% CI, study cluster bootstrap. "
+            "driver_correlation: Pearson r of MAP and MAT over the rows used; better_driver: the "
+            "driver whose segmented fit has the higher R^2; note: where the drivers co-vary, a "
+            "turning point may be carried by the other driver.</p>"
+        )
+        extra = ["psi_ci95_cluster_low", "psi_ci95_cluster_high", "driver_correlation"]
+        extra += ["better_driver", "status", "reason", "note"]
+        out.append(table_html(bps, [*schema.BREAKPOINT_COLUMNS, *extra]))
     else:
         out.append("<p>No breakpoint table.</p>")
     out.append(_freq_figures(inp))
