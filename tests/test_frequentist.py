@@ -159,6 +159,23 @@ def test_freq_command_writes_tables_equal_to_r(tmp_path, capsys):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "Turning points" in printed
+    # the fixture has no study_id: the cluster interval says why it is missing
+    ok = rates[rates["status"] == "ok"]
+    assert ok["ci95_cluster_low"].isna().all()
+    assert (ok["cluster_note"] == "no study_id column: clusters unknown").all()
+    bp = pd.read_csv(out / "breakpoints.csv", keep_default_na=False, na_values=[""])
+    changes = pd.read_csv(FIX / "sim_noturn_changes.csv.gz")
+    c = changes[(changes["element"] == "C") & (changes["layer"] == "0-20")]
+    r = np.corrcoef(c["map_mm"], c["mat_c"])[0, 1]
+    cell = bp.set_index(["element", "layer", "driver"])
+    assert cell.loc[("C", "0-20", "mat_c"), "driver_correlation"] == pytest.approx(r)
+    assert r > 0.7 and (cell["better_driver"] == "map_mm").all()
+    # no-turning-point data: MAT's tests are not significant, so no note; MAP's breaks warn
+    assert cell.loc[("C", "0-20", "mat_c"), "status"] == "no_break"
+    assert pd.isna(cell.loc[("C", "0-20", "mat_c"), "note"])
+    assert cell.loc[("C", "100-200", "map_mm"), "note"].startswith(
+        f"drivers co-vary (r={r:.2f}): mat_c's turning point may be a shadow of this one"
+    )
 
 
 @pytest.mark.slow

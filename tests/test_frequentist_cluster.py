@@ -125,3 +125,30 @@ def test_driver_columns_name_the_better_driver_and_warn_when_drivers_covary():
     )
     assert "shadow of this one" in out.loc[0, "note"]
     assert covary_note(0.5, "mat_c", "map_mm") == ""  # below the threshold: no note
+
+
+def test_breakpoint_cluster_columns_on_an_exact_broken_line():
+    from bayes_soil.frequentist.breakpoints import breakpoint_table
+    from bayes_soil.frequentist.cluster import breakpoint_cluster_columns
+
+    x = np.repeat(np.arange(300.0, 701.0, 25.0), 4)
+    changes = pd.DataFrame(
+        {
+            "element": "C",
+            "layer": "0-20",
+            "map_mm": x,
+            "mat_c": x / 50,
+            "rate_mg_ha_yr": np.maximum(x - 500.0, 0) * 0.01 + np.tile([0, 1e-4, -1e-4, 0], 17),
+            "study_id": np.repeat(np.arange(17), 4),
+        }
+    )
+    bp = breakpoint_table(changes)
+    cols = breakpoint_cluster_columns(changes, bp, 40, 3)
+    i = bp.index[(bp["element"] == "C") & (bp["layer"] == "0-20") & (bp["driver"] == "map_mm")][0]
+    assert float(cols.loc[i, "psi_ci95_cluster_low"]) == pytest.approx(500, abs=0.5)
+    assert float(cols.loc[i, "psi_ci95_cluster_high"]) == pytest.approx(500, abs=0.5)
+    assert (
+        cols.loc[i, "psi_cluster_interval"] == "95% CI, study cluster bootstrap (percentile, B=40)"
+    )
+    absent = bp.index[bp["status"] == "absent"]  # no N rows: no psi, no interval
+    assert cols.loc[absent, "psi_ci95_cluster_low"].isna().all()
