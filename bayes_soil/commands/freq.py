@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_B_PSI,
         metavar="B",
         help="study cluster bootstrap resamples for psi's interval (default "
-        f"{DEFAULT_B_PSI}, fewer than for rates because each refit is iterative; 0 skips)",
+        f"{DEFAULT_B_PSI}, fewer than for rates because each refit searches the breakpoint; "
+        "0 skips)",
     )
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})"
@@ -139,6 +140,13 @@ def _summary(result, synthetic: bool) -> None:
     console.print(_breakpoints_table(result.breakpoints))
     for note in _covary_notes(result.breakpoints):
         console.print(note)
+    ratios = result.rate_ratios[result.rate_ratios["kind"] == "stage"]
+    undefined = int((ratios["status"] == "undefined").sum())
+    if undefined:
+        console.print(
+            f"C:N rate ratios: {undefined} of {len(ratios)} stage ratios are undefined (the N "
+            "rate's 95% CI includes 0 or Fieller's interval is unbounded; see rate_ratios.csv)"
+        )
     skipped = int((~rates["status"].isin(["ok", "absent"])).sum())
     if skipped:
         console.print(f"{skipped} rate cell(s) not fitted (see the reason column of rates.csv)")
@@ -153,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
     from bayes_soil.io import AtomicOutputs
 
     start = time.perf_counter()
+    for flag, b in (
+        ("--bootstrap-b", args.bootstrap_b),
+        ("--psi-bootstrap-b", args.psi_bootstrap_b),
+    ):
+        if b < 0:
+            raise InputError(f"{flag} must be 0 (skip) or a positive number of resamples, got {b}")
     data = load_harmonised(args.data)
     if data.layers is None or len(data.layers) == 0:
         raise InputError(
