@@ -8,6 +8,14 @@ model says about it, which is the point of the hierarchical model.
 
 Vegetation ``all`` on the frequentist side (OLS over every vegetation type) is paired with the
 posterior ``rate_mean`` (the equal-weight mean over vegetation types).
+
+Overlapping intervals are not agreement (an OLS rate of -3.26 and a posterior mean of 0.03 with
+wide intervals overlap). Each cell reports the difference posterior mean - frequentist estimate
+with a 95% interval, difference +- 1.96 sqrt(se^2 + sd^2) (normal approximation; the OLS
+estimate's sampling distribution and the posterior taken as independent, which errs towards a
+wider interval since both use the same rows), and the rule a reader can check from the columns:
+'disagree' where that interval excludes 0, 'agree' where it includes 0 and |difference| is at
+most the practical threshold (``PRACTICAL_RATE``, ``PRACTICAL_PSI``), else 'inconclusive'.
 """
 
 from __future__ import annotations
@@ -27,6 +35,14 @@ from bayes_soil.errors import InputError
 FREQ_INTERVAL = "OLS 95% CI"
 SEGMENTED_INTERVAL = "segmented psi +- 1.96 SE (Wald 95% CI)"
 DEFAULT_HDI_PROB = 0.94
+
+# The difference posterior mean - frequentist estimate has a 95% interval from a normal
+# approximation with the two sides independent: difference +- 1.96 sqrt(se^2 + sd^2). Below
+# these sizes a difference is too small to matter (Mg ha-1 yr-1 per element; mm / degC per driver).
+DIFF_Z = 1.959964
+PRACTICAL_RATE = {"C": 0.2, "N": 0.02}
+PRACTICAL_PSI = {"map_mm": 50.0, "mat_c": 1.0}
+DIFF_INTERVAL = "95% CI of the difference: difference +- 1.96 sqrt(se_freq^2 + sd_posterior^2)"
 
 RATE_KEYS = ("element", "layer", "vegetation", "stage")
 BREAK_KEYS = ("element", "layer", "driver")
@@ -52,6 +68,10 @@ COMPARISON_COLUMNS = (
     "r_hat",
     "ess_bulk",
     "difference",
+    "difference_low",
+    "difference_high",
+    "practical_threshold",
+    "intervals_overlap",
     "pooled_mean",
     "shrinkage",
     "agree",
@@ -82,6 +102,10 @@ BREAKPOINTS_COMPARISON_COLUMNS = (
     "p_k1_neg_k2_pos",
     "r_hat",
     "difference",
+    "difference_low",
+    "difference_high",
+    "practical_threshold",
+    "intervals_overlap",
     "break_agreement",
     "agree",
     "agreement",
@@ -96,22 +120,55 @@ def interval_name(hdi_prob: float) -> str:
     return f"{pct:.0f}% HDI" if abs(pct - round(pct)) < 1e-9 else f"{pct:g}% HDI"
 
 
+def _threshold_text(thresholds: Mapping[str, float], unit: str) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in thresholds.items()) + f" {unit}"
+
+
+def difference_rule(thresholds: Mapping[str, float], unit: str) -> str:
+    """How 'agree', 'disagree' and 'inconclusive' follow from the difference and its interval."""
+    return (
+        "difference = posterior mean - frequentist estimate, with its "
+        f"{DIFF_INTERVAL} (normal approximation, the two sides independent); 'disagree' where "
+        "that interval excludes 0; 'agree' where it includes 0 and |difference| <= the practical "
+        f"threshold ({_threshold_text(thresholds, unit)}); otherwise 'inconclusive' (the data "
+        "cannot tell a difference that matters from none). Overlapping intervals alone are not "
+        "agreement (intervals_overlap is shown for reference)"
+    )
+
+
 def rate_rule(hdi_prob: float = DEFAULT_HDI_PROB) -> str:
     """The agreement rule for rates, written into comparison.csv, its sidecar and the report."""
     return (
-        f"agree = the {FREQ_INTERVAL} and the posterior {interval_name(hdi_prob)} overlap; "
-        "'posterior only' where OLS could not estimate the cell"
+        difference_rule(PRACTICAL_RATE, "Mg ha-1 yr-1")
+        + f"; intervals_overlap: the {FREQ_INTERVAL} and the posterior "
+        f"{interval_name(hdi_prob)} overlap; 'posterior only' where OLS could not estimate "
+        "the cell"
     )
 
 
 def breakpoint_rule(hdi_prob: float = DEFAULT_HDI_PROB) -> str:
     """The agreement rule for turning points."""
     return (
-        f"agree = the {SEGMENTED_INTERVAL} and the posterior psi {interval_name(hdi_prob)} "
-        "given a turning point overlap; 'posterior only' where segmented regression gave no "
-        "estimate. break_agreement: segmented claims a break where Davies p < 0.05; the model "
-        "where P(break) >= 0.8, none where P(break) <= 0.2, else the data do not decide"
+        difference_rule(PRACTICAL_PSI, "(mm / degC)")
+        + f" with psi_se and psi_sd given a turning point; intervals_overlap: the "
+        f"{SEGMENTED_INTERVAL} and the posterior psi {interval_name(hdi_prob)} given a turning "
+        "point overlap; 'posterior only' where segmented regression gave no estimate. "
+        "break_agreement: segmented claims a break where Davies p < 0.05; the model where "
+        "P(break) >= 0.8, none where P(break) <= 0.2, else the data do not decide"
     )
+
+
+def difference_verdict(diff, low, high, threshold) -> pd.Series:
+    """'agree' / 'disagree' / 'inconclusive' by :func:`difference_rule` (NA where missing)."""
+    diff, low, high, threshold = (
+        pd.to_numeric(pd.Series(v), errors="coerce").reset_index(drop=True)
+        for v in (diff, low, high, threshold)
+    )
+    excludes = (low > 0) | (high < 0)
+    small = diff.abs() <= threshold
+    text = np.where(excludes, "disagree", np.where(small, "agree", "inconclusive"))
+    ok = diff.notna() & low.notna() & high.notna() & threshold.notna()
+    return pd.Series(text, dtype=object).where(ok, None)
 
 
 def break_agreement(davies_p: float, p_break: float) -> str:
@@ -143,6 +200,19 @@ def definitions(hdi_prob: float = DEFAULT_HDI_PROB) -> dict[str, str]:
         "difference": (
             "posterior mean - frequentist estimate (rates: mean - k; psi: psi_mean - psi)"
         ),
+        "difference_low": f"lower end of the {DIFF_INTERVAL}",
+        "difference_high": f"upper end of the {DIFF_INTERVAL}",
+        "practical_threshold": (
+            "the size below which a difference does not matter: rates "
+            f"{_threshold_text(PRACTICAL_RATE, 'Mg ha-1 yr-1')}; psi "
+            f"{_threshold_text(PRACTICAL_PSI, '(mm / degC)')}"
+        ),
+        "intervals_overlap": (
+            "the frequentist interval and the posterior interval overlap (not agreement: "
+            "wide intervals overlap whatever the estimates)"
+        ),
+        "agreement": "agree / disagree / inconclusive by the agreement rule; or which side only",
+        "agree": "True for 'agree', False for 'disagree', empty otherwise",
         "p_positive": "posterior probability that the rate is > 0",
         "pooled_mean": (
             "posterior mean of rate_mean (equal-weight mean over vegetation types) for the same "
@@ -347,11 +417,30 @@ def _overlap(a_low, a_high, b_low, b_high) -> pd.Series:
     return res.astype("boolean").where(ok, pd.NA)
 
 
-def _agreement_text(agree: pd.Series, has_freq: pd.Series, has_post: pd.Series) -> pd.Series:
-    text = np.where(agree.fillna(False), "agree", "disagree").astype(object)
+def _agreement_text(verdict: pd.Series, has_freq: pd.Series, has_post: pd.Series) -> pd.Series:
+    text = verdict.fillna("inconclusive").to_numpy(dtype=object).copy()
     text[~np.asarray(has_post)] = "frequentist only"
     text[np.asarray(has_post) & ~np.asarray(has_freq)] = "posterior only"
-    return pd.Series(text, index=agree.index, dtype=object)
+    return pd.Series(text, index=verdict.index, dtype=object)
+
+
+def _difference_columns(
+    out: pd.DataFrame, est: str, se: str, mean: str, sd: str, threshold: pd.Series
+) -> pd.DataFrame:
+    """difference, its 95% interval, the practical threshold, the verdict and ``agree``."""
+    out = out.copy()
+    half = DIFF_Z * np.sqrt(out[se] ** 2 + pd.to_numeric(out[sd], errors="coerce") ** 2)
+    out["difference"] = out[mean] - out[est]
+    out["difference_low"] = out["difference"] - half
+    out["difference_high"] = out["difference"] + half
+    out["practical_threshold"] = threshold.to_numpy()
+    verdict = difference_verdict(
+        out["difference"], out["difference_low"], out["difference_high"], threshold
+    )
+    verdict.index = out.index
+    out["_diff_verdict"] = verdict
+    out["agree"] = verdict.map({"agree": True, "disagree": False}).astype("boolean")
+    return out
 
 
 def _join_freq(
@@ -445,13 +534,16 @@ def compare_rates(
     )
     out["freq_interval"] = FREQ_INTERVAL
     out["interval"] = interval_name(hdi_prob)
-    out["difference"] = out["mean"] - out["k"]
+    threshold = out["element"].map(PRACTICAL_RATE).astype(float)
+    out = _difference_columns(out, "k", "se", "mean", "sd", threshold)
     denom = out["k"] - out["pooled_mean"]
     shrink = (out["k"] - out["mean"]) / denom.where(denom.abs() > 1e-12)
     is_all = out["vegetation"] == schema.ALL_VEGETATION
     out["shrinkage"] = shrink.where(~is_all)
-    out["agree"] = _overlap(out["ci_low"], out["ci_high"], out["hdi_low"], out["hdi_high"])
-    out["agreement"] = _agreement_text(out["agree"], has_freq, has_post)
+    out["intervals_overlap"] = _overlap(
+        out["ci_low"], out["ci_high"], out["hdi_low"], out["hdi_high"]
+    )
+    out["agreement"] = _agreement_text(out["_diff_verdict"], has_freq, has_post)
     out["agreement_rule"] = rate_rule(hdi_prob)
     out["fit_verdict"] = np.where(has_post, fit_verdict, "")
     return _order(out[list(COMPARISON_COLUMNS)], RATE_KEYS)
@@ -480,11 +572,12 @@ def compare_breakpoints(
     )
     out["freq_interval"] = SEGMENTED_INTERVAL
     out["interval"] = interval_name(hdi_prob)
-    out["difference"] = out["psi_mean"] - out["psi"]
+    threshold = out["driver"].map(PRACTICAL_PSI).astype(float)
+    out = _difference_columns(out, "psi", "psi_se", "psi_mean", "psi_sd", threshold)
     low = out["psi"] - 1.96 * out["psi_se"]
     high = out["psi"] + 1.96 * out["psi_se"]
-    out["agree"] = _overlap(low, high, out["psi_hdi_low"], out["psi_hdi_high"])
-    out["agreement"] = _agreement_text(out["agree"], has_freq, has_post)
+    out["intervals_overlap"] = _overlap(low, high, out["psi_hdi_low"], out["psi_hdi_high"])
+    out["agreement"] = _agreement_text(out["_diff_verdict"], has_freq, has_post)
     out["break_agreement"] = [
         break_agreement(dp, pb) for dp, pb in zip(out["davies_p"], out["p_break"], strict=True)
     ]

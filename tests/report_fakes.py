@@ -272,7 +272,7 @@ def fake_freq_tables(seed: int = 3) -> dict[str, pd.DataFrame]:
                 "response": "stock_mg_ha",
                 "factor": f,
                 "H": 12.5 + i,
-                "df": {"vegetation": 2, "stage": 4, "vegetation:stage": 14}[f],
+                "df": {"vegetation": 2, "stage": 4, "vegetation x stage groups": 14}[f],
                 "p": 0.002 * (i + 1),
                 "n": 400,
             }
@@ -280,7 +280,7 @@ def fake_freq_tables(seed: int = 3) -> dict[str, pd.DataFrame]:
                 (e, la, f)
                 for e in schema.ELEMENTS
                 for la in schema.ALL_LAYERS
-                for f in ("vegetation", "stage", "vegetation:stage")
+                for f in ("vegetation", "stage", "vegetation x stage groups")
             )
         ]
     )

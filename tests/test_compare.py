@@ -121,39 +121,38 @@ def test_agreement_rule_and_shrinkage_on_hand_made_intervals(rates_fit):
     keys = dict(element="C", layer="0-20", stage="0-5")
     p_for = row(post, vegetation="forest", **keys)
     d = p_for["mean"] - p_for["pooled_mean"]
-    hi = p_for["hdi_high"]
+    m, sd = p_for["mean"], p_for["sd"]
+    se = 0.5
+    half = 1.959964 * np.sqrt(se**2 + sd**2)
+    base = {**keys, "se": se, "ci_low": -1e3, "ci_high": 1e3, "p": 0.1, "n": 9}
     freq = pd.DataFrame(
         [
-            # touches the HDI's upper end exactly: overlap -> agree
-            {
-                **keys,
-                "vegetation": "forest",
-                "k": hi + 1.0,
-                "se": 0.5,
-                "ci_low": hi,
-                "ci_high": hi + 2.0,
-                "p": 0.1,
-                "n": 9,
-            },
-            # just above it: disagree
-            {
-                **keys,
-                "vegetation": "shrub",
-                "k": 50.0,
-                "se": 0.5,
-                "ci_low": 49.0,
-                "ci_high": 51.0,
-                "p": 0.1,
-                "n": 9,
-            },
+            # difference 0.1 (< 0.2 Mg ha-1 yr-1 for C), interval includes 0: agree
+            {**base, "vegetation": "forest", "k": m - 0.1},
+            # difference just beyond the interval's half-width: disagree (intervals overlap)
+            {**base, "vegetation": "shrub", "k": m - 1.01 * half},
         ]
     )
     out = cmp.compare_rates(freq, post)
     r_for = row(out, vegetation="forest", **keys)
+    assert r_for["difference"] == pytest.approx(0.1)
+    assert r_for["difference_low"] == pytest.approx(0.1 - half)
+    assert r_for["difference_high"] == pytest.approx(0.1 + half)
+    assert r_for["practical_threshold"] == 0.2
     assert bool(r_for["agree"]) is True and r_for["agreement"] == "agree"
-    assert row(out, vegetation="shrub", **keys)["agreement"] == "disagree"
+    r_shr = row(out, vegetation="shrub", **keys)
+    assert r_shr["agreement"] == "disagree" and bool(r_shr["intervals_overlap"]) is True
     assert row(out, vegetation="grassland", **keys)["agreement"] == "posterior only"
-    assert "OLS 95% CI" in r_for["agreement_rule"] and "94% HDI" in r_for["agreement_rule"]
+    rule = r_for["agreement_rule"]
+    assert "excludes 0" in rule and "C 0.2" in rule and "94% HDI" in rule
+    # a difference bigger than the threshold that the data cannot tell from 0: inconclusive
+    wide = freq.iloc[:1].assign(k=m - 0.5, se=50.0)
+    r_w = row(cmp.compare_rates(wide, post), vegetation="forest", **keys)
+    assert r_w["agreement"] == "inconclusive" and pd.isna(r_w["agree"])
+    # OLS -3.26 vs posterior ~0 with wide intervals: overlapping, yet not "agree"
+    groa = freq.iloc[:1].assign(k=-3.26, se=2.0)
+    r_g = row(cmp.compare_rates(groa, post.assign(mean=0.03)), vegetation="forest", **keys)
+    assert bool(r_g["intervals_overlap"]) and r_g["agreement"] != "agree"
     # shrinkage: OLS at pooled + 2d, posterior at pooled + d -> half the distance removed
     freq2 = freq.iloc[:1].assign(k=p_for["pooled_mean"] + 2 * d)
     r2 = row(cmp.compare_rates(freq2, post), vegetation="forest", **keys)
@@ -182,7 +181,17 @@ def test_breakpoints_from_draws_and_p_break(result, bp_fit, freq):
     fr = f[(f.element == "C") & (f.driver == "map_mm") & (f.layer == "20-100")].iloc[0]
     assert r["psi"] == pytest.approx(fr["psi"]) and r["davies_p"] == pytest.approx(fr["davies_p"])
     lo, hi = fr["psi"] - 1.96 * fr["psi_se"], fr["psi"] + 1.96 * fr["psi_se"]
-    assert bool(r["agree"]) == bool(lo <= r["psi_hdi_high"] and r["psi_hdi_low"] <= hi)
+    overlap = bool(lo <= r["psi_hdi_high"] and r["psi_hdi_low"] <= hi)
+    assert bool(r["intervals_overlap"]) == overlap
+    half = 1.959964 * np.hypot(fr["psi_se"], r["psi_sd"])
+    diff = r["psi_mean"] - fr["psi"]
+    assert (r["difference_low"], r["difference_high"]) == pytest.approx((diff - half, diff + half))
+    expected = (
+        "disagree"
+        if abs(diff) > half
+        else ("agree" if abs(diff) <= cmp.PRACTICAL_PSI["map_mm"] else "inconclusive")
+    )
+    assert r["agreement"] == expected
     # the segmented side had no break for 0-200 and the posterior has no 0-200: kept, flagged
     nb = row(result.breakpoints, element="N", driver="mat_c", layer="100-200")
     assert nb["freq_status"] == "no_break: " + NO_BREAK_REASON and nb["agreement"] != ""

@@ -159,6 +159,23 @@ def test_freq_command_writes_tables_equal_to_r(tmp_path, capsys):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "Turning points" in printed
+    # the fixture has no study_id: the cluster interval says why it is missing
+    ok = rates[rates["status"] == "ok"]
+    assert ok["ci95_cluster_low"].isna().all()
+    assert (ok["cluster_note"] == "no study_id column: clusters unknown").all()
+    bp = pd.read_csv(out / "breakpoints.csv", keep_default_na=False, na_values=[""])
+    changes = pd.read_csv(FIX / "sim_noturn_changes.csv.gz")
+    c = changes[(changes["element"] == "C") & (changes["layer"] == "0-20")]
+    r = np.corrcoef(c["map_mm"], c["mat_c"])[0, 1]
+    cell = bp.set_index(["element", "layer", "driver"])
+    assert cell.loc[("C", "0-20", "mat_c"), "driver_correlation"] == pytest.approx(r)
+    assert r > 0.7 and (cell["better_driver"] == "map_mm").all()
+    # no-turning-point data: MAT's tests are not significant, so no note; MAP's breaks warn
+    assert cell.loc[("C", "0-20", "mat_c"), "status"] == "no_break"
+    assert pd.isna(cell.loc[("C", "0-20", "mat_c"), "note"])
+    assert cell.loc[("C", "100-200", "map_mm"), "note"].startswith(
+        f"drivers co-vary (r={r:.2f}): mat_c's turning point may be a shadow of this one"
+    )
 
 
 @pytest.mark.slow
@@ -208,3 +225,23 @@ def test_freq_on_groa(shared_data, tmp_path):
     assert set(bp.loc[bp["element"] == "N", "status"]) == {"absent"}
     ratios = pd.read_csv(out / "rate_ratios.csv")
     assert (ratios["status"] == "absent").all()
+
+
+def test_kruskal_groups_test_is_named_and_says_when_it_repeats_the_stage_test():
+    from bayes_soil.frequentist.kruskal import GROUPS, kruskal_table
+
+    rows = [
+        ("C", "0-20", "forest", s, float(i + 3 * j))
+        for j, s in enumerate(("0-5", "6-10"))
+        for i in range(3)
+    ]
+    layers = pd.DataFrame(rows, columns=["element", "layer", "vegetation", "stage", "stock_mg_ha"])
+    changes = layers.rename(columns={"stock_mg_ha": "rate_mg_ha_yr"})
+    kr = kruskal_table(layers, changes)
+    cell = kr[(kr["element"] == "C") & (kr["layer"] == "0-20") & (kr["response"] == "stock")]
+    cell = cell.set_index("factor")
+    assert "not an interaction test" in cell.loc[GROUPS, "test"]
+    assert "repeats the stage test" in cell.loc[GROUPS, "note"]
+    # the numbers are the stage test's, as the note says
+    assert cell.loc[GROUPS, "H"] == pytest.approx(cell.loc["stage", "H"])
+    assert cell.loc["stage", "note"] == ""

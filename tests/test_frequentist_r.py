@@ -17,7 +17,7 @@ import pytest
 
 from bayes_soil.frequentist.breakpoints import breakpoint_table
 from bayes_soil.frequentist.davies import davies_test
-from bayes_soil.frequentist.kruskal import kruskal_table
+from bayes_soil.frequentist.kruskal import R_FACTOR_NAMES, kruskal_table
 from bayes_soil.frequentist.rates import stage_rates
 from bayes_soil.frequentist.segmented import SegmentedError, segmented
 
@@ -65,6 +65,7 @@ def test_kruskal_equals_kruskal_test(dataset):
     name, layers, changes = dataset
     ours = kruskal_table(layers, changes)
     ref = pd.read_csv(FIX / f"{name}_R_kruskal.csv")
+    ref["factor"] = ref["factor"].replace(R_FACTOR_NAMES)  # renamed: not an interaction test
     keys = ["element", "layer", "response", "factor"]
     merged = ours.merge(ref, on=keys, suffixes=("", "_R"), validate="one_to_one")
     assert len(merged) == len(ref) == len(ours)

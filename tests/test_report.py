@@ -265,8 +265,13 @@ def test_page_has_every_section_and_the_rule(page):
         "methods",
     ):
         assert f"<section id='{sid}'>" in page
-    assert "agree = the OLS 95% CI and the posterior 94% HDI overlap" in page
-    assert "Table 1" in page and "vegetation:stage H" in page
+    assert "Overlapping intervals alone are not agreement" in page
+    assert "the OLS 95% CI and the posterior 94% HDI overlap" in page
+    assert (
+        "Table 1" in page
+        and "vegetation x stage groups H" in page
+        and "not an interaction test" in page
+    )
     # harmonisation numbers from the report dict (fake: RF R2 0.61 vs PTF 0.32)
     assert "0.610" in page and "0.320" in page
     assert "data:text/csv;base64," in page  # the comparison table travels with the page

@@ -135,8 +135,12 @@ def test_report_reuses_fits_and_tables(store, tmp_path, no_figures, capsys):
     assert f"reused frequentist tables from {store['freq']}" in err
     assert "QUICK MODE" not in page
     assert str(store["new"]) in page and str(store["old"]) not in page
-    # the fake's 158-of-159 agreement, read from the reused tables
-    assert re.search(r"OLS and posterior agree in \d+ of \d+ rate cells", page)
+    # the agreement counts, read from the reused tables
+    assert re.search(
+        r"Of \d+ rate cells that both estimate, OLS and posterior agree in \d+, disagree in "
+        r"\d+ and are inconclusive in \d+",
+        page,
+    )
     assert "<span class='badge pass'>PASSED</span>" in page
 
 

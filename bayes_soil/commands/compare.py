@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     n_post_only = (
         int((result.rates["agreement"] == "posterior only").sum()) if len(result.rates) else 0
     )
-    n_dis = int((result.rates["agreement"] == "disagree").sum()) if len(result.rates) else 0
+    counts = result.rates["agreement"].value_counts() if len(result.rates) else {}
+    n_dis, n_inc = int(counts.get("disagree", 0)), int(counts.get("inconclusive", 0))
     for info in result.fits:
         if info["diagnostics_verdict"] != "pass":
             print(
@@ -81,9 +82,12 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"note: {SYNTHETIC_LABEL}")
     print(
-        f"{len(result.rates)} rate cells ({n_dis} disagree, {n_post_only} posterior only), "
-        f"{len(result.breakpoints)} turning-point cells; intervals: {result.interval}"
+        f"{len(result.rates)} rate cells ({n_dis} disagree, {n_inc} inconclusive, "
+        f"{n_post_only} posterior only), {len(result.breakpoints)} turning-point cells; "
+        f"intervals: {result.interval}"
     )
+    if len(result.rates):
+        print(f"rule: {result.rates['agreement_rule'].iloc[0]}")
     for path in written:
         print(f"wrote {path}")
     return 0

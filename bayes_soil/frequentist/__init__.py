@@ -68,9 +68,33 @@ def check_table(df: pd.DataFrame, needs: tuple[str, ...], name: str) -> pd.DataF
     return out
 
 
-def run_frequentist(layers: pd.DataFrame, changes: pd.DataFrame) -> FrequentistResult:
-    """All four frequentist tables from the harmonised ``layers`` and ``changes``."""
+def _beside(table: pd.DataFrame, extra: pd.DataFrame, after: str) -> pd.DataFrame:
+    """``table`` with the columns of ``extra`` (same index) inserted after column ``after``."""
+    cols = list(table.columns)
+    at = cols.index(after) + 1
+    new = [c for c in extra.columns if c not in cols]
+    joined = pd.concat([table, extra[new]], axis=1)
+    return joined[cols[:at] + new + cols[at:]]
+
+
+def run_frequentist(
+    layers: pd.DataFrame,
+    changes: pd.DataFrame,
+    *,
+    bootstrap_b: int | None = None,
+    psi_bootstrap_b: int | None = None,
+    seed: int | None = None,
+) -> FrequentistResult:
+    """All four frequentist tables from the harmonised ``layers`` and ``changes``.
+
+    The R-equal numbers are unchanged; beside them stand the study cluster bootstrap intervals
+    of the rates (``bootstrap_b`` resamples, default ``cluster.DEFAULT_B``) and of psi
+    (``psi_bootstrap_b``, default ``cluster.DEFAULT_B_PSI``; 0 skips either), seeded by
+    ``seed`` (default ``DEFAULT_SEED``).
+    """
+    from bayes_soil.frequentist import cluster
     from bayes_soil.frequentist.breakpoints import breakpoint_table
+    from bayes_soil.frequentist.drivers import driver_columns
     from bayes_soil.frequentist.kruskal import kruskal_table
     from bayes_soil.frequentist.rates import (
         breakpoint_rate_ratios,
@@ -82,10 +106,17 @@ def run_frequentist(layers: pd.DataFrame, changes: pd.DataFrame) -> FrequentistR
     changes = check_table(changes, CHANGES_NEEDS, "changes.csv")
     if layers.empty:
         raise InputError("layers.csv: no layer rows; nothing can be computed")
+    b = cluster.DEFAULT_B if bootstrap_b is None else int(bootstrap_b)
+    b_psi = cluster.DEFAULT_B_PSI if psi_bootstrap_b is None else int(psi_bootstrap_b)
+    seed = cluster.DEFAULT_SEED if seed is None else int(seed)
     rates = stage_rates(layers)
+    rates = _beside(rates, cluster.rate_cluster_columns(layers, rates, b, seed), "ci_high")
     breakpoints = breakpoint_table(changes)
+    psi_cols = cluster.breakpoint_cluster_columns(changes, breakpoints, b_psi, seed)
+    breakpoints = _beside(breakpoints, psi_cols, "psi_se")
+    breakpoints = _beside(breakpoints, driver_columns(changes, breakpoints), "reason")
     ratios = pd.concat(
-        [stage_rate_ratios(rates), breakpoint_rate_ratios(breakpoints)], ignore_index=True
+        [stage_rate_ratios(rates, layers), breakpoint_rate_ratios(breakpoints)], ignore_index=True
     )
     return FrequentistResult(
         rates=rates,

@@ -1,8 +1,13 @@
-"""Kruskal-Wallis tests of vegetation, stage and their combination (paper Table 1).
+"""Kruskal-Wallis tests of vegetation, stage and their combined groups (paper Table 1).
 
 Why: the paper tests whether stocks (and change rates) differ among vegetation types, stages and
 vegetation x stage groups with a rank test, because the stocks are far from normal. scipy's
 ``kruskal`` applies the tie correction, as R's ``kruskal.test`` does (checked against R).
+
+The third test (the paper's "vegetation:stage") is Kruskal-Wallis on the vegetation x stage
+groups taken as one factor. It says whether any of those groups differ, not whether vegetation
+and stage interact, so it is named ``vegetation x stage groups`` and its ``test`` column says so;
+with a single vegetation type it repeats the stage test, and its ``note`` says that.
 """
 
 from __future__ import annotations
@@ -12,7 +17,20 @@ import pandas as pd
 
 from bayes_soil.schema import ALL_LAYERS, ELEMENTS
 
-FACTORS = ("vegetation", "stage", "vegetation:stage")
+GROUPS = "vegetation x stage groups"
+FACTORS = ("vegetation", "stage", GROUPS)
+R_FACTOR_NAMES = {"vegetation:stage": GROUPS}  # the paper's and R script's name of GROUPS
+TESTS = {
+    "vegetation": "Kruskal-Wallis across vegetation types",
+    "stage": "Kruskal-Wallis across restoration stages",
+    GROUPS: (
+        "Kruskal-Wallis on the combined vegetation x stage groups; not an interaction test "
+        "(a difference here may come from vegetation, stage or both)"
+    ),
+}
+ONE_VEGETATION = (
+    "only one vegetation type: the groups are the stages, so this repeats the stage test"
+)
 KRUSKAL_COLUMNS = (
     "element",
     "layer",
@@ -25,6 +43,8 @@ KRUSKAL_COLUMNS = (
     "n_groups",
     "status",
     "reason",
+    "test",
+    "note",
 )
 
 
@@ -57,9 +77,17 @@ def kruskal_wallis(values: np.ndarray, groups: np.ndarray) -> dict[str, float]:
 
 
 def _factor_labels(df: pd.DataFrame, factor: str) -> np.ndarray:
-    if factor == "vegetation:stage":
+    if factor == GROUPS:
         return (df["vegetation"].astype(str) + ":" + df["stage"].astype(str)).to_numpy(object)
     return df[factor].to_numpy(object)
+
+
+def _note(df: pd.DataFrame, col: str, factor: str) -> str:
+    """Say when the combined groups test repeats the stage test (one vegetation type)."""
+    if factor != GROUPS:
+        return ""
+    ok = np.isfinite(df[col].to_numpy(float)) & df["vegetation"].notna().to_numpy()
+    return ONE_VEGETATION if df.loc[ok, "vegetation"].nunique() == 1 else ""
 
 
 def kruskal_table(layers: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
@@ -94,6 +122,7 @@ def kruskal_table(layers: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
                         "response": response,
                         "factor": factor,
                     }
+                    row |= {"test": TESTS[factor], "note": _note(lay, col, factor)}
                     try:
                         row |= kruskal_wallis(lay[col].to_numpy(), _factor_labels(lay, factor))
                         row |= {"status": "ok", "reason": ""}

@@ -15,6 +15,7 @@ from bayes_soil.schema import ALL_LAYERS, ALL_VEGETATION, ELEMENTS, STAGES, VEGE
 
 MIN_N = 3
 INTERVAL = "95% CI of the OLS slope (t distribution)"
+BREAK_RATIO_INTERVAL = "none: the slopes before and after psi are conditional on psi"
 RATE_COLUMNS = (
     "element",
     "layer",
@@ -41,8 +42,13 @@ RATIO_COLUMNS = (
     "k_C",
     "k_N",
     "ratio",
+    "ratio_ci95_low",
+    "ratio_ci95_high",
+    "ratio_interval",
+    "cov_kc_kn",
     "status",
     "reason",
+    "covariance_note",
 )
 
 
@@ -133,10 +139,52 @@ def _ratio(k_c: float, k_n: float) -> tuple[float, str, str]:
     return k_c / k_n, "ok", ""
 
 
-def stage_rate_ratios(rates: pd.DataFrame) -> pd.DataFrame:
+def _cell_rows(layers: pd.DataFrame | None, element: str, key) -> pd.DataFrame | None:
+    """The rows stage_rates regressed for one element x layer x vegetation x stage."""
+    if layers is None:
+        return None
+    sel = (layers["element"] == element) & (layers["layer"] == key.layer)
+    sel &= (layers["stage"] == key.stage) & np.isfinite(layers["stock_mg_ha"])
+    sel &= np.isfinite(layers["years"])
+    if key.vegetation != ALL_VEGETATION:
+        sel &= layers["vegetation"] == key.vegetation
+    return layers.loc[sel]
+
+
+def _fieller_columns(c: pd.Series, n: pd.Series, cells) -> dict:
+    """Fieller's interval of k_C / k_N and, where it says so, why the ratio is undefined."""
+    from bayes_soil.frequentist.fieller import (
+        INTERVAL,
+        critical_value,
+        fieller_interval,
+        slope_covariance,
+    )
+
+    if cells[0] is None:
+        cov, how = 0.0, "C and N rows not given; covariance taken as 0"
+    else:
+        cov, how = slope_covariance(*cells)
+    crit = critical_value(int(min(c["n"], n["n"])) - 2)
+    lo, hi, bounded = fieller_interval(c["k"], n["k"], c["se"] ** 2, n["se"] ** 2, cov, crit)
+    row = {"ratio_ci95_low": lo, "ratio_ci95_high": hi, "ratio_interval": INTERVAL}
+    row |= {"cov_kc_kn": cov, "covariance_note": how}
+    if n["ci_low"] <= 0 <= n["ci_high"]:
+        return row | {"status": "undefined", "reason": "N rate's CI includes 0"}
+    if not bounded:
+        return row | {"status": "undefined", "reason": "Fieller's 95% interval is unbounded"}
+    return row
+
+
+def stage_rate_ratios(rates: pd.DataFrame, layers: pd.DataFrame | None = None) -> pd.DataFrame:
     """k_C / k_N per layer x vegetation x stage (Eq 8) where both rates exist; a cell where
     only one element has a rate is listed with its reason (``absent`` when there are no N data
-    at all, as for GROA)."""
+    at all, as for GROA).
+
+    Beside the ratio: Fieller's 95% interval (``bayes_soil.frequentist.fieller``; the slopes'
+    covariance from ``layers`` when given, else 0), and status ``undefined`` where the N rate's
+    95% CI includes 0 or Fieller's interval is unbounded (the point ratio is then not to be
+    read).
+    """
     ok = rates[rates["status"] == "ok"]
     present = set(rates.loc[rates["status"] != "absent", "element"])
     rows = []
@@ -157,6 +205,10 @@ def stage_rate_ratios(rates: pd.DataFrame) -> pd.DataFrame:
                 missing = [e for e, k in (("C", k_c), ("N", k_n)) if not np.isfinite(k)]
                 reason = f"no fitted rate for {' and '.join(missing)}" if missing else reason
             row |= {"ratio": ratio, "status": status, "reason": reason}
+            if status == "ok":
+                els = ok[sel].set_index("element")
+                cells = tuple(_cell_rows(layers, e, key) for e in ("C", "N"))
+                row |= _fieller_columns(els.loc["C"], els.loc["N"], cells)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(RATIO_COLUMNS))
 
@@ -188,5 +240,6 @@ def breakpoint_rate_ratios(breakpoints: pd.DataFrame) -> pd.DataFrame:
                     bad = [f"{e}: {g['reason'].get(e, '')}" for e in ("C", "N") if st[e] != "ok"]
                     reason = "; ".join(bad) or reason
                 row |= {"ratio": ratio, "status": status, "reason": reason}
+                row["ratio_interval"] = BREAK_RATIO_INTERVAL
             rows.append(row)
     return pd.DataFrame(rows, columns=list(RATIO_COLUMNS))

@@ -26,6 +26,10 @@ DRIVER_LABEL = {"map_mm": "MAP (mm)", "mat_c": "MAT (°C)"}
 SYNTHETIC_TAG = "SYNTHETIC data (bayes_soil simulator) - "
 
 
+CLUSTER_COLOR = "#d95f02"
+CLUSTER_LABEL = "95% CI, study cluster bootstrap"
+
+
 def _title(fig: plt.Figure, text: str, synthetic: bool, note: str) -> None:
     fig.suptitle((SYNTHETIC_TAG if synthetic else "") + text, fontsize=12, fontweight="bold")
     fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8.5, color="#333333")
@@ -122,6 +126,17 @@ def fig_rates(rates: pd.DataFrame, *, synthetic: bool = False) -> plt.Figure:
                 ax.errorbar(
                     pos, k, yerr=err, fmt="none", ecolor="#222222", elinewidth=0.7, capsize=1.5
                 )
+                if "ci95_cluster_low" in cell:
+                    lo = pd.to_numeric(cell["ci95_cluster_low"], errors="coerce").to_numpy(float)
+                    hi = pd.to_numeric(cell["ci95_cluster_high"], errors="coerce").to_numpy(float)
+                    ax.vlines(
+                        pos + width * 0.25,
+                        lo,
+                        hi,
+                        color=CLUSTER_COLOR,
+                        lw=1.1,
+                        label=CLUSTER_LABEL if (r, c, j) == (0, 0, 0) else None,
+                    )
             ax.axhline(0, color="black", lw=0.7)
             n_all = sub[sub["vegetation"] == ALL_VEGETATION].set_index("stage")["n"]
             ticks = [f"{s}\nn={int(n_all.get(s, 0))}" for s in STAGES]
@@ -146,11 +161,12 @@ def fig_rates(rates: pd.DataFrame, *, synthetic: bool = False) -> plt.Figure:
         fig,
         "Rates of stock change by restoration stage (OLS slope of stock on years, Eq 6)",
         synthetic,
-        "bars: OLS slope k; error bars: 95% CI of the OLS slope; n under each stage: "
+        "bars: OLS slope k; black error bars: 95% CI of the OLS slope (rows iid, as R's lm); "
+        f"orange lines: {CLUSTER_LABEL} (studies resampled);\nn under each stage: "
         "observations, all vegetation; empty slot: cell with n < 3 or a single age "
         "(see the reason column of rates.csv)",
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     return fig
 
 
@@ -167,7 +183,25 @@ def fig_rate_ratios(rate_ratios: pd.DataFrame, *, synthetic: bool = False) -> pl
         for j, veg in enumerate(vegs):
             cell = sub[sub["vegetation"] == veg].set_index("stage").reindex(list(STAGES))
             pos = np.arange(len(STAGES)) + (j - (len(vegs) - 1) / 2) * width
-            ax.bar(pos, cell["ratio"].to_numpy(float), width * 0.9, color=COLORS[veg], label=veg)
+            ratio = cell["ratio"].to_numpy(float)
+            undefined = (cell["status"] == "undefined").to_numpy()
+            ax.bar(
+                pos, np.where(undefined, np.nan, ratio), width * 0.9, color=COLORS[veg], label=veg
+            )
+            ax.bar(
+                pos,
+                np.where(undefined, ratio, np.nan),
+                width * 0.9,
+                color="none",
+                edgecolor=COLORS[veg],
+                hatch="///",
+                lw=0.6,
+            )
+            if "ratio_ci95_low" in cell:
+                lo = pd.to_numeric(cell["ratio_ci95_low"], errors="coerce").to_numpy(float)
+                hi = pd.to_numeric(cell["ratio_ci95_high"], errors="coerce").to_numpy(float)
+                ok = ~undefined
+                ax.vlines(pos[ok], lo[ok], hi[ok], color="#222222", lw=0.7)
         ax.axhline(0, color="black", lw=0.7)
         ax.set_yscale("symlog", linthresh=10)
         ax.set_xticks(np.arange(len(STAGES)), STAGES)
@@ -201,11 +235,33 @@ def fig_rate_ratios(rate_ratios: pd.DataFrame, *, synthetic: bool = False) -> pl
         fig,
         "C:N ratio of the stage rates (Eq 8)",
         synthetic,
-        "bars: point ratio of the two OLS slopes (no interval: a ratio of slopes near 0 is "
-        "unstable); symmetric-log axis, linear within ±10",
+        "bars: point ratio of the two OLS slopes; lines: 95% CI, Fieller; hatched, no "
+        "interval: undefined (the N rate's 95% CI includes 0 or Fieller's interval is "
+        "unbounded); symmetric-log axis, linear within ±10",
     )
     fig.tight_layout(rect=(0, 0.04, 1, 0.94))
     return fig
+
+
+def _psi_extras(ax: plt.Axes, b: pd.Series) -> str:
+    """Draw psi's cluster bootstrap interval; the label lines for it and co-varying drivers."""
+    from bayes_soil.frequentist.drivers import COVARY_THRESHOLD
+
+    text = ""
+    lo = pd.to_numeric(b.get("psi_ci95_cluster_low"), errors="coerce")
+    hi = pd.to_numeric(b.get("psi_ci95_cluster_high"), errors="coerce")
+    if np.isfinite(lo) and np.isfinite(hi):
+        ax.plot(
+            [lo, hi], [0.03, 0.03], color=CLUSTER_COLOR, lw=2.5, transform=ax.get_xaxis_transform()
+        )
+        text += f"\ncluster 95% CI [{lo:.4g}, {hi:.4g}]"
+    r = pd.to_numeric(b.get("driver_correlation"), errors="coerce")
+    better = b.get("better_driver") or ""
+    if np.isfinite(r) and abs(r) > COVARY_THRESHOLD:
+        text += f"\nr(MAP, MAT) = {r:.2f}: drivers co-vary"
+        if better and better != b["driver"]:
+            text += f";\nmay be carried by {better}"
+    return text
 
 
 def fig_breakpoints(
@@ -246,7 +302,7 @@ def fig_breakpoints(
                     label = (
                         f"ψ = {b['psi']:.4g} ± {b['psi_se']:.2g}\nk1 = {b['k1']:.3g}, "
                         f"k2 = {b['k2']:.3g}\nDavies p = {b['davies_p']:.2g}, n = {b['n']}"
-                    )
+                    ) + _psi_extras(ax, b)
                 elif np.isfinite(b.get("slope_linear", np.nan)):
                     y = b["intercept_linear"] + b["slope_linear"] * xs
                     ax.plot(xs, y, color="#2166ac", lw=1.8)
@@ -281,10 +337,12 @@ def fig_breakpoints(
         f"Change rate along {DRIVER_LABEL.get(driver, driver)}: segmented regression",
         synthetic,
         "red: one-breakpoint segmented fit (Muggeo), dashed: turning point ψ, band: "
-        "ψ ± 1.96 SE (delta method); blue: straight line where the Davies test p ≥ 0.05; "
+        "ψ ± 1.96 SE (delta method); orange bar at the bottom: ψ's 95% CI, study cluster "
+        "bootstrap;\nblue: straight line where the Davies test p ≥ 0.05; r: correlation of "
+        "MAP and MAT (|r| > 0.7: the break may belong to the other driver); "
         "y axis clipped to the 1-99% range of the rates",
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     return fig
 
 

@@ -402,12 +402,13 @@ def _findings(inp: ReportInputs) -> str:
         ]
         for _, r in tot.iterrows():
             items.append(S.rate_sentence(r))
-        both = cmp.rates[cmp.rates["agreement"].isin(["agree", "disagree"])]
+        both = cmp.rates[cmp.rates["agreement"].isin(["agree", "disagree", "inconclusive"])]
         if len(both):
-            n_ag = int((both["agreement"] == "agree").sum())
+            n = both["agreement"].value_counts()
             items.append(
-                f"OLS and posterior agree in {n_ag} of {len(both)} rate cells that both estimate "
-                f"({cmp.rates['agreement_rule'].iloc[0]})."
+                f"Of {len(both)} rate cells that both estimate, OLS and posterior agree in "
+                f"{n.get('agree', 0)}, disagree in {n.get('disagree', 0)} and are inconclusive "
+                f"in {n.get('inconclusive', 0)} ({cmp.rates['agreement_rule'].iloc[0]})."
             )
         n_po = int((cmp.rates["agreement"] == "posterior only").sum())
         if n_po:
@@ -608,6 +609,8 @@ def _harmonisation_section(inp: ReportInputs) -> str:
 
 
 def _table1_section(inp: ReportInputs) -> str:
+    from bayes_soil.frequentist.kruskal import FACTORS
+
     kr = inp.freq.get("kruskal")
     if kr is None or len(kr) == 0:
         return "<p>No Kruskal-Wallis table (frequentist results missing).</p>"
@@ -616,12 +619,15 @@ def _table1_section(inp: ReportInputs) -> str:
         index=["element", "layer"], columns="factor", values=["H", "p"], aggfunc="first", sort=False
     )
     wide.columns = [f"{f} {stat}" for stat, f in wide.columns]
-    order = [f"{f} {s}" for f in ("vegetation", "stage", "vegetation:stage") for s in ("H", "p")]
+    order = [f"{f} {s}" for f in FACTORS for s in ("H", "p")]
     wide = wide[[c for c in order if c in wide.columns]].reset_index()
     return (
         f"<p>Kruskal-Wallis H (tie-corrected) and p for differences in {esc(resp)} between "
-        "vegetation types, stages and their combinations, per element and layer (the paper's "
-        "Table 1).</p>" + table_html(wide) + _details("long format with df and n", table_html(kr))
+        "vegetation types, stages and the combined vegetation x stage groups, per element and "
+        "layer (the paper's Table 1). The third test is Kruskal-Wallis on the combined groups, "
+        "not an interaction test; with one vegetation type it repeats the stage test.</p>"
+        + table_html(wide)
+        + _details("long format with df and n", table_html(kr))
     )
 
 
@@ -632,8 +638,10 @@ def _freq_section(inp: ReportInputs) -> str:
         all_veg = rates[rates["vegetation"] == "all"]
         out.append("<h3>Stage-wise rates (OLS of stock on years within each stage, Eq. 6-7)</h3>")
         out.append(
-            "<p class='meta'>All vegetation pooled; slopes k in Mg ha-1 yr-1 with 95% CI. "
-            "The per-vegetation table is folded below.</p>"
+            "<p class='meta'>All vegetation pooled; slopes k in Mg ha-1 yr-1 with the 95% CI of "
+            "the OLS slope (ci_low, ci_high; rows iid, as R's lm) and the 95% CI, study cluster "
+            "bootstrap (ci95_cluster_low, ci95_cluster_high; studies resampled, which respects "
+            "the clustering of rows). The per-vegetation table is folded below.</p>"
         )
         cols = [
             "element",
@@ -643,8 +651,11 @@ def _freq_section(inp: ReportInputs) -> str:
             "se",
             "ci_low",
             "ci_high",
+            "ci95_cluster_low",
+            "ci95_cluster_high",
             "p",
             "n",
+            "n_studies",
             "status",
             "reason",
         ]
@@ -663,7 +674,16 @@ def _freq_section(inp: ReportInputs) -> str:
     bps = inp.freq.get("breakpoints")
     out.append("<h3>Segmented regression of change rates on climate (Davies test)</h3>")
     if bps is not None and len(bps):
-        out.append(table_html(bps, [*schema.BREAKPOINT_COLUMNS, "status", "reason"]))
+        out.append(
+            "<p class='meta'>psi +- psi_se: segmented's delta-method SE (rows iid); "
+            "psi_ci95_cluster_low/high: psi's 95% CI, study cluster bootstrap. "
+            "driver_correlation: Pearson r of MAP and MAT over the rows used; better_driver: the "
+            "driver whose segmented fit has the higher R^2; note: where the drivers co-vary, a "
+            "turning point may be carried by the other driver.</p>"
+        )
+        extra = ["psi_ci95_cluster_low", "psi_ci95_cluster_high", "driver_correlation"]
+        extra += ["better_driver", "status", "reason", "note"]
+        out.append(table_html(bps, [*schema.BREAKPOINT_COLUMNS, *extra]))
     else:
         out.append("<p>No breakpoint table.</p>")
     out.append(_freq_figures(inp))

@@ -138,7 +138,7 @@ def comparison_sentence(row: Mapping) -> str:
     if str(row.get("agreement")) == "posterior only":
         tail += "; the hierarchical model still estimates it by partial pooling"
     elif str(row.get("agreement")) == "disagree":
-        tail += "; the two intervals do not overlap"
+        tail += "; the 95% interval of their difference excludes 0"
     return f"{head}. {tail[0].upper()}{tail[1:]}."
 
 
