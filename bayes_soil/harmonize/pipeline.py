@@ -33,6 +33,13 @@ from bayes_soil.harmonize.depth import (
     merge_duplicate_intervals,
     split_into_layers,
 )
+from bayes_soil.harmonize.esm import (
+    ESM_COLUMNS,
+    STOCK_METHODS,
+    apply_esm,
+    soil_mass_mg_ha,
+    stock_method_of,
+)
 from bayes_soil.harmonize.soc import harmonised_soc
 from bayes_soil.harmonize.stocks import interval_stocks
 from bayes_soil.io import DEMO_OBSERVATIONS, is_synthetic, sha256_file, stamp_identity
@@ -85,6 +92,13 @@ class HarmonizeResult:
     def __post_init__(self) -> None:
         self.data_sha256 = stamp_identity(self.layers, self.changes)
         self.report["data_sha256"] = self.data_sha256
+        self.report["stock_method"] = self.stock_method
+
+    @property
+    def stock_method(self) -> str:
+        """``fixed`` (fixed-depth stocks, the paper's) or ``esm`` (equivalent soil mass, with
+        per-row fallbacks to fixed depth); read from the tables themselves."""
+        return stock_method_of(self.layers)
 
 
 def profile_ids(df: pd.DataFrame) -> pd.Series:
@@ -148,6 +162,7 @@ def harmonize(
     layer_bounds: tuple[tuple[float, float], ...] = LAYER_BOUNDS,
     coverage_tolerance: float = COVERAGE_TOLERANCE,
     score_bd: bool = True,
+    stock_method: str = "fixed",
 ) -> HarmonizeResult:
     """Turn validated observations into standard-layer stocks and changes.
 
@@ -162,9 +177,14 @@ def harmonize(
     layer_bounds : standard layers (cm), contiguous from the surface.
     coverage_tolerance : minimum coverage kept (scaled up by 1/coverage); see ``depth``.
     score_bd : run the BD cross-validation for the report (the slowest step).
+    stock_method : ``fixed`` (fixed-depth stocks, the paper's method) or ``esm`` (equivalent
+        soil mass against the chronosequence's year-0 controls, see ``harmonize.esm``; rows ESM
+        cannot serve keep the fixed-depth stock and say why in ``esm_status``).
     """
     if bd_method not in BD_METHODS:
         raise ValueError(f"bd_method must be one of {BD_METHODS}, not {bd_method!r}")
+    if stock_method not in STOCK_METHODS:
+        raise ValueError(f"stock_method must be one of {STOCK_METHODS}, not {stock_method!r}")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -228,6 +248,10 @@ def harmonize(
     # 4. interval stocks (Eq. 1-2)
     intervals, dropped_el = interval_stocks(work, bd, bd_source)
     n_interval_rows = len(intervals)
+    if stock_method == "esm":  # soil mass per input row, before duplicates are merged
+        thickness = work["depth_bottom_cm"] - work["depth_top_cm"]
+        mass = pd.Series(soil_mass_mg_ha(bd, thickness).to_numpy(), index=work["obs_id"])
+        esm_intervals = intervals.assign(soil_mass_mg_ha=intervals["obs_id"].map(mass))
     intervals, n_dup = merge_duplicate_intervals(intervals)
     t0 = tick("stocks", t0)
 
@@ -283,6 +307,14 @@ def harmonize(
     layers["obs_ids"] = [_unique_join(s) for s in layers["obs_ids"]]
     t0 = tick("total_layer", t0)
 
+    # 7b. equivalent soil mass in place of fixed depth, where the profile allows it
+    esm_report = None
+    extra_columns = list(LAYER_EXTRA_COLUMNS)
+    if stock_method == "esm":
+        layers, esm_report = apply_esm(layers, esm_intervals, profiles, layer_bounds, total_label)
+        extra_columns += list(ESM_COLUMNS)
+        t0 = tick("esm", t0)
+
     # 8. profile attributes, stage, column order
     layers = layers.merge(profiles, on="profile_id", how="left", validate="many_to_one")
     layers["stage"] = stage_of(layers["years"]).to_numpy()
@@ -294,7 +326,7 @@ def harmonize(
     )
     layers["deep_imputed"] = layers["deep_imputed"].astype(bool)
     layers["coverage_scaled"] = layers["coverage_scaled"].astype(bool)
-    layers = layers[[*LAYER_COLUMNS, *LAYER_EXTRA_COLUMNS]].reset_index(drop=True)
+    layers = layers[[*LAYER_COLUMNS, *extra_columns]].reset_index(drop=True)
 
     # 9. changes against the year-0 controls
     changes, changes_report = compute_changes(layers)
@@ -386,6 +418,7 @@ def harmonize(
         "(30,inf) -> >30",
         "settings": {
             "bd_method": bd_method,
+            "stock_method": stock_method,
             "exclude_deep_imputed": bool(exclude_deep_imputed),
             "seed": seed,
             "coverage_tolerance": coverage_tolerance,
@@ -394,6 +427,8 @@ def harmonize(
         },
         "timings_s": timings,
     }
+    if esm_report is not None:
+        report["esm"] = esm_report
     synthetic = is_synthetic(obs)
     report["synthetic"] = synthetic
     timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -472,6 +507,8 @@ _STR_COLUMNS = (
     "layer",
     "bd_method",
     "obs_ids",
+    "stock_method",
+    "esm_status",
 )
 _BOOL_COLUMNS = ("deep_imputed", "coverage_scaled")
 
