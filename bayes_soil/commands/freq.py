@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
 
 
-def _summary(result, synthetic: bool) -> None:
+def _summary(result, synthetic: bool, stock_method: str = "fixed") -> None:
     import sys
 
     from rich.console import Console
@@ -34,6 +34,8 @@ def _summary(result, synthetic: bool) -> None:
         from bayes_soil.io import SYNTHETIC_LABEL
 
         console.print(f"[bold red]{SYNTHETIC_LABEL}[/]")
+    label = {"fixed": "fixed depth", "esm": "equivalent soil mass (esm)"}.get(stock_method)
+    console.print(f"stock method: {label or stock_method}")
     rates = result.rates
     tab = Table(title="Rates, all vegetation, 0-200 cm (Mg ha-1 yr-1, 95% CI of the OLS slope)")
     for col in ("element", "stage", "k", "95% CI", "p", "n"):
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             figures = write_freq_figures(
                 result, data.layers, data.changes, out, synthetic=bool(data.synthetic)
             )
-    _summary(result, bool(data.synthetic))
+    _summary(result, bool(data.synthetic), data.stock_method)
     print(
         f"wrote {len(result.tables())} tables and {len(figures)} figure files to {args.out} "
         f"in {time.perf_counter() - start:.1f} s"

@@ -35,7 +35,10 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
+from bayes_soil.io import stock_method_of
 from bayes_soil.schema import CONTROL_KEYS
+
+__all__ = ["apply_esm", "soil_mass_mg_ha", "stock_method_of"]
 
 STOCK_METHODS = ("fixed", "esm")
 ESM_OK = "ok"
@@ -46,14 +49,6 @@ _TOL = 1e-9
 
 REASON_NO_CONTROL = "no year-0 control in the chronosequence (fixed depth kept)"
 REASON_DEEP_IMPUTED = "layer predicted by the shallow-to-deep function (fixed depth kept)"
-
-
-def stock_method_of(table: pd.DataFrame | None) -> str:
-    """The stock method of a harmonised table: ``esm`` when made by ``harmonize --stocks esm``
-    (its rows carry ``stock_method``, ``esm`` or ``fixed`` per row), else ``fixed``."""
-    if table is not None and "stock_method" in getattr(table, "columns", ()):
-        return "esm"
-    return "fixed"
 
 
 def soil_mass_mg_ha(bd_g_cm3, thickness_cm):

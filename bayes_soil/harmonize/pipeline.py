@@ -577,12 +577,17 @@ def _code_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def _disk_cached(key_sha: str, bd_method: str, exclude: bool, make) -> HarmonizeResult:
+def _disk_cached(
+    key_sha: str, bd_method: str, exclude: bool, make, stock_method: str = "fixed"
+) -> HarmonizeResult:
     """Read the harmonised folder for this input from the disk cache, or make and store it."""
     root = disk_cache_dir()
     if root is None:
         return make()
-    folder = root / "harmonised" / f"{key_sha[:20]}-{bd_method}-{int(exclude)}-{_code_hash()}"
+    name = f"{key_sha[:20]}-{bd_method}-{int(exclude)}-{_code_hash()}"
+    if stock_method != "fixed":
+        name += f"-{stock_method}"
+    folder = root / "harmonised" / name
     if (folder / "layers.csv").exists() and (folder / "changes.csv").exists():
         try:
             return _read_directory(folder)
@@ -609,6 +614,7 @@ def load_harmonised(
     *,
     bd_method: str = "rf",
     exclude_deep_imputed: bool = False,
+    stock_method: str = "fixed",
 ) -> HarmonizeResult:
     """Harmonised layers and changes from the demo, an observations file or an output folder.
 
@@ -617,7 +623,8 @@ def load_harmonised(
     :func:`harmonize`. Either way ``data_sha256`` is :func:`bayes_soil.io.data_identity` of the
     harmonised layers and changes, so a file and the folder harmonised from it have one
     identity. Results for files are cached in-process by (path, file hash, settings); callers
-    get copies.
+    get copies. ``stock_method`` (``fixed``/``esm``) applies to files; a folder is read with
+    the stock method it was harmonised with (``result.stock_method`` says which).
     """
 
     if data is not None and Path(data).is_dir():
@@ -630,18 +637,23 @@ def load_harmonised(
     if not path.exists():
         raise InputError(f"{path}: file not found")
     sha = sha256_file(path)
-    key = (str(path.resolve()), sha, bd_method, bool(exclude_deep_imputed))
+    key = (str(path.resolve()), sha, bd_method, bool(exclude_deep_imputed), stock_method)
     if key not in _CACHE:
         from bayes_soil.validate import load_observations
 
         def make() -> HarmonizeResult:
             obs = load_observations(None if data is None else path)
-            result = harmonize(obs, bd_method=bd_method, exclude_deep_imputed=exclude_deep_imputed)
+            result = harmonize(
+                obs,
+                bd_method=bd_method,
+                exclude_deep_imputed=exclude_deep_imputed,
+                stock_method=stock_method,
+            )
             result.report["data_file"] = str(path)
             result.report["data_file_sha256"] = sha
             return result
 
-        result = _disk_cached(sha, bd_method, bool(exclude_deep_imputed), make)
+        result = _disk_cached(sha, bd_method, bool(exclude_deep_imputed), make, stock_method)
         result.report["data_file"] = str(path)
         _CACHE[key] = result
     cached = _CACHE[key]

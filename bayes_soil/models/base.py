@@ -26,7 +26,7 @@ import pandas as pd
 
 from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.errors import InputError
-from bayes_soil.io import identity_of_table, is_synthetic
+from bayes_soil.io import identity_of_table, is_synthetic, stock_method_of
 
 if TYPE_CHECKING:
     import pymc as pm
@@ -324,6 +324,8 @@ class SoilModel:
         )
         attrs.update(self.extra_attrs(dt, data, fs))
         attrs["n_obs"] = int(data.n_obs)
+        # fixed-depth or equivalent-soil-mass stocks (harmonize --stocks), read off the table
+        attrs["stock_method"] = stock_method_of(table)
         dt.attrs.update(attrs)
         return dt
 
