@@ -263,3 +263,21 @@ def test_simulator_fixed_outputs_unchanged_and_esm_close_to_truth(sim_pair):
         per.reindex(tot.set_index(["profile_id", "element"]).index),
         rtol=1e-12,
     )
+
+
+def test_report_header_and_provenance_state_the_stock_method():
+    from report_fakes import fake_report_inputs
+
+    from bayes_soil.report.html import _header, _provenance_section
+
+    inp = fake_report_inputs()
+    assert "stocks: <span id='stock-method'>fixed depth</span>" in _header(inp)
+    lay = inp.harmonised.layers
+    inp.harmonised.layers = lay.assign(
+        stock_method=np.where(np.arange(len(lay)) % 4 == 0, "fixed", "esm"),
+        esm_status="ok",
+    )
+    n_esm = int((inp.harmonised.layers["stock_method"] == "esm").sum())
+    text = f"equivalent soil mass (ESM; {n_esm} of {len(lay)} layer rows"
+    assert text in _header(inp)
+    assert text in _provenance_section(inp)

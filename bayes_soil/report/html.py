@@ -298,12 +298,27 @@ def _get(d: Mapping, *keys: str, default: Any = None) -> Any:
 # sections
 
 
+def _stock_method_text(harmonised) -> str:
+    """'fixed depth', or 'equivalent soil mass (ESM; n of m layer rows, the rest fixed depth)'."""
+    from bayes_soil.io import stock_method_of
+
+    layers = getattr(harmonised, "layers", None)
+    if stock_method_of(layers) != "esm":
+        return "fixed depth"
+    n_esm = int((layers["stock_method"] == "esm").sum())
+    return (
+        f"equivalent soil mass (ESM; {n_esm} of {len(layers)} layer rows, the rest on fixed "
+        "depth: see esm_status)"
+    )
+
+
 def _header(inp: ReportInputs) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sha = str(getattr(inp.harmonised, "data_sha256", ""))
     parts = [
         f"<h1>{esc(inp.title)}</h1>",
         f"<p class='meta'>Data: {esc(inp.data_label)} · SHA-256 <code>{esc(sha[:16])}…</code> · "
+        f"stocks: <span id='stock-method'>{esc(_stock_method_text(inp.harmonised))}</span> · "
         f"generated {esc(now)} by bayes_soil {esc(__version__)} · intervals: posterior "
         f"{esc(interval_name(inp.hdi_prob))}, OLS 95% CI</p>",
     ]
@@ -1028,6 +1043,7 @@ def _provenance_section(inp: ReportInputs) -> str:
         {"item": "data", "value": inp.data_label},
         {"item": "data SHA-256", "value": str(getattr(h, "data_sha256", ""))},
         {"item": "synthetic", "value": "yes" if inp.synthetic else "no"},
+        {"item": "stock method", "value": _stock_method_text(h)},
         {
             "item": "harmonisation settings",
             "value": json.dumps(rep.get("settings", {}), default=str),
@@ -1046,6 +1062,7 @@ def _provenance_section(inp: ReportInputs) -> str:
                 "data_sha256",
                 "seed",
                 "synthetic",
+                "stock_method",
                 "diagnostics_verdict",
                 "bayes_soil_version",
                 "sampler",
