@@ -537,6 +537,8 @@ def compare(
                 "data_sha256": str(dt.attrs.get("data_sha256", "")),
                 "diagnostics_verdict": verdict,
                 "synthetic": bool(int(dt.attrs.get("synthetic", 0) or 0)),
+                # fits made before stock methods existed were all on fixed-depth stocks
+                "stock_method": str(dt.attrs.get("stock_method", "fixed")),
             }
         )
         if kind == "rates":
@@ -550,10 +552,20 @@ def compare(
             diff_parts.append(posterior_psi_diff(dt, hdi_prob))
     hashes = {i["data_sha256"] for i in info if i["data_sha256"]}
     if len(hashes) > 1:
+        methods = {i["stock_method"] for i in info}
+        hint = (
+            "; they differ in stock method ("
+            + ", ".join(f"{i['fit']}={i['stock_method']}" for i in info)
+            + "): a fixed-depth fit and an ESM fit are different datasets; "
+            "benchmarks/esm_vs_fixed.py puts the frequentist answers of both side by side"
+            if len(methods) > 1
+            else ""
+        )
         raise InputError(
             "the fits were made from different datasets (data_sha256 differ: "
             + ", ".join(f"{i['fit']}={i['data_sha256'][:12]}" for i in info)
             + ")"
+            + hint
         )
     rates = _compare_parts(
         rate_parts,

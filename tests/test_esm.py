@@ -281,3 +281,27 @@ def test_report_header_and_provenance_state_the_stock_method():
     text = f"equivalent soil mass (ESM; {n_esm} of {len(lay)} layer rows"
     assert text in _header(inp)
     assert text in _provenance_section(inp)
+
+
+def test_compare_names_the_stock_methods_of_fits_from_different_data():
+    from report_fakes import fake_breakpoints_fit, fake_freq_tables, fake_rates_fit
+
+    from bayes_soil.compare import compare
+    from bayes_soil.errors import InputError
+
+    fixed_fit = fake_rates_fit(synthetic=True)
+    esm_fit = fake_breakpoints_fit(synthetic=True, verdict="pass")
+    esm_fit.attrs["data_sha256"] = "cd" * 32
+    esm_fit.attrs["stock_method"] = "esm"
+    with pytest.raises(InputError, match=r"differ in stock method \(.*=fixed, .*=esm\)"):
+        compare([fixed_fit, esm_fit], fake_freq_tables())
+    esm_fit.attrs["data_sha256"] = fixed_fit.attrs["data_sha256"]
+    fixed_fit.attrs["stock_method"] = "esm"
+    result = compare([fixed_fit, esm_fit], fake_freq_tables())
+    assert [i["stock_method"] for i in result.rules()["fits"]] == ["esm", "esm"]
+
+
+def test_stock_method_of_tables():
+    assert stock_method_of(None) == "fixed"
+    assert stock_method_of(pd.DataFrame({"stock_mg_ha": [1.0]})) == "fixed"
+    assert stock_method_of(pd.DataFrame({"stock_method": ["fixed"]})) == "esm"
