@@ -305,3 +305,17 @@ def test_stock_method_of_tables():
     assert stock_method_of(None) == "fixed"
     assert stock_method_of(pd.DataFrame({"stock_mg_ha": [1.0]})) == "fixed"
     assert stock_method_of(pd.DataFrame({"stock_method": ["fixed"]})) == "esm"
+
+
+def test_freq_provenance_records_the_stock_method(tmp_path):
+    from types import SimpleNamespace
+
+    from bayes_soil.frequentist import PROVENANCE_FILE, write_freq_tables
+    from bayes_soil.io import AtomicOutputs
+
+    for method in ("fixed", "esm"):
+        h = SimpleNamespace(data_sha256="ab" * 32, synthetic=False, stock_method=method)
+        with AtomicOutputs(tmp_path / method) as out:
+            write_freq_tables(out, {"rates": pd.DataFrame({"k": [1.0]})}, h)
+        rec = json.loads((tmp_path / method / PROVENANCE_FILE).read_text())
+        assert rec["stock_method"] == method
