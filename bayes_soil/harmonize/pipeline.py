@@ -2,7 +2,8 @@
 
 Steps (each in its own module): SOC from SOM (soc), bulk density where missing
 (bulk_density), interval stocks (stocks), standard layers with the coverage rule (depth),
-the shallow-to-deep fill of the deepest layer (deep), the 0-200 total, stages
+the shallow-to-deep fill of the deepest layer (deep), the 0-200 total, with ``stock_method="esm"``
+equivalent-soil-mass stocks in place of fixed-depth ones where a profile allows it (esm), stages
 (schema.stage_of) and changes against the year-0 controls (changes).
 
 Row accounting is exact: every input row ends up either in ``obs_ids`` of at least one layer
