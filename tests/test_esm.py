@@ -319,3 +319,56 @@ def test_freq_provenance_records_the_stock_method(tmp_path):
             write_freq_tables(out, {"rates": pd.DataFrame({"k": [1.0]})}, h)
         rec = json.loads((tmp_path / method / PROVENANCE_FILE).read_text())
         assert rec["stock_method"] == method
+
+
+def test_fixed_depth_twin_is_the_fixed_harmonisation(sim_pair):
+    """An ESM result carries its fixed-depth twin exactly: same identity, same freq answers."""
+    from bayes_soil.frequentist import run_frequentist
+    from bayes_soil.frequentist.stock_shift import esm_vs_fixed, rate_shifts
+    from bayes_soil.harmonize.esm import fixed_depth_twin
+
+    _, fixed, esm = sim_pair
+    assert esm.report["esm"]["fixed_data_sha256"] == fixed.data_sha256 != esm.data_sha256
+    twin_layers, twin_changes = fixed_depth_twin(esm.layers)
+    pd.testing.assert_frame_equal(twin_layers, fixed.layers)
+    pd.testing.assert_frame_equal(twin_changes, fixed.changes)
+    shift = esm_vs_fixed(esm.layers, esm.changes)
+    f, e = run_frequentist(fixed.layers, fixed.changes), run_frequentist(esm.layers, esm.changes)
+    pd.testing.assert_frame_equal(shift["rates"], rate_shifts(f.rates, e.rates))
+    assert len(shift["rates"]) > 10 and (shift["rates"]["shift"] != 0).any()
+    assert set(shift["breakpoints"]["driver"]) <= {"map_mm", "mat_c"}
+
+
+def test_report_harmonisation_section_shows_the_esm_shift():
+    from report_fakes import fake_report_inputs
+
+    from bayes_soil.report.html import _harmonisation_section
+
+    inp = fake_report_inputs()
+    assert "Stocks on fixed depth" in _harmonisation_section(inp)
+    inp.harmonised.report["esm"] = {
+        "method": "cumulative-mass ESM",
+        "layer_rows_esm": 7,
+        "layer_rows_fixed_fallback": 3,
+        "fixed_fallback_by_reason": {"no_control": 3},
+    }
+    rates = pd.DataFrame(
+        {
+            "element": ["C", "C"],
+            "layer": ["0-20", "0-20"],
+            "stage": ["0-5", "6-10"],
+            "k_fixed": [0.1, 0.2],
+            "k_esm": [0.12, -0.1],
+            "shift": [0.02, -0.3],
+            "shift_in_se": [0.5, -1.5],
+            "p_fixed": [0.01, 0.2],
+            "p_esm": [0.2, 0.3],
+            "sign_flip": [False, True],
+            "sig_change": [True, False],
+        }
+    )
+    inp.stock_shift = {"rates": rates, "breakpoints": pd.DataFrame()}
+    html = _harmonisation_section(inp)
+    assert "7 layer rows on ESM, 3 kept on fixed depth" in html
+    assert "median shift from fixed depth to ESM was 1.00 SE" in html
+    assert "1 sign flip(s), 1 change(s) of significance" in html

@@ -38,7 +38,7 @@ from scipy.interpolate import PchipInterpolator
 from bayes_soil.io import stock_method_of
 from bayes_soil.schema import CONTROL_KEYS
 
-__all__ = ["apply_esm", "soil_mass_mg_ha", "stock_method_of"]
+__all__ = ["apply_esm", "fixed_depth_twin", "soil_mass_mg_ha", "stock_method_of"]
 
 STOCK_METHODS = ("fixed", "esm")
 ESM_OK = "ok"
@@ -236,7 +236,7 @@ def apply_esm(
         if not np.isfinite(ref_arr[f"n_ref_{b:g}"][i]):
             flag(i, "no_control", REASON_NO_CONTROL)
             continue
-        m_a = 0.0 if a == boundaries[0] else float(ref_arr[f"ref_{a:g}"][i])
+        m_a = 0.0 if a == 0.0 else float(ref_arr[f"ref_{a:g}"][i])
         m_b = float(ref_arr[f"ref_{b:g}"][i])
         ref_bottom[i] = m_b
         if deep_imputed[i]:
@@ -360,3 +360,19 @@ def esm_report(
             float(np.nanmedian(rel[is_esm])) if is_esm.any() else None
         ),
     }
+
+
+def fixed_depth_twin(layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fixed-depth layers and changes of the same data, from an ESM layers table.
+
+    ESM keeps every fixed-depth stock in ``fixed_stock_mg_ha`` and the rows are the fixed-depth
+    ones, so this is exactly what ``harmonize --stocks fixed`` gives (same data identity; a
+    test checks it), without harmonising again.
+    """
+    from bayes_soil.harmonize.changes import compute_changes
+
+    fixed = layers.assign(stock_mg_ha=layers["fixed_stock_mg_ha"]).drop(
+        columns=[c for c in ESM_COLUMNS if c in layers.columns]
+    )
+    changes, _ = compute_changes(fixed)
+    return fixed, changes

@@ -38,6 +38,7 @@ from bayes_soil.harmonize.esm import (
     ESM_COLUMNS,
     STOCK_METHODS,
     apply_esm,
+    fixed_depth_twin,
     soil_mass_mg_ha,
     stock_method_of,
 )
@@ -429,6 +430,10 @@ def harmonize(
         "timings_s": timings,
     }
     if esm_report is not None:
+        from bayes_soil.io import data_identity
+
+        # the identity of the same data on fixed depth, so an ESM result names its twin
+        esm_report["fixed_data_sha256"] = data_identity(*fixed_depth_twin(layers))
         report["esm"] = esm_report
     synthetic = is_synthetic(obs)
     report["synthetic"] = synthetic
