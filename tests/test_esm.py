@@ -372,3 +372,20 @@ def test_report_harmonisation_section_shows_the_esm_shift():
     assert "7 layer rows on ESM, 3 kept on fixed depth" in html
     assert "median shift from fixed depth to ESM was 1.00 SE" in html
     assert "1 sign flip(s), 1 change(s) of significance" in html
+
+
+@pytest.mark.slow  # draws the paper's figures (tens of seconds on 2 shared cores)
+def test_freq_figures_say_esm(sim_pair, tmp_path):
+    from bayes_soil.frequentist import run_frequentist
+    from bayes_soil.report.freq_figures import ESM_TAG, write_freq_figures
+
+    _, _, esm = sim_pair
+    result = run_frequentist(esm.layers, esm.changes)
+    names = write_freq_figures(
+        result, esm.layers, esm.changes, tmp_path, synthetic=True, stock_method="esm"
+    )
+    svgs = [n for n in names if n.endswith(".svg")]
+    assert len(svgs) >= 5
+    for name in svgs:
+        text = (tmp_path / name).read_text()
+        assert ESM_TAG.strip(" ()") in text and "SYNTHETIC" in text, name

@@ -90,7 +90,12 @@ def run(args: argparse.Namespace) -> int:
             from bayes_soil.report.freq_figures import write_freq_figures
 
             figures = write_freq_figures(
-                result, data.layers, data.changes, out, synthetic=bool(data.synthetic)
+                result,
+                data.layers,
+                data.changes,
+                out,
+                synthetic=bool(data.synthetic),
+                stock_method=data.stock_method,
             )
     _summary(result, bool(data.synthetic), data.stock_method)
     print(
