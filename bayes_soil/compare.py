@@ -539,6 +539,12 @@ def compare(
                 "synthetic": bool(int(dt.attrs.get("synthetic", 0) or 0)),
                 # fits made before stock methods existed were all on fixed-depth stocks
                 "stock_method": str(dt.attrs.get("stock_method", "fixed")),
+                # the data on fixed depth: itself, or an ESM fit's fixed-depth twin
+                "fixed_data_sha256": str(
+                    dt.attrs.get("fixed_data_sha256", "")
+                    if str(dt.attrs.get("stock_method", "fixed")) == "esm"
+                    else dt.attrs.get("data_sha256", "")
+                ),
             }
         )
         if kind == "rates":
@@ -553,11 +559,14 @@ def compare(
     hashes = {i["data_sha256"] for i in info if i["data_sha256"]}
     if len(hashes) > 1:
         methods = {i["stock_method"] for i in info}
+        twins = {i["fixed_data_sha256"] for i in info}
+        same = " of the same observations" if len(twins) == 1 and "" not in twins else ""
         hint = (
             "; they differ in stock method ("
             + ", ".join(f"{i['fit']}={i['stock_method']}" for i in info)
-            + "): a fixed-depth fit and an ESM fit are different datasets; "
-            "benchmarks/esm_vs_fixed.py puts the frequentist answers of both side by side"
+            + f"): a fixed-depth fit and an ESM fit{same} are different datasets here; the "
+            "report of the ESM data (and benchmarks/esm_vs_fixed.py) puts the frequentist "
+            "answers on both side by side"
             if len(methods) > 1
             else ""
         )

@@ -109,6 +109,10 @@ def identity_of_table(df: pd.DataFrame, role: str) -> str:
     return _identity_from_digests({role: digest})
 
 
+#: ``DataFrame.attrs`` key of an ESM table: the data identity of its fixed-depth twin
+FIXED_TWIN_ATTR = "bayes_soil_fixed_depth_twin"
+
+
 def stock_method_of(table: pd.DataFrame | None) -> str:
     """The stock method of a harmonised table: ``esm`` when made by ``harmonize --stocks esm``
     (its rows carry ``stock_method``: ``esm``, or ``fixed`` where ESM could not serve the row),

@@ -295,6 +295,10 @@ def test_compare_names_the_stock_methods_of_fits_from_different_data():
     esm_fit.attrs["stock_method"] = "esm"
     with pytest.raises(InputError, match=r"differ in stock method \(.*=fixed, .*=esm\)"):
         compare([fixed_fit, esm_fit], fake_freq_tables())
+    # an ESM fit whose fixed-depth twin is the other fit's data: named as such
+    esm_fit.attrs["fixed_data_sha256"] = fixed_fit.attrs["data_sha256"]
+    with pytest.raises(InputError, match="an ESM fit of the same observations"):
+        compare([fixed_fit, esm_fit], fake_freq_tables())
     esm_fit.attrs["data_sha256"] = fixed_fit.attrs["data_sha256"]
     fixed_fit.attrs["stock_method"] = "esm"
     result = compare([fixed_fit, esm_fit], fake_freq_tables())
@@ -326,9 +330,15 @@ def test_fixed_depth_twin_is_the_fixed_harmonisation(sim_pair):
     from bayes_soil.frequentist import run_frequentist
     from bayes_soil.frequentist.stock_shift import esm_vs_fixed, rate_shifts
     from bayes_soil.harmonize.esm import fixed_depth_twin
+    from bayes_soil.io import FIXED_TWIN_ATTR
+    from bayes_soil.models import get_model
 
     _, fixed, esm = sim_pair
     assert esm.report["esm"]["fixed_data_sha256"] == fixed.data_sha256 != esm.data_sha256
+    # a model given the ESM result takes a table that still names the twin (fit attributes)
+    table = get_model("hier_rates").resolve_data(esm)[0]
+    assert table.attrs[FIXED_TWIN_ATTR] == fixed.data_sha256
+    assert FIXED_TWIN_ATTR not in fixed.layers.attrs
     twin_layers, twin_changes = fixed_depth_twin(esm.layers)
     pd.testing.assert_frame_equal(twin_layers, fixed.layers)
     pd.testing.assert_frame_equal(twin_changes, fixed.changes)

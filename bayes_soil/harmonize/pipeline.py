@@ -44,7 +44,13 @@ from bayes_soil.harmonize.esm import (
 )
 from bayes_soil.harmonize.soc import harmonised_soc
 from bayes_soil.harmonize.stocks import interval_stocks
-from bayes_soil.io import DEMO_OBSERVATIONS, is_synthetic, sha256_file, stamp_identity
+from bayes_soil.io import (
+    DEMO_OBSERVATIONS,
+    FIXED_TWIN_ATTR,
+    is_synthetic,
+    sha256_file,
+    stamp_identity,
+)
 from bayes_soil.schema import (
     C_COLUMNS,
     LAYER_BOUNDS,
@@ -95,6 +101,10 @@ class HarmonizeResult:
         self.data_sha256 = stamp_identity(self.layers, self.changes)
         self.report["data_sha256"] = self.data_sha256
         self.report["stock_method"] = self.stock_method
+        twin = (self.report.get("esm") or {}).get("fixed_data_sha256")
+        if twin:  # an ESM table handed on alone (to a model) still names its fixed-depth twin
+            for df in (self.layers, self.changes):
+                df.attrs[FIXED_TWIN_ATTR] = twin
 
     @property
     def stock_method(self) -> str:
