@@ -630,6 +630,14 @@ def compare(
                 "data_sha256": str(dt.attrs.get("data_sha256", "")),
                 "diagnostics_verdict": verdict,
                 "synthetic": bool(int(dt.attrs.get("synthetic", 0) or 0)),
+                # fits made before stock methods existed were all on fixed-depth stocks
+                "stock_method": str(dt.attrs.get("stock_method", "fixed")),
+                # the data on fixed depth: itself, or an ESM fit's fixed-depth twin
+                "fixed_data_sha256": str(
+                    dt.attrs.get("fixed_data_sha256", "")
+                    if str(dt.attrs.get("stock_method", "fixed")) == "esm"
+                    else dt.attrs.get("data_sha256", "")
+                ),
             }
         )
         if kind == "rates":
@@ -643,10 +651,23 @@ def compare(
             diff_parts.append(posterior_psi_diff(dt, hdi_prob))
     hashes = {i["data_sha256"] for i in info if i["data_sha256"]}
     if len(hashes) > 1:
+        methods = {i["stock_method"] for i in info}
+        twins = {i["fixed_data_sha256"] for i in info}
+        same = " of the same observations" if len(twins) == 1 and "" not in twins else ""
+        hint = (
+            "; they differ in stock method ("
+            + ", ".join(f"{i['fit']}={i['stock_method']}" for i in info)
+            + f"): a fixed-depth fit and an ESM fit{same} are different datasets here; the "
+            "report of the ESM data (and benchmarks/esm_vs_fixed.py) puts the frequentist "
+            "answers on both side by side"
+            if len(methods) > 1
+            else ""
+        )
         raise InputError(
             "the fits were made from different datasets (data_sha256 differ: "
             + ", ".join(f"{i['fit']}={i['data_sha256'][:12]}" for i in info)
             + ")"
+            + hint
         )
     rates = _compare_parts(
         rate_parts,

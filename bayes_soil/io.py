@@ -109,6 +109,19 @@ def identity_of_table(df: pd.DataFrame, role: str) -> str:
     return _identity_from_digests({role: digest})
 
 
+#: ``DataFrame.attrs`` key of an ESM table: the data identity of its fixed-depth twin
+FIXED_TWIN_ATTR = "bayes_soil_fixed_depth_twin"
+
+
+def stock_method_of(table: pd.DataFrame | None) -> str:
+    """The stock method of a harmonised table: ``esm`` when made by ``harmonize --stocks esm``
+    (its rows carry ``stock_method``: ``esm``, or ``fixed`` where ESM could not serve the row),
+    else ``fixed`` (fixed-depth stocks, the paper's method)."""
+    if table is not None and "stock_method" in getattr(table, "columns", ()):
+        return "esm"
+    return "fixed"
+
+
 def decode_text(raw: bytes, path: Path) -> str:
     """Decode as UTF-8 (BOM tolerated), falling back to latin-1 as many spreadsheets export."""
     try:

@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         from bayes_soil.io import SYNTHETIC_LABEL
 
         print(f"note: {SYNTHETIC_LABEL}")
+    methods = sorted({i["stock_method"] for i in result.fits})
+    print(f"stock method: {', '.join(methods)}")
     print(
         f"{len(result.rates)} rate cells ({n_dis} disagree, {n_inc} inconclusive, "
         f"{n_post_only} posterior only), {len(result.breakpoints)} turning-point cells; "

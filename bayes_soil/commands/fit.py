@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if data.synthetic:
         console.print(f"[bold red]{SYNTHETIC_LABEL}[/]")
     fits.clean_partials(args.out)
+    console.print(f"stock method: {data.stock_method}")
     console.print(
         f"fitting [bold]{model.name}[/] on {len(table)} {model.table} rows "
         f"(elements {model.spec['data']['elements']}); compiling, then sampling..."
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     fits.save_fit(dt, path)
     diag = fits.diagnostics_of(dt)
     out = Console(width=140)
-    out.print(f"fit written: {path}")
+    out.print(f"fit written: {path} (stock method: {dt.attrs.get('stock_method', 'fixed')})")
     verdict = diag["verdict"]
     colour = "green" if verdict == "pass" else "bold red"
     out.print(

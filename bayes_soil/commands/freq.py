@@ -125,7 +125,7 @@ def _covary_notes(breakpoints) -> list[str]:
     return lines
 
 
-def _summary(result, synthetic: bool) -> None:
+def _summary(result, synthetic: bool, stock_method: str = "fixed") -> None:
     import sys
 
     from rich.console import Console
@@ -135,6 +135,8 @@ def _summary(result, synthetic: bool) -> None:
         from bayes_soil.io import SYNTHETIC_LABEL
 
         console.print(f"[bold red]{SYNTHETIC_LABEL}[/]")
+    label = {"fixed": "fixed depth", "esm": "equivalent soil mass (esm)"}.get(stock_method)
+    console.print(f"stock method: {label or stock_method}")
     rates = result.rates
     console.print(_rates_table(result.rates))
     console.print(_breakpoints_table(result.breakpoints))
@@ -186,9 +188,14 @@ def run(args: argparse.Namespace) -> int:
             from bayes_soil.report.freq_figures import write_freq_figures
 
             figures = write_freq_figures(
-                result, data.layers, data.changes, out, synthetic=bool(data.synthetic)
+                result,
+                data.layers,
+                data.changes,
+                out,
+                synthetic=bool(data.synthetic),
+                stock_method=data.stock_method,
             )
-    _summary(result, bool(data.synthetic))
+    _summary(result, bool(data.synthetic), data.stock_method)
     print(
         f"wrote {len(result.tables())} tables and {len(figures)} figure files to {args.out} "
         f"in {time.perf_counter() - start:.1f} s"

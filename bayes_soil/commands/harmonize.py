@@ -7,7 +7,7 @@ import argparse
 from bayes_soil.commands import add_data_argument
 
 HELP = "harmonise observations into 0-20/20-100/100-200/0-200 cm stocks and changes"
-EXAMPLE = "python -m bayes_soil harmonize --out out/harmonised --bd-method rf"
+EXAMPLE = "python -m bayes_soil harmonize --out out/harmonised --bd-method rf [--stocks esm]"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave out 100-200 and 0-200 rows filled by the shallow-to-deep function",
     )
+    parser.add_argument(
+        "--stocks",
+        choices=("fixed", "esm"),
+        default="fixed",
+        help="fixed-depth stocks (fixed, default: the paper's method) or equivalent soil mass "
+        "(esm: cumulative element mass at the soil mass of the chronosequence's year-0 "
+        "controls; rows ESM cannot serve keep fixed depth, flagged in esm_status)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (forest, CV folds)")
 
 
@@ -39,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         bd_method=args.bd_method,
         exclude_deep_imputed=args.exclude_deep_imputed,
         seed=args.seed,
+        stock_method=args.stocks,
     )
     path = DEMO_OBSERVATIONS if args.data is None else args.data
     # result.data_sha256 (the data identity) is that of the harmonised tables, as everywhere
@@ -50,10 +59,17 @@ def run(args: argparse.Namespace) -> int:
     rows = result.report["rows"]
     if result.synthetic:
         print(SYNTHETIC_LABEL)
+    print(f"stock method: {result.stock_method}")
     print(
         f"{rows['input']} rows: {rows['used']} used, {rows['rejected']} rejected; "
         f"{len(result.layers)} layer rows, {len(result.changes)} change rows"
     )
+    if "esm" in result.report:
+        esm = result.report["esm"]
+        print(
+            f"ESM: {esm['layer_rows_esm']} layer rows on equivalent soil mass, "
+            f"{esm['layer_rows_fixed_fallback']} kept on fixed depth (esm_status says why)"
+        )
     for f in files:
         print(f"wrote {f}")
     return 0

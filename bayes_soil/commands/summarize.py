@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             )
     if int(dt.attrs.get("synthetic", 0)):
         console.print(f"[red]{SYNTHETIC_LABEL}[/]")
+    # fits made before stock methods existed were all fixed-depth
+    console.print(f"stock method: {dt.attrs.get('stock_method', 'fixed')}")
     diag = diagnostics_of(dt)
     if diag.get("verdict") != "pass":
         console.print(

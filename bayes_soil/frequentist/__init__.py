@@ -133,7 +133,8 @@ PROVENANCE_FILE = "freq_provenance.json"
 
 
 def write_freq_tables(out, tables: dict[str, pd.DataFrame], harmonised) -> None:
-    """Stage the freq CSVs and a provenance record (data hash, synthetic flag) in ``out``.
+    """Stage the freq CSVs and a provenance record (data hash, synthetic flag, stock method:
+    ``fixed`` or ``esm``, see ``harmonize --stocks``) in ``out``.
 
     ``out`` is an :class:`bayes_soil.io.AtomicOutputs`; the record lets ``compare`` and
     ``report`` refuse tables made from other data than the fits.
@@ -141,6 +142,10 @@ def write_freq_tables(out, tables: dict[str, pd.DataFrame], harmonised) -> None:
     for name, df in tables.items():
         out.write_csv(df, f"{name}.csv")
     out.write_json(
-        {"data_sha256": harmonised.data_sha256, "synthetic": bool(harmonised.synthetic)},
+        {
+            "data_sha256": harmonised.data_sha256,
+            "synthetic": bool(harmonised.synthetic),
+            "stock_method": getattr(harmonised, "stock_method", "fixed"),
+        },
         PROVENANCE_FILE,
     )

@@ -3,7 +3,8 @@
 Public API: :func:`harmonize`, :func:`load_harmonised`, :class:`HarmonizeResult`,
 :func:`write_harmonised`. The modules each do one step: ``soc`` (SOC from SOM),
 ``bulk_density`` (PTF, random forest, CV scores), ``stocks`` (interval stocks), ``depth``
-(standard layers and the coverage rule), ``deep`` (shallow-to-deep fill), ``changes``
+(standard layers and the coverage rule), ``deep`` (shallow-to-deep fill), ``esm``
+(equivalent soil mass, ``harmonize --stocks esm``), ``changes``
 (changes against the year-0 controls), ``pipeline`` (the order and the row accounting).
 """
 

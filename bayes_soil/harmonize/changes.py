@@ -4,6 +4,11 @@ For each non-control profile, element and layer: baseline = mean stock of the ye
 of the same study, site, vegetation and origin (schema.CONTROL_KEYS) in that element and layer;
 delta = stock - baseline; rate = delta / years. Profiles without such a control, or whose
 control lacks the layer, get no change row; both are counted in the report.
+
+ESM tables (``harmonize --stocks esm``: layers with ``stock_method`` and ``fixed_stock_mg_ha``):
+a change compares equal soil masses only when the treated row and every control row of its
+baseline are ESM; otherwise both sides are taken on fixed depth, and the change row says which
+in its own ``stock_method`` column.
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Change rows and a report of what was left out (with reasons)."""
     keys = [*CONTROL_KEYS, "element", "layer"]
     is_control = layers["years"] == 0
+    esm = "stock_method" in layers.columns
+    agg = {
+        "baseline_stock_mg_ha": ("stock_mg_ha", "mean"),
+        "n_controls": ("profile_id", "nunique"),
+        "baseline_deep_imputed": ("deep_imputed", "any"),
+    }
+    if esm:
+        layers = layers.assign(_esm=layers["stock_method"].eq("esm"))
+        agg["_baseline_fixed"] = ("fixed_stock_mg_ha", "mean")
+        agg["_baseline_esm"] = ("_esm", "all")
     controls = (
-        layers.loc[is_control]
-        .groupby(keys, sort=False, dropna=False)
-        .agg(
-            baseline_stock_mg_ha=("stock_mg_ha", "mean"),
-            n_controls=("profile_id", "nunique"),
-            baseline_deep_imputed=("deep_imputed", "any"),
-        )
-        .reset_index()
+        layers.loc[is_control].groupby(keys, sort=False, dropna=False).agg(**agg).reset_index()
     )
     treated = layers.loc[~is_control]
     merged = treated.merge(controls, on=keys, how="left", validate="many_to_one")
@@ -40,12 +48,20 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     no_control = merged.loc[~chain_has_control]
     no_layer = merged.loc[chain_has_control & ~has]
     out = merged.loc[has].copy()
+    extra = ["n_controls", "deep_imputed"]
+    if esm:
+        both = out["_esm"].astype(bool) & out["_baseline_esm"].astype(bool)
+        out["stock_mg_ha"] = out["stock_mg_ha"].where(both, out["fixed_stock_mg_ha"])
+        out["baseline_stock_mg_ha"] = out["baseline_stock_mg_ha"].where(
+            both, out["_baseline_fixed"]
+        )
+        out["stock_method"] = both.map({True: "esm", False: "fixed"}).astype(object)
+        extra.append("stock_method")
     out["delta_stock_mg_ha"] = out["stock_mg_ha"] - out["baseline_stock_mg_ha"]
     out["rate_mg_ha_yr"] = out["delta_stock_mg_ha"] / out["years"]
     out["deep_imputed"] = out["deep_imputed"].astype(bool) | out["baseline_deep_imputed"].astype(
         bool
     )
-    extra = ["n_controls", "deep_imputed"]
     out = out[[*CHANGE_COLUMNS, *extra]].reset_index(drop=True)
     report = {
         "n_rows": len(out),
@@ -63,6 +79,14 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             },
         },
         "profiles_without_control": sorted(no_control["profile_id"].unique().tolist())[:50],
+        **(
+            {
+                "rows_esm": int((out["stock_method"] == "esm").sum()),
+                "rows_fixed_depth": int((out["stock_method"] != "esm").sum()),
+            }
+            if esm
+            else {}
+        ),
         "baseline": "mean stock of the year-0 profiles with the same "
         + ", ".join(CONTROL_KEYS)
         + ", element and layer; rate = (stock - baseline) / years",

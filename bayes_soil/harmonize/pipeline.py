@@ -2,7 +2,8 @@
 
 Steps (each in its own module): SOC from SOM (soc), bulk density where missing
 (bulk_density), interval stocks (stocks), standard layers with the coverage rule (depth),
-the shallow-to-deep fill of the deepest layer (deep), the 0-200 total, stages
+the shallow-to-deep fill of the deepest layer (deep), the 0-200 total, with ``stock_method="esm"``
+equivalent-soil-mass stocks in place of fixed-depth ones where a profile allows it (esm), stages
 (schema.stage_of) and changes against the year-0 controls (changes).
 
 Row accounting is exact: every input row ends up either in ``obs_ids`` of at least one layer
@@ -33,9 +34,23 @@ from bayes_soil.harmonize.depth import (
     merge_duplicate_intervals,
     split_into_layers,
 )
+from bayes_soil.harmonize.esm import (
+    ESM_COLUMNS,
+    STOCK_METHODS,
+    apply_esm,
+    fixed_depth_twin,
+    soil_mass_mg_ha,
+    stock_method_of,
+)
 from bayes_soil.harmonize.soc import harmonised_soc
 from bayes_soil.harmonize.stocks import interval_stocks
-from bayes_soil.io import DEMO_OBSERVATIONS, is_synthetic, sha256_file, stamp_identity
+from bayes_soil.io import (
+    DEMO_OBSERVATIONS,
+    FIXED_TWIN_ATTR,
+    is_synthetic,
+    sha256_file,
+    stamp_identity,
+)
 from bayes_soil.schema import (
     C_COLUMNS,
     LAYER_BOUNDS,
@@ -85,6 +100,17 @@ class HarmonizeResult:
     def __post_init__(self) -> None:
         self.data_sha256 = stamp_identity(self.layers, self.changes)
         self.report["data_sha256"] = self.data_sha256
+        self.report["stock_method"] = self.stock_method
+        twin = (self.report.get("esm") or {}).get("fixed_data_sha256")
+        if twin:  # an ESM table handed on alone (to a model) still names its fixed-depth twin
+            for df in (self.layers, self.changes):
+                df.attrs[FIXED_TWIN_ATTR] = twin
+
+    @property
+    def stock_method(self) -> str:
+        """``fixed`` (fixed-depth stocks, the paper's) or ``esm`` (equivalent soil mass, with
+        per-row fallbacks to fixed depth); read from the tables themselves."""
+        return stock_method_of(self.layers)
 
 
 def profile_ids(df: pd.DataFrame) -> pd.Series:
@@ -148,6 +174,7 @@ def harmonize(
     layer_bounds: tuple[tuple[float, float], ...] = LAYER_BOUNDS,
     coverage_tolerance: float = COVERAGE_TOLERANCE,
     score_bd: bool = True,
+    stock_method: str = "fixed",
 ) -> HarmonizeResult:
     """Turn validated observations into standard-layer stocks and changes.
 
@@ -162,9 +189,14 @@ def harmonize(
     layer_bounds : standard layers (cm), contiguous from the surface.
     coverage_tolerance : minimum coverage kept (scaled up by 1/coverage); see ``depth``.
     score_bd : run the BD cross-validation for the report (the slowest step).
+    stock_method : ``fixed`` (fixed-depth stocks, the paper's method) or ``esm`` (equivalent
+        soil mass against the chronosequence's year-0 controls, see ``harmonize.esm``; rows ESM
+        cannot serve keep the fixed-depth stock and say why in ``esm_status``).
     """
     if bd_method not in BD_METHODS:
         raise ValueError(f"bd_method must be one of {BD_METHODS}, not {bd_method!r}")
+    if stock_method not in STOCK_METHODS:
+        raise ValueError(f"stock_method must be one of {STOCK_METHODS}, not {stock_method!r}")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -228,6 +260,10 @@ def harmonize(
     # 4. interval stocks (Eq. 1-2)
     intervals, dropped_el = interval_stocks(work, bd, bd_source)
     n_interval_rows = len(intervals)
+    if stock_method == "esm":  # soil mass per input row, before duplicates are merged
+        thickness = work["depth_bottom_cm"] - work["depth_top_cm"]
+        mass = pd.Series(soil_mass_mg_ha(bd, thickness).to_numpy(), index=work["obs_id"])
+        esm_intervals = intervals.assign(soil_mass_mg_ha=intervals["obs_id"].map(mass))
     intervals, n_dup = merge_duplicate_intervals(intervals)
     t0 = tick("stocks", t0)
 
@@ -283,6 +319,14 @@ def harmonize(
     layers["obs_ids"] = [_unique_join(s) for s in layers["obs_ids"]]
     t0 = tick("total_layer", t0)
 
+    # 7b. equivalent soil mass in place of fixed depth, where the profile allows it
+    esm_report = None
+    extra_columns = list(LAYER_EXTRA_COLUMNS)
+    if stock_method == "esm":
+        layers, esm_report = apply_esm(layers, esm_intervals, profiles, layer_bounds, total_label)
+        extra_columns += list(ESM_COLUMNS)
+        t0 = tick("esm", t0)
+
     # 8. profile attributes, stage, column order
     layers = layers.merge(profiles, on="profile_id", how="left", validate="many_to_one")
     layers["stage"] = stage_of(layers["years"]).to_numpy()
@@ -294,7 +338,7 @@ def harmonize(
     )
     layers["deep_imputed"] = layers["deep_imputed"].astype(bool)
     layers["coverage_scaled"] = layers["coverage_scaled"].astype(bool)
-    layers = layers[[*LAYER_COLUMNS, *LAYER_EXTRA_COLUMNS]].reset_index(drop=True)
+    layers = layers[[*LAYER_COLUMNS, *extra_columns]].reset_index(drop=True)
 
     # 9. changes against the year-0 controls
     changes, changes_report = compute_changes(layers)
@@ -386,6 +430,7 @@ def harmonize(
         "(30,inf) -> >30",
         "settings": {
             "bd_method": bd_method,
+            "stock_method": stock_method,
             "exclude_deep_imputed": bool(exclude_deep_imputed),
             "seed": seed,
             "coverage_tolerance": coverage_tolerance,
@@ -394,6 +439,12 @@ def harmonize(
         },
         "timings_s": timings,
     }
+    if esm_report is not None:
+        from bayes_soil.io import data_identity
+
+        # the identity of the same data on fixed depth, so an ESM result names its twin
+        esm_report["fixed_data_sha256"] = data_identity(*fixed_depth_twin(layers))
+        report["esm"] = esm_report
     synthetic = is_synthetic(obs)
     report["synthetic"] = synthetic
     timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -472,6 +523,8 @@ _STR_COLUMNS = (
     "layer",
     "bd_method",
     "obs_ids",
+    "stock_method",
+    "esm_status",
 )
 _BOOL_COLUMNS = ("deep_imputed", "coverage_scaled")
 
@@ -540,12 +593,17 @@ def _code_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def _disk_cached(key_sha: str, bd_method: str, exclude: bool, make) -> HarmonizeResult:
+def _disk_cached(
+    key_sha: str, bd_method: str, exclude: bool, make, stock_method: str = "fixed"
+) -> HarmonizeResult:
     """Read the harmonised folder for this input from the disk cache, or make and store it."""
     root = disk_cache_dir()
     if root is None:
         return make()
-    folder = root / "harmonised" / f"{key_sha[:20]}-{bd_method}-{int(exclude)}-{_code_hash()}"
+    name = f"{key_sha[:20]}-{bd_method}-{int(exclude)}-{_code_hash()}"
+    if stock_method != "fixed":
+        name += f"-{stock_method}"
+    folder = root / "harmonised" / name
     if (folder / "layers.csv").exists() and (folder / "changes.csv").exists():
         try:
             return _read_directory(folder)
@@ -572,6 +630,7 @@ def load_harmonised(
     *,
     bd_method: str = "rf",
     exclude_deep_imputed: bool = False,
+    stock_method: str = "fixed",
 ) -> HarmonizeResult:
     """Harmonised layers and changes from the demo, an observations file or an output folder.
 
@@ -580,7 +639,8 @@ def load_harmonised(
     :func:`harmonize`. Either way ``data_sha256`` is :func:`bayes_soil.io.data_identity` of the
     harmonised layers and changes, so a file and the folder harmonised from it have one
     identity. Results for files are cached in-process by (path, file hash, settings); callers
-    get copies.
+    get copies. ``stock_method`` (``fixed``/``esm``) applies to files; a folder is read with
+    the stock method it was harmonised with (``result.stock_method`` says which).
     """
 
     if data is not None and Path(data).is_dir():
@@ -593,18 +653,23 @@ def load_harmonised(
     if not path.exists():
         raise InputError(f"{path}: file not found")
     sha = sha256_file(path)
-    key = (str(path.resolve()), sha, bd_method, bool(exclude_deep_imputed))
+    key = (str(path.resolve()), sha, bd_method, bool(exclude_deep_imputed), stock_method)
     if key not in _CACHE:
         from bayes_soil.validate import load_observations
 
         def make() -> HarmonizeResult:
             obs = load_observations(None if data is None else path)
-            result = harmonize(obs, bd_method=bd_method, exclude_deep_imputed=exclude_deep_imputed)
+            result = harmonize(
+                obs,
+                bd_method=bd_method,
+                exclude_deep_imputed=exclude_deep_imputed,
+                stock_method=stock_method,
+            )
             result.report["data_file"] = str(path)
             result.report["data_file_sha256"] = sha
             return result
 
-        result = _disk_cached(sha, bd_method, bool(exclude_deep_imputed), make)
+        result = _disk_cached(sha, bd_method, bool(exclude_deep_imputed), make, stock_method)
         result.report["data_file"] = str(path)
         _CACHE[key] = result
     cached = _CACHE[key]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.errors import InputError
-from bayes_soil.io import identity_of_table, is_synthetic
+from bayes_soil.io import FIXED_TWIN_ATTR, identity_of_table, is_synthetic, stock_method_of
 
 if TYPE_CHECKING:
     import pymc as pm
@@ -324,6 +324,10 @@ class SoilModel:
         )
         attrs.update(self.extra_attrs(dt, data, fs))
         attrs["n_obs"] = int(data.n_obs)
+        # fixed-depth or equivalent-soil-mass stocks (harmonize --stocks), read off the table
+        attrs["stock_method"] = stock_method_of(table)
+        if attrs["stock_method"] == "esm" and table.attrs.get(FIXED_TWIN_ATTR):
+            attrs["fixed_data_sha256"] = str(table.attrs[FIXED_TWIN_ATTR])
         dt.attrs.update(attrs)
         return dt
 

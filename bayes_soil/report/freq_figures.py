@@ -346,11 +346,21 @@ def fig_breakpoints(
     return fig
 
 
+ESM_TAG = " (equivalent-soil-mass stocks)"
+
+
 def write_freq_figures(
-    result, layers: pd.DataFrame, changes: pd.DataFrame, out, *, synthetic: bool = False
+    result,
+    layers: pd.DataFrame,
+    changes: pd.DataFrame,
+    out,
+    *,
+    synthetic: bool = False,
+    stock_method: str = "fixed",
 ) -> list[str]:
     """Draw every figure and save PNG and SVG through ``out.path(name)`` (an AtomicOutputs) or
-    into a folder; returns the file names."""
+    into a folder; returns the file names. With ``stock_method="esm"`` every title says so
+    (fixed depth, the paper's method, is left unsaid)."""
     figs = {}
     for i, element in zip((2, 3), _elements(layers), strict=False):
         figs[f"fig{i}_stocks_{element}"] = fig_stocks(layers, element, synthetic=synthetic)
@@ -362,6 +372,9 @@ def write_freq_figures(
     figs["fig7_rate_vs_mat"] = fig_breakpoints(
         changes, result.breakpoints, "mat_c", synthetic=synthetic
     )
+    if stock_method == "esm":
+        for fig in figs.values():
+            fig.suptitle(fig.get_suptitle() + ESM_TAG, fontsize=12, fontweight="bold")
     names = []
     with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays text (searchable, small)
         for stem, fig in figs.items():

@@ -73,6 +73,9 @@ class ReportInputs:
     log: list[str] = field(default_factory=list)
     fit_errors: Mapping[str, str] = field(default_factory=dict)  # model -> why it did not run
     calibration: pd.DataFrame | None = None  # from `calibrate` folders (report --calibration)
+    # ESM data only: frequentist rates and turning points on fixed depth vs ESM
+    # (bayes_soil.frequentist.stock_shift.esm_vs_fixed: "rates", "breakpoints")
+    stock_shift: Mapping[str, pd.DataFrame] | None = None
     title: str = "bayes_soil report: soil C and N stocks after revegetation"
 
     @property
@@ -298,12 +301,27 @@ def _get(d: Mapping, *keys: str, default: Any = None) -> Any:
 # sections
 
 
+def _stock_method_text(harmonised) -> str:
+    """'fixed depth', or 'equivalent soil mass (ESM; n of m layer rows, the rest fixed depth)'."""
+    from bayes_soil.io import stock_method_of
+
+    layers = getattr(harmonised, "layers", None)
+    if stock_method_of(layers) != "esm":
+        return "fixed depth"
+    n_esm = int((layers["stock_method"] == "esm").sum())
+    return (
+        f"equivalent soil mass (ESM; {n_esm} of {len(layers)} layer rows, the rest on fixed "
+        "depth: see esm_status)"
+    )
+
+
 def _header(inp: ReportInputs) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sha = str(getattr(inp.harmonised, "data_sha256", ""))
     parts = [
         f"<h1>{esc(inp.title)}</h1>",
         f"<p class='meta'>Data: {esc(inp.data_label)} · SHA-256 <code>{esc(sha[:16])}…</code> · "
+        f"stocks: <span id='stock-method'>{esc(_stock_method_text(inp.harmonised))}</span> · "
         f"generated {esc(now)} by bayes_soil {esc(__version__)} · intervals: posterior "
         f"{esc(interval_name(inp.hdi_prob))}, OLS 95% CI</p>",
     ]
@@ -598,6 +616,7 @@ def _harmonisation_section(inp: ReportInputs) -> str:
     rule = _get(rep, "depth", "coverage_rule")
     if rule:
         out.append(f"<p>Depth coverage rule: {esc(rule)}.</p>")
+    out.append(_esm_part(inp))
     if rep:
         out.append(
             _details(
@@ -605,6 +624,47 @@ def _harmonisation_section(inp: ReportInputs) -> str:
                 f"<pre>{esc(json.dumps(rep, indent=1, default=str))}</pre>",
             )
         )
+    return "\n".join(out)
+
+
+def _esm_part(inp: ReportInputs) -> str:
+    """Equivalent soil mass: what it served, why rows stayed on fixed depth, and how much the
+    frequentist rates and turning points move (ESM data only)."""
+    from bayes_soil.frequentist.stock_shift import shift_summary
+
+    rep = getattr(inp.harmonised, "report", {}) or {}
+    esm = rep.get("esm")
+    if not esm:
+        return (
+            "<p>Stocks on fixed depth (the paper's method; <code>--stocks esm</code> "
+            "gives equivalent soil mass).</p>"
+        )
+    out = [
+        "<h3 id='esm'>Equivalent soil mass</h3>",
+        f"<p>{esc(esm.get('method', ''))}. {esc(esm.get('layer_rows_esm', '?'))} layer rows on "
+        f"ESM, {esc(esm.get('layer_rows_fixed_fallback', '?'))} kept on fixed depth "
+        "(<code>esm_status</code> says why, per row).</p>",
+    ]
+    reasons = esm.get("fixed_fallback_by_reason") or {}
+    if reasons:
+        out.append(
+            table_html(
+                pd.DataFrame(
+                    {"kept on fixed depth because": list(reasons), "rows": list(reasons.values())}
+                )
+            )
+        )
+    shift = inp.stock_shift
+    if shift is not None:
+        rates = shift.get("rates", pd.DataFrame())
+        out.append(
+            "<h3>How much the frequentist answers move: fixed depth vs ESM</h3>"
+            f"<p>{esc(shift_summary(rates))}</p>"
+        )
+        out.append(_details("stage rates on both stock methods", table_html(rates)))
+        bps = shift.get("breakpoints")
+        if bps is not None and len(bps):
+            out.append(_details("turning points on both stock methods", table_html(bps)))
     return "\n".join(out)
 
 
@@ -1033,6 +1093,7 @@ def _provenance_section(inp: ReportInputs) -> str:
         {"item": "data", "value": inp.data_label},
         {"item": "data SHA-256", "value": str(getattr(h, "data_sha256", ""))},
         {"item": "synthetic", "value": "yes" if inp.synthetic else "no"},
+        {"item": "stock method", "value": _stock_method_text(h)},
         {
             "item": "harmonisation settings",
             "value": json.dumps(rep.get("settings", {}), default=str),
@@ -1051,6 +1112,7 @@ def _provenance_section(inp: ReportInputs) -> str:
                 "data_sha256",
                 "seed",
                 "synthetic",
+                "stock_method",
                 "diagnostics_verdict",
                 "bayes_soil_version",
                 "sampler",

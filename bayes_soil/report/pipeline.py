@@ -318,7 +318,14 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     # the label describes the fits shown: quick ones, whether run now or reused
     quick = any(int(r.dt.attrs.get(QUICK_ATTR, 0) or 0) for r in fit_records)
     calibration = calibration_table(settings.calibration_dirs, log)
+    stock_shift = None
+    if harmonised.stock_method == "esm":
+        from bayes_soil.frequentist.stock_shift import esm_vs_fixed
+
+        log("frequentist rates and turning points on the fixed-depth twin (ESM vs fixed)")
+        stock_shift = esm_vs_fixed(harmonised.layers, harmonised.changes, freq)
     return ReportInputs(
+        stock_shift=stock_shift,
         calibration=calibration,
         harmonised=harmonised,
         freq=freq,
