@@ -30,7 +30,11 @@ MAP_RANGE = (0.0, 15000.0)  # mm yr-1
 MAT_RANGE = (-60.0, 60.0)  # degC
 MAX_CONCENTRATION = 1000.0  # g kg-1 cannot exceed the whole kilogram
 ID_COLUMNS = ("obs_id", "study_id", "site_id", "plot_id")
-LABEL_COLUMNS = {"vegetation": schema.VEGETATION, "origin": schema.ORIGINS}
+LABEL_COLUMNS = {
+    "vegetation": schema.VEGETATION,
+    "origin": schema.ORIGINS,
+    "control_scope": schema.CONTROL_SCOPES,
+}
 DEFAULT_PLOT_ID = "p1"
 MAX_LISTED = 200  # problems printed in one error message
 DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
@@ -127,6 +131,7 @@ def summarize_observations(df: pd.DataFrame) -> dict[str, int]:
         "profiles": int(df.groupby(list(schema.PROFILE_KEYS), dropna=False).ngroups),
         "controls": int((df["years"] == 0).sum()),
         "no_quantity": int((~has_quantity).sum()),
+        **{f"no_{d}": int(df[d].isna().sum()) for d in schema.DRIVERS},
     }
 
 
@@ -179,6 +184,8 @@ def _check(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[Problem]]:
             out[col] = np.nan
     # required values present
     for col in schema.REQUIRED_COLUMNS:
+        if col in schema.MAY_BE_EMPTY:
+            continue  # counted by summarize_observations; kept where the driver is not needed
         if col in out.columns and col not in missing:
             for i in np.flatnonzero(out[col].isna().to_numpy() & _is_missing(df[col])):
                 shown = "" if df[col].iloc[i] is None else str(df[col].iloc[i])

@@ -260,6 +260,8 @@ def test_load_observations_types_and_lines(tmp_path):
         "profiles": 3,
         "controls": 2,
         "no_quantity": 0,
+        "no_map_mm": 0,
+        "no_mat_c": 0,
     }
 
 

@@ -7,7 +7,7 @@ import argparse
 from bayes_soil.commands import add_data_argument
 
 HELP = "harmonise observations into 0-20/20-100/100-200/0-200 cm stocks and changes"
-EXAMPLE = "python -m bayes_soil harmonize --out out/harmonised --bd-method rf"
+EXAMPLE = "python -m bayes_soil harmonize --data my_observations.csv --out out/harmonised"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,10 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
         "--bd-method",
-        choices=("rf", "ptf"),
-        default="rf",
-        help="bulk density where not measured: random forest (rf, default) or the paper's "
-        "pedotransfer function (ptf, Eq. 4-5)",
+        choices=("auto", "rf", "ptf"),
+        default="auto",
+        help="bulk density where not measured: auto (default: whichever of rf and ptf has the "
+        "higher study-grouped cross-validated R^2 on the rows with measured BD), random forest "
+        "(rf) or the paper's pedotransfer function (ptf, Eq. 4-5)",
     )
     parser.add_argument(
         "--exclude-deep-imputed",
@@ -29,7 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Harmonise and write the four outputs; exit 2 with the reason (nothing written) when no
+    row is usable or no change against a year-0 control can be computed."""
+    import sys
+
+    from bayes_soil.errors import InputError
     from bayes_soil.harmonize import harmonize, write_harmonised
+    from bayes_soil.harmonize.pipeline import empty_result_reason, summary_lines
     from bayes_soil.io import DEMO_OBSERVATIONS, SYNTHETIC_LABEL, sha256_file
     from bayes_soil.validate import load_observations
 
@@ -41,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     path = DEMO_OBSERVATIONS if args.data is None else args.data
+    why = empty_result_reason(result)
+    if why:
+        raise InputError(f"{path}: {why}; nothing was written")
     # result.data_sha256 (the data identity) is that of the harmonised tables, as everywhere
     result.report["data_file"] = str(path)
     result.report["data_file_sha256"] = sha256_file(path)
@@ -54,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         f"{rows['input']} rows: {rows['used']} used, {rows['rejected']} rejected; "
         f"{len(result.layers)} layer rows, {len(result.changes)} change rows"
     )
+    for line in summary_lines(result.report):
+        print(f"  {line}")
+    for warning in result.report.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
     for f in files:
         print(f"wrote {f}")
     return 0

@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
             f"warning: {s['no_quantity']} rows have no C or N quantity "
             "(harmonize will list them in rejected.csv)"
         )
+    for d in ("map_mm", "mat_c"):
+        if s[f"no_{d}"]:
+            parts.append(
+                f"note: {s[f'no_{d}']} rows without {d} (kept; left out only of turning points "
+                f"on {d} and the Bayesian climate model)"
+            )
     if synthetic:
         parts.append(io.SYNTHETIC_LABEL)
     print("; ".join(parts))
