@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from bayes_soil.io import DEMO_OBSERVATIONS, SYNTHETIC_LABEL, sha256_file
     from bayes_soil.validate import load_observations
 
-    obs = load_observations(args.data)
+    notes: list[str] = []
+    obs = load_observations(args.data, notes=notes)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     result = harmonize(
         obs,
         bd_method=args.bd_method,
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{path}: {why}; nothing was written")
     # result.data_sha256 (the data identity) is that of the harmonised tables, as everywhere
     result.report["data_file"] = str(path)
+    result.report["input_notes"] = notes
     result.report["data_file_sha256"] = sha256_file(path)
     if result.synthetic:
         result.report["label"] = SYNTHETIC_LABEL

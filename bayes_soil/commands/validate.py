@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from bayes_soil.validate import load_observations, summarize_observations
 
     path = io.DEMO_OBSERVATIONS if args.data is None else args.data
-    df = load_observations(path)
+    notes: list[str] = []
+    df = load_observations(path, notes=notes)
     s = summarize_observations(df)
     synthetic = io.is_synthetic(df)
     parts = [
@@ -41,4 +42,6 @@ def run(args: argparse.Namespace) -> int:
     if synthetic:
         parts.append(io.SYNTHETIC_LABEL)
     print("; ".join(parts))
+    for note in notes:
+        print(f"warning: {note}")
     return 0
