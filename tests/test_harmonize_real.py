@@ -235,3 +235,87 @@ def test_groa_rows_controls_and_bd_choice(groa_harmonised):
     ch = pd.read_csv(d / "h" / "changes.csv")
     assert set(ch["control_rule"]) == {"same site", "study reference"}
     assert ch["mat_c"].isna().sum() == rep["missing_drivers"]["mat_c"]["change_rows"]
+
+
+def test_breakpoints_leave_out_rows_without_the_driver_and_say_so():
+    from bayes_soil.frequentist.breakpoints import breakpoint_table
+
+    rng = np.random.default_rng(3)
+    n = 40
+    x = rng.uniform(300, 700, n)
+    ch = pd.DataFrame(
+        {
+            "element": "C",
+            "layer": "0-20",
+            "rate_mg_ha_yr": rng.normal(0, 1, n),
+            "map_mm": x,
+            "mat_c": np.where(np.arange(n) < 5, np.nan, x / 50),
+        }
+    )
+    bp = breakpoint_table(ch).set_index(["element", "layer", "driver"])
+    assert bp.loc[("C", "0-20", "map_mm"), "n"] == 40
+    assert bp.loc[("C", "0-20", "mat_c"), "n"] == 35
+    assert "5 rates without mat_c left out" in bp.loc[("C", "0-20", "mat_c"), "reason"]
+    assert "without" not in str(bp.loc[("C", "0-20", "map_mm"), "reason"])
+
+
+def test_climate_model_counts_rows_without_its_driver():
+    from bayes_soil.models import REGISTRY
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for s in range(12):
+        for i in range(4):
+            rows.append(
+                {
+                    "study_id": f"S{s}",
+                    "site_id": f"A{s}",
+                    "element": "C",
+                    "layer": "0-20",
+                    "vegetation": "forest",
+                    "origin": "natural",
+                    "stage": "6-10",
+                    "years": 8.0,
+                    "rate_mg_ha_yr": float(rng.normal()),
+                    "map_mm": 300.0 + 30 * s,
+                    "mat_c": np.nan if s == 0 else 5.0 + s,
+                    "profile_id": f"p{s}_{i}",
+                }
+            )
+    table = pd.DataFrame(rows)
+    model = REGISTRY["climate_breakpoints"](
+        spec={"data": {"drivers": ["mat_c"], "elements": ["C"]}}
+    )
+    data = model.prepare(table)
+    assert data.n_obs == 44
+    assert data.meta["rows_without_driver"] == {"mat_c": 4}
+
+
+@pytest.mark.slow
+def test_loess_plateau_subset_runs_every_command(shared_data, tmp_path, capsys):
+    """GROA's Loess Plateau rows (7 studies): import, harmonise, freq and the fits' data
+    preparation finish; empty cells carry reasons."""
+    obs = tmp_path / "groa.csv"
+    assert main(["import", "groa", str(shared_data / "groa"), "--out", str(obs)]) == 0
+    df = pd.read_csv(obs, dtype=str)
+    lat, lon = df["lat"].astype(float), df["lon"].astype(float)
+    sub = df[lat.between(33.5, 41.5) & lon.between(100, 114.5)]
+    assert 100 < len(sub) < 200
+    loess = tmp_path / "loess.csv"
+    sub.to_csv(loess, index=False)
+    h, f = tmp_path / "h", tmp_path / "f"
+    assert main(["harmonize", "--data", str(loess), "--out", str(h)]) == 0
+    assert main(["freq", "--data", str(h), "--out", str(f)]) == 0
+    for name in ("rates", "breakpoints"):
+        t = pd.read_csv(f / f"{name}.csv")
+        empty = t["status"] != "ok"
+        assert t.loc[empty, "reason"].notna().all() and (t.loc[empty, "reason"] != "").all()
+    from bayes_soil.commands.fit import _data_notes
+    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.models import REGISTRY
+
+    res = load_harmonised(h)
+    for name in ("hier_rates", "climate_breakpoints"):
+        model = REGISTRY[name]()
+        table = getattr(res, model.table)
+        assert isinstance(_data_notes(model, table), list)

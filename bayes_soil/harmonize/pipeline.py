@@ -447,6 +447,7 @@ def choose_bd_method(requested: str, cv: dict | None) -> dict:
                 f"study-grouped CV R^2: rf {r2['rf']:.3f}, ptf {r2['ptf']:.3f}; "
                 f"{best} is the better across studies"
             )
+            return _poor_fit_warning(out)
         else:
             why = (cv or {}).get("skipped") or "fewer than 2 studies with measured BD"
             out["chosen"] = "rf"
@@ -465,6 +466,18 @@ def choose_bd_method(requested: str, cv: dict | None) -> dict:
                 f"studies on these data (study-grouped CV R^2 {r2[requested]:.3f} vs "
                 f"{r2[other]:.3f}); --bd-method auto would use {other}"
             )
+    return _poor_fit_warning(out)
+
+
+def _poor_fit_warning(out: dict) -> dict:
+    """Add a warning when the chosen method predicts BD across studies worse than the mean."""
+    r2 = out["group_cv_r2"].get(out["chosen"])
+    if r2 is not None and r2 < 0 and "warning" not in out:
+        out["warning"] = (
+            f"bulk density: the chosen method ({out['chosen']}) has a study-grouped CV R^2 of "
+            f"{r2:.3f}: across studies it predicts BD worse than the mean of the measured "
+            "values; stocks from estimated BD are uncertain (see bd_method in layers.csv)"
+        )
     return out
 
 
