@@ -1,4 +1,4 @@
-"""The column contract of DATA_SCHEMA.md: names, labels, stages and layers.
+"""The column contract of docs/data_format.md: names, labels, stages and layers.
 
 Everything that reads or writes a table takes its names from here, so the public
 interface is defined once.

@@ -1,4 +1,4 @@
-"""Validation of observation tables (DATA_SCHEMA.md section 1).
+"""Validation of observation tables (docs/data_format.md section 1).
 
 ``load_observations`` reads a CSV/XLSX/Parquet table, checks every row and either returns a typed
 copy or raises :class:`ObservationsError` (an ``InputError``, exit code 2) that lists every
@@ -23,7 +23,7 @@ from bayes_soil import schema
 from bayes_soil.errors import InputError
 from bayes_soil.io import DEMO_OBSERVATIONS, MISSING_TOKENS, read_table_with_lines
 
-# Plausible ranges; values outside them are errors (units of DATA_SCHEMA.md).
+# Plausible ranges; values outside them are errors (units of docs/data_format.md).
 BD_RANGE = (0.3, 2.2)  # g cm-3, mineral soils
 LAT_RANGE = (-90.0, 90.0)
 LON_RANGE = (-180.0, 180.0)
@@ -260,7 +260,7 @@ def load_observations(
 
     Returns
     -------
-    DataFrame with every column of DATA_SCHEMA.md section 1 (absent optional columns added as
+    DataFrame with every column of docs/data_format.md section 1 (absent optional columns added as
     missing), numeric columns float, vegetation/origin lower-case, ids as str (``obs_id``
     generated as ``row<line>`` and ``plot_id`` filled with ``p1`` where absent), extra input
     columns passed through, and an int column ``line`` = 1-based line in the file (header = 1).

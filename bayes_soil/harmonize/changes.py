@@ -1,4 +1,4 @@
-"""Changes against the year-0 control (DATA_SCHEMA section 3, docs/data_format.md).
+"""Changes against the year-0 control (docs/data_format.md section 3).
 
 For each non-control profile, element and layer: baseline = mean stock of the year-0 profiles
 of the same study, site, vegetation and origin (schema.CONTROL_KEYS) in that element and layer;

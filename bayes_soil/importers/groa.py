@@ -2,7 +2,7 @@
 
 Cook-Patton et al. (2020) Nature 585:545-550, data release doi:10.5281/zenodo.3983644 (CC-BY-4.0).
 The release has one row per plot x depth interval x variable (SOC stock in Mg C ha-1, %C or
-%SOM); this module maps it onto the observations schema (DATA_SCHEMA.md section 1):
+%SOM); this module maps it onto the observations schema (docs/data_format.md section 1):
 
 - study.id -> study_id, site.id -> site_id, plot.id -> plot_id, stand.age -> years,
   sites.csv lat_dec/long_dec/AMP/AMT -> lat/lon/map_mm/mat_c (first row per duplicated site.id),

@@ -697,7 +697,7 @@ def _freq_figures(inp: ReportInputs) -> str:
                 "frequentist rates",
             )
         )
-    if ratios is not None and len(ratios):
+    if ratios is not None and len(ratios) and ff.has_n_ratios(ratios):  # no N: no empty panels
         out.append(
             figure_html(
                 lambda: ff.fig_rate_ratios(ratios, synthetic=syn),
