@@ -319,3 +319,15 @@ def test_loess_plateau_subset_runs_every_command(shared_data, tmp_path, capsys):
         model = REGISTRY[name]()
         table = getattr(res, model.table)
         assert isinstance(_data_notes(model, table), list)
+
+
+def test_demo_harmonised_by_auto_is_the_forest_and_unchanged():
+    """auto picks the forest on the SYNTHETIC demo (grouped R^2 0.80 vs 0.74), so its tables and
+    data identity are those of --bd-method rf before auto existed."""
+    from bayes_soil.harmonize import load_harmonised
+
+    res = load_harmonised(None)
+    choice = res.report["bulk_density"]["choice"]
+    assert choice["requested"] == "auto" and choice["chosen"] == "rf"
+    assert "control_rule" not in res.changes.columns
+    assert res.data_sha256 == "04acb6c70c25927fad92bd69511bb2cbb8cff380b51afe83366d69c5d1900202"

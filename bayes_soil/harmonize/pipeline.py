@@ -549,7 +549,7 @@ def summary_lines(report: dict) -> list[str]:
             f"study-grouped CV R^2 rf {f(r2.get('rf'))}, ptf {f(r2.get('ptf'))}"
         )
     ch = report.get("changes", {})
-    rules = ch.get("by_control_rule", {})
+    rules = {k: v for k, v in ch.get("by_control_rule", {}).items() if v["change_rows"]}
     if rules:
         out.append(
             "changes per control rule: "
