@@ -331,3 +331,17 @@ def test_demo_harmonised_by_auto_is_the_forest_and_unchanged():
     assert choice["requested"] == "auto" and choice["chosen"] == "rf"
     assert "control_rule" not in res.changes.columns
     assert res.data_sha256 == "04acb6c70c25927fad92bd69511bb2cbb8cff380b51afe83366d69c5d1900202"
+
+
+def test_report_section_names_missing_drivers_rules_and_bd_choice():
+    from types import SimpleNamespace
+
+    from bayes_soil.report.html import _harmonisation_section
+
+    df = _two_site_study("study")
+    df.loc[df["site_id"] == "B", "mat_c"] = np.nan
+    res = harmonize(df, score_bd=False)
+    page = _harmonisation_section(SimpleNamespace(harmonised=res))
+    assert "Rows without a climate driver" in page and "mat_c" in page
+    assert "study reference 4 rows (1 profiles)" in page
+    assert "Method chosen" in page

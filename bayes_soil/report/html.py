@@ -522,6 +522,44 @@ def _data_section(inp: ReportInputs) -> str:
     return "\n".join(out)
 
 
+def _drivers_and_controls_html(rep: Mapping) -> str:
+    """Rows without a climate driver (kept, left out only where the driver is needed) and the
+    number of changes per control rule."""
+    out = []
+    md = rep.get("missing_drivers") or {}
+    rows = [
+        {
+            "driver": d,
+            "input rows without it": v.get("input_rows"),
+            "layer rows": v.get("layer_rows"),
+            "change rows": v.get("change_rows"),
+        }
+        for d in schema.DRIVERS
+        if isinstance(v := md.get(d), Mapping) and v.get("input_rows")
+    ]
+    if rows:
+        out.append("<h3>Rows without a climate driver</h3>")
+        out.append(
+            "<p>Kept for the layers, stage rates and Kruskal-Wallis tests; left out of the "
+            "turning points on that driver, the shallow-to-deep fill and the Bayesian climate "
+            "model.</p>" + table_html(pd.DataFrame(rows))
+        )
+    rules = _get(rep, "changes", "by_control_rule", default={}) or {}
+    used = {k: v for k, v in rules.items() if isinstance(v, Mapping) and v.get("change_rows")}
+    if used:
+        out.append(
+            "<p>Changes per control rule: "
+            + esc(
+                ", ".join(
+                    f"{k} {v['change_rows']} rows ({v.get('profiles', '?')} profiles)"
+                    for k, v in used.items()
+                )
+            )
+            + ".</p>"
+        )
+    return "\n".join(out)
+
+
 def _harmonisation_section(inp: ReportInputs) -> str:
     rep = getattr(inp.harmonised, "report", {}) or {}
     out = []
@@ -554,6 +592,15 @@ def _harmonisation_section(inp: ReportInputs) -> str:
     if cv_rows:
         out.append("<h3>Bulk density: cross-validated accuracy (same folds)</h3>")
         out.append(table_html(pd.DataFrame(cv_rows)))
+    choice = bd.get("choice") or {}
+    if choice.get("reason"):
+        out.append(
+            f"<p>Method chosen: <strong>{esc(choice.get('chosen'))}</strong> (requested "
+            f"{esc(choice.get('requested'))}): {esc(choice['reason'])}.</p>"
+        )
+    for warning in rep.get("warnings") or []:
+        out.append(f"<p class='warning'><strong>Warning:</strong> {esc(warning)}</p>")
+    out.append(_drivers_and_controls_html(rep))
     counts = rep.get("bd_method_counts") or {}
     if counts:
         out.append(
