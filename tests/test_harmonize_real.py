@@ -79,6 +79,7 @@ def test_study_reference_control_used_only_where_the_source_says_so():
     site = harmonize(_two_site_study("site"), score_bd=False)
     assert set(site.changes["site_id"]) == {"A"}
     assert site.report["changes"]["by_control_rule"]["study reference"]["change_rows"] == 0
+    assert site.report["changes"]["study_control_elsewhere_not_used"]["profiles"] == 1
 
     study = harmonize(_two_site_study("study"), score_bd=False)
     ch = study.changes
@@ -94,6 +95,7 @@ def test_study_reference_control_used_only_where_the_source_says_so():
         "study reference": {"change_rows": 4, "profiles": 1},
     }
     assert "control_scope" in study.layers.columns
+    assert study.report["changes"]["study_control_elsewhere_not_used"]["profiles"] == 0
 
 
 def test_choose_bd_method_rules():

@@ -56,9 +56,11 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     site_chain = _has_chain(merged, controls, list(CONTROL_KEYS))
 
     study_chain = np.zeros(len(merged), dtype=bool)
+    study_keys = [*STUDY_CONTROL_KEYS, "element", "layer"]
+    study_controls = _controls(layers, study_keys)
+    # profiles whose study has a year-0 control only at another site (used only where allowed)
+    elsewhere = ~site_chain & _has_chain(merged, study_controls, list(STUDY_CONTROL_KEYS))
     if with_scope:
-        study_keys = [*STUDY_CONTROL_KEYS, "element", "layer"]
-        study_controls = _controls(layers, study_keys)
         scope = merged["control_scope"].astype(object).fillna("site").str.lower()
         # the study rule applies only where the source allows it and no same-site control exists
         eligible = (scope == "study").to_numpy() & ~site_chain
@@ -112,6 +114,12 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                 "profiles": int(no_layer["profile_id"].nunique()),
                 "layer_rows": len(no_layer),
             },
+        },
+        "study_control_elsewhere_not_used": {
+            "profiles": int(merged.loc[elsewhere & ~study_chain, "profile_id"].nunique()),
+            "note": "profiles without a same-site control whose study has year-0 profiles "
+            "(same vegetation and origin) at another site; not used because the input does not "
+            "say they are the study's control (control_scope = study)",
         },
         "profiles_without_control": sorted(no_control["profile_id"].unique().tolist())[:50],
         "baseline": "mean stock of the year-0 profiles with the same "

@@ -560,6 +560,12 @@ def summary_lines(report: dict) -> list[str]:
     for why, v in ch.get("left_out", {}).items():
         if v.get("profiles"):
             out.append(f"no change for {v['profiles']} profiles: {why}")
+    elsewhere = (ch.get("study_control_elsewhere_not_used") or {}).get("profiles")
+    if elsewhere:
+        out.append(
+            f"{elsewhere} of those profiles have year-0 profiles of their study at another site, "
+            "not used: set control_scope = study where the source says they are the control"
+        )
     md = report.get("missing_drivers", {})
     for d in DRIVERS:
         v = md.get(d) or {}
