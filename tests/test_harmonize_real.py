@@ -347,3 +347,17 @@ def test_report_section_names_missing_drivers_rules_and_bd_choice():
     assert "Rows without a climate driver" in page and "mat_c" in page
     assert "study reference 4 rows (1 profiles)" in page
     assert "Method chosen" in page
+
+
+def test_allow_no_changes_writes_the_layers(tmp_path, capsys):
+    path = tmp_path / "obs.csv"
+    head = (
+        "study_id,site_id,lon,lat,map_mm,mat_c,vegetation,origin,years,depth_top_cm,"
+        "depth_bottom_cm,soc_stock_mg_ha\n"
+    )
+    path.write_text(head + "S,A,1,2,500,9,forest,natural,5,0,20,30\n")
+    out = tmp_path / "h"
+    assert main(["harmonize", "--data", str(path), "--out", str(out), "--allow-no-changes"]) == 0
+    assert len(pd.read_csv(out / "layers.csv")) == 1
+    assert len(pd.read_csv(out / "changes.csv")) == 0
+    assert "no change for 1 profiles" in capsys.readouterr().out

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave out 100-200 and 0-200 rows filled by the shallow-to-deep function",
     )
+    parser.add_argument(
+        "--allow-no-changes",
+        action="store_true",
+        help="write the outputs even when no change against a year-0 control can be computed "
+        "(stage rates and Kruskal tests need only the layers); without it that is exit 2",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (forest, CV folds)")
 
 
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     path = DEMO_OBSERVATIONS if args.data is None else args.data
-    why = empty_result_reason(result)
+    why = empty_result_reason(result, allow_no_changes=args.allow_no_changes)
     if why:
         raise InputError(f"{path}: {why}; nothing was written")
     # result.data_sha256 (the data identity) is that of the harmonised tables, as everywhere

@@ -507,8 +507,9 @@ def _missing_drivers(
     return out
 
 
-def empty_result_reason(result: HarmonizeResult) -> str | None:
-    """Why a harmonised result is of no use (no layer row, or no change row), else None."""
+def empty_result_reason(result: HarmonizeResult, allow_no_changes: bool = False) -> str | None:
+    """Why a harmonised result is of no use (no layer row, or no change row unless
+    ``allow_no_changes``), else None."""
     rep = result.report
     rows = rep.get("rows", {})
     top = list(rows.get("rejected_by_reason", {}).items())[:3]
@@ -516,9 +517,9 @@ def empty_result_reason(result: HarmonizeResult) -> str | None:
     if result.layers.empty:
         return (
             f"0 usable layer rows: all {rows.get('input', 0)} input rows were rejected "
-            f"(most common reasons: {reasons or 'none'}; see the rejection reasons above)"
+            f"(most common reasons: {reasons or 'none'})"
         )
-    if result.changes.empty:
+    if result.changes.empty and not allow_no_changes:
         ch = rep.get("changes", {})
         left = "; ".join(
             f"{v['profiles']} profiles: {k}"
@@ -529,7 +530,8 @@ def empty_result_reason(result: HarmonizeResult) -> str | None:
             f"0 change rows: {ch.get('n_control_profiles', 0)} year-0 control profiles and "
             f"{ch.get('n_treated_profiles', 0)} revegetated profiles, none paired "
             f"({left or 'no revegetated profile'}); a change needs a years = 0 control of the "
-            "same study, site, vegetation and origin (or control_scope = study)"
+            "same study, site, vegetation and origin (or control_scope = study); "
+            "--allow-no-changes writes the layers anyway (stage rates need only them)"
         )
     return None
 

@@ -270,7 +270,9 @@ class ClimateBreakpoints(SoilModel):
         df = df[ok & df["layer"].isin(layers_wanted)]
         elements = [e for e in spec["data"]["elements"] if (df["element"] == e).any()]
         if not elements:
-            raise InputError(f"no change rates for element(s) {spec['data']['elements']}")
+            lost = ", ".join(f"{n} without {d}" for d, n in no_driver.items() if n)
+            why = f" ({lost}; the model needs every driver it fits)" if lost else ""
+            raise InputError(f"no change rates for element(s) {spec['data']['elements']}{why}")
         df = df[df["element"].isin(elements)]
         min_rows = int(spec["data"].get("min_rows_per_layer", 10))
         counts = df.groupby(["element", "layer"]).size()
