@@ -23,7 +23,7 @@ import pandas as pd
 
 from bayes_soil import __version__
 from bayes_soil.errors import InputError
-from bayes_soil.harmonize.bulk_density import impute_bd, score_bd_methods
+from bayes_soil.harmonize.bulk_density import impute_bd, quiet_sklearn, score_bd_methods
 from bayes_soil.harmonize.changes import compute_changes
 from bayes_soil.harmonize.deep import fill_deep_layer
 from bayes_soil.harmonize.depth import (
@@ -260,7 +260,11 @@ def harmonize(
     n_inconsistent = int(
         (df.loc[usable].groupby("profile_id")[attrs].nunique(dropna=False) > 1).any(axis=1).sum()
     )
-    filled, deep_report = fill_deep_layer(kept, profiles, layer_names, seed=seed)
+    lib_warnings: dict = {}
+    with quiet_sklearn(lib_warnings):  # scikit-learn's warnings go to the report, not stderr
+        filled, deep_report = fill_deep_layer(kept, profiles, layer_names, seed=seed)
+    if lib_warnings:
+        deep_report["library_warnings"] = lib_warnings["library_warnings"]
     if len(filled):
         # the sampled fraction of a partly covered deepest layer stays visible in coverage
         part = dropped_layers.set_index(["profile_id", "element", "layer"])["coverage"]
