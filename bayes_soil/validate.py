@@ -170,20 +170,35 @@ def did_you_mean(present: list[str], missing: str) -> str | None:
     return keyed[close[0]] if close else None
 
 
-def _column_notes(raw_columns: list[str]) -> list[str]:
+def _column_notes(raw_columns: list[str], skip: tuple[str, ...] = ()) -> list[str]:
     """A "did you mean" for each column that is not in the contract but looks like an absent
     contract column (e.g. ``SOC`` -> ``soc_g_kg``)."""
-    notes = []
     norm = [str(c).strip().lower() for c in raw_columns]
-    for orig, c in zip(raw_columns, norm, strict=True):
-        if c in KNOWN_COLUMNS or c == "line":
+    free = [k for k in KNOWN_COLUMNS if k not in norm]
+    unknown = [(o, c) for o, c in zip(raw_columns, norm, strict=True) if c not in KNOWN_COLUMNS]
+    unknown = [(o, c) for o, c in unknown if c not in ("line", *skip)]
+    found: dict[str, str] = {}
+    # the alias table first, then string similarity, each contract column suggested once
+    for orig, c in unknown:
+        target = ALIASES.get(_alias_key(c))
+        if target in free and target not in found.values():
+            found[str(orig).strip()] = target
+    for orig, c in unknown:
+        if str(orig).strip() in found:
             continue
-        target = suggest_column(c, [k for k in KNOWN_COLUMNS if k not in norm])
+        target = suggest_column(c, [k for k in free if k not in found.values()])
         if target:
-            notes.append(
-                f"column {str(orig).strip()!r} is not a contract column (kept as an extra "
-                f"column); did you mean {target!r}? (see docs/data_format.md)"
-            )
+            found[str(orig).strip()] = target
+    notes = [
+        f"column {orig!r} is not a contract column (kept as an extra column); did you mean "
+        f"{target!r}? (see docs/data_format.md)"
+        for orig, target in found.items()
+    ]
+    if {"study.id", "stand.age", "variables.name"} <= set(norm):
+        notes.append(
+            "this looks like a GROA release table: convert the release folder with "
+            "'bayes_soil import groa DIR --out observations.csv'"
+        )
     return notes
 
 
@@ -283,7 +298,12 @@ def load_observations(
     raw["line"] = lines
     typed, problems = _check(raw, name)
     if problems:
-        extra = [raw.attrs.get("encoding_note"), *_column_notes(list(raw.columns))]
+        hinted = tuple(
+            m.group(1).lower()
+            for p in problems
+            if (m := re.search(r"did you mean '([^']+)'", p.reason))
+        )
+        extra = [raw.attrs.get("encoding_note"), *_column_notes(list(raw.columns), hinted)]
         note = "\n  note: ".join(n for n in extra if n) or None
         raise ObservationsError(name, problems, note=note)
     if notes is not None:
