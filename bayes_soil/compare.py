@@ -48,7 +48,7 @@ RATE_KEYS = ("element", "layer", "vegetation", "stage")
 BREAK_KEYS = ("element", "layer", "driver")
 
 # comparison.csv: the keys, the frequentist columns of rates.csv, the posterior columns of
-# rates_posterior.csv (names kept from DATA_SCHEMA sections 4 and 5), then the comparison.
+# rates_posterior.csv (names kept from docs/data_format.md sections 4 and 5), then the comparison.
 COMPARISON_COLUMNS = (
     *RATE_KEYS,
     "k",
@@ -608,7 +608,8 @@ def compare(
     fits : fitted DataTrees; each is recognised by its posterior (``rate`` or ``psi``).
         Several fits of one kind (e.g. one per element) are stacked; overlapping cells are an
         error.
-    freq : frequentist tables by name: ``rates`` and/or ``breakpoints`` (DATA_SCHEMA section 4).
+    freq : frequentist tables by name: ``rates`` and/or ``breakpoints`` (docs/data_format.md
+        section 4).
     hdi_prob : probability mass of the posterior HDI (named in every output).
     fit_labels : how each fit is named in the provenance (e.g. its path).
     """
@@ -717,7 +718,7 @@ def read_freq_tables(freq_dir: str | Path, required: Sequence[str] = ("rates",))
     """Read the ``freq`` command's CSVs (rates, rate_ratios, kruskal, breakpoints) present.
 
     Raises InputError when the directory or a ``required`` table is missing, or a table lacks a
-    column of DATA_SCHEMA section 4.
+    column of docs/data_format.md section 4.
     """
     freq_dir = Path(freq_dir)
     if not freq_dir.is_dir():

@@ -1,6 +1,8 @@
 """Reading user tables, the identity of a dataset, and writing outputs atomically.
 
-Readers accept CSV (UTF-8, latin-1 fallback), XLSX and Parquet. Writers never leave a
+Readers accept CSV (UTF-8; other encodings detected with charset-normalizer and announced:
+GB18030/GBK, Big5, Shift-JIS, ... as detected, Western single-byte text as latin-1), XLSX and
+Parquet. Writers never leave a
 half-written file: everything goes to ``.<name>.<pid>-<random>.partial`` beside the target first
 and is renamed at the end; :func:`clean_partials` removes those of writers that died.
 
@@ -122,12 +124,106 @@ def stock_method_of(table: pd.DataFrame | None) -> str:
     return "fixed"
 
 
-def decode_text(raw: bytes, path: Path) -> str:
-    """Decode as UTF-8 (BOM tolerated), falling back to latin-1 as many spreadsheets export."""
+#: detected encodings taken as found (multi-byte East Asian text); any other non-UTF-8 text is
+#: read as latin-1 (which accepts every byte) as before, and the reader says so
+MULTIBYTE_ENCODINGS = (
+    "gb18030",
+    "gbk",
+    "gb2312",
+    "hz",
+    "big5",
+    "big5hkscs",
+    "cp950",
+    "shift_jis",
+    "cp932",
+    "euc_jp",
+    "euc_kr",
+    "cp949",
+    "iso2022_jp",
+    "utf_16",
+    "utf_32",
+)
+
+
+def detect_encoding(raw: bytes) -> tuple[str, str | None]:
+    """The encoding of a text file's bytes and, when it is not UTF-8, a note for the user.
+
+    UTF-8 (BOM tolerated) first; otherwise charset-normalizer's best guess when it is a
+    multi-byte East Asian encoding (GB18030 covers GBK and GB2312), else latin-1 (the common
+    spreadsheet export). The note names the file's encoding as read.
+    """
     try:
-        return raw.decode("utf-8-sig")
+        raw.decode("utf-8-sig")
+        return "utf-8-sig", None
     except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        pass
+    guess = _detected(raw[: 1 << 20])
+    if guess in MULTIBYTE_ENCODINGS:
+        try:
+            raw.decode(guess)
+            return guess, f"not UTF-8; read as {guess} (detected by charset-normalizer)"
+        except (UnicodeDecodeError, LookupError):
+            pass
+    detected = f"; charset-normalizer suggested {guess}" if guess else ""
+    return "latin-1", (
+        f"not UTF-8; read as latin-1 (Western European){detected}. If the text looks wrong, "
+        "save the file as UTF-8"
+    )
+
+
+def _script_share(text: str, encoding: str) -> float:
+    """Share of the non-ASCII characters in the script the encoding is made for (Han for the
+    Chinese encodings, Hangul for Korean, kana and Han for Japanese)."""
+    chars = [ord(c) for c in text if ord(c) > 127]
+    if not chars:
+        return 0.0
+
+    def han(o: int) -> bool:
+        return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x3000 <= o <= 0x303F
+
+    if encoding in ("cp949", "euc_kr"):
+        hits = sum(0xAC00 <= o <= 0xD7AF or 0x3130 <= o <= 0x318F for o in chars)
+    elif encoding.startswith(("shift_jis", "cp932", "euc_j", "iso2022_jp")):
+        hits = sum(han(o) or 0x3040 <= o <= 0x30FF for o in chars)
+    else:
+        hits = sum(han(o) or 0xFF00 <= o <= 0xFFEF for o in chars)
+    return hits / len(chars)
+
+
+def _detected(raw: bytes) -> str | None:
+    """charset-normalizer's encoding for non-UTF-8 bytes. Short East Asian text often leaves
+    several encodings equally clean (GBK bytes read as Korean cp949, say); among those the one
+    whose decoded text stays in its own script wins, GB18030 first on a tie."""
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    matches = list(from_bytes(raw))
+    if not matches:
+        return None
+
+    def norm(enc: str) -> str:
+        enc = str(enc).lower().replace("-", "_")
+        return "gb18030" if enc in ("gbk", "gb2312") else enc  # GB18030 reads GBK the same
+
+    best_chaos = min(m.chaos for m in matches)
+    clean = [norm(m.encoding) for m in matches if m.chaos <= best_chaos + 0.02]
+    cjk = [e for e in clean if e in MULTIBYTE_ENCODINGS and not e.startswith("utf")]
+    if len(cjk) < 2:
+        return clean[0]
+    scored = []
+    for i, enc in enumerate(cjk):
+        try:
+            share = _script_share(raw.decode(enc), enc)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        scored.append((-share, enc != "gb18030", i, enc))
+    return min(scored)[3] if scored else clean[0]
+
+
+def decode_text(raw: bytes, path: Path) -> str:
+    """Decode with :func:`detect_encoding` (UTF-8, a detected East Asian encoding, or latin-1)."""
+    return raw.decode(detect_encoding(raw)[0])
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -192,11 +288,16 @@ def read_table_with_lines(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
             raw = path.read_bytes()
             if not raw.strip():
                 raise InputError(f"{path}: line 1: the file is empty")
-            df, lines = _parse_csv_text(decode_text(raw, path), path)
+            encoding, note = detect_encoding(raw)
+            df, lines = _parse_csv_text(raw.decode(encoding), path)
+            df.attrs["encoding"] = encoding
+            if note:
+                df.attrs["encoding_note"] = f"{path}: {note}"
     except InputError:
         raise
     except Exception as exc:  # pandas/openpyxl/pyarrow raise many types
         raise InputError(f"{path}: cannot be read as a table ({exc})") from exc
+    attrs = dict(df.attrs)
     df.columns = [str(c).strip() for c in df.columns]
     df = df.reset_index(drop=True)
     blank = (df.isna() | (df.astype("string").apply(lambda c: c.str.strip()) == "")).all(axis=1)
@@ -206,6 +307,7 @@ def read_table_with_lines(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
         lines = np.asarray(lines)[~blank]
     if df.shape[0] == 0:
         raise InputError(f"{path}: line 2: the file has a header but no data rows")
+    df.attrs.update(attrs)
     return df, np.asarray(lines, dtype=int)
 
 

@@ -140,7 +140,7 @@ def _verdict(dt: xr.DataTree) -> str:
 def rates_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
     """rates_posterior.csv: one row per element x layer x vegetation (incl. "all") x stage.
 
-    Columns of DATA_SCHEMA.md section 5, then ``interval`` (e.g. "94% HDI"), ``n_rows`` (layer
+    Columns of docs/data_format.md section 5, then ``interval`` (e.g. "94% HDI"), ``n_rows`` (layer
     rows in that cell, where stored) and ``diagnostics_verdict``.
     """
     post = dt["posterior"].to_dataset()
@@ -279,7 +279,7 @@ def grid_interval(values: np.ndarray, prob: np.ndarray, hdi_prob: float) -> dict
 def breakpoints_table(dt: xr.DataTree, hdi_prob: float = 0.94) -> pd.DataFrame:
     """breakpoints_posterior.csv: one row per element x layer x driver.
 
-    DATA_SCHEMA.md section 5 columns (psi's mean, sd and HDI are *given a turning point*;
+    docs/data_format.md section 5 columns (psi's mean, sd and HDI are *given a turning point*;
     ``r_hat`` is that of P(break)), then ``interval``, ``p_break`` (posterior probability of a
     turning point, exact from the grid where the fit has one), ``decision`` ("turning point" at
     P >= 0.8, "no turning point" at P <= 0.2, else "the data do not decide"), psi's median,

@@ -1,4 +1,4 @@
-"""The column contract of DATA_SCHEMA.md: names, labels, stages and layers.
+"""The column contract of docs/data_format.md: names, labels, stages and layers.
 
 Everything that reads or writes a table takes its names from here, so the public
 interface is defined once.
@@ -21,6 +21,10 @@ LAYERS = tuple(f"{int(a)}-{int(b)}" for a, b in LAYER_BOUNDS)  # "0-20", "20-100
 TOTAL_LAYER = "0-200"
 ALL_LAYERS = (*LAYERS, TOTAL_LAYER)
 DRIVERS = ("map_mm", "mat_c")
+#: required columns whose cells may be empty: a row without a climate driver is kept for every
+#: analysis that does not need that driver (stage rates, Kruskal-Wallis) and left out, counted,
+#: of the turning points on that driver and of the Bayesian climate model
+MAY_BE_EMPTY = DRIVERS
 ALL_VEGETATION = "all"
 
 REQUIRED_COLUMNS = (
@@ -39,6 +43,7 @@ REQUIRED_COLUMNS = (
 OPTIONAL_COLUMNS = (
     "obs_id",
     "plot_id",
+    "control_scope",
     "bd_g_cm3",
     "soc_g_kg",
     "som_g_kg",
@@ -68,6 +73,14 @@ SOM_TO_SOC = 0.58
 
 PROFILE_KEYS = ("study_id", "site_id", "plot_id", "vegetation", "origin", "years")
 CONTROL_KEYS = ("study_id", "site_id", "vegetation", "origin")
+#: ``control_scope`` (optional input column): where a profile's year-0 control may be found.
+#: ``site`` (default): same study, site, vegetation and origin; ``study``: the source says the
+#: study's control plots stand for every site of it (e.g. GROA's study_ref / study_chrono), so
+#: when no same-site control exists the study's year-0 profiles (same vegetation and origin,
+#: any site) are used, flagged ``control_rule = study reference`` in ``changes``.
+CONTROL_SCOPES = ("site", "study")
+STUDY_CONTROL_KEYS = ("study_id", "vegetation", "origin")
+CONTROL_RULES = ("same site", "study reference")
 
 LAYER_COLUMNS = (
     "profile_id",

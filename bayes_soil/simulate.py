@@ -174,7 +174,7 @@ class Simulation:
     settings: dict = field(default_factory=dict)
     true_layers: pd.DataFrame | None = None
     """True layer stocks per profile x element x layer (before depth schemes and reporting),
-    keyed like DATA_SCHEMA section 2; for checking harmonisation against truth."""
+    keyed like docs/data_format.md section 2; for checking harmonisation against truth."""
 
 
 def source_label(seed: int, variant: str) -> str:
@@ -266,7 +266,7 @@ def simulate(
     Returns
     -------
     Simulation
-        ``observations`` in the input schema (DATA_SCHEMA.md section 1) and ``truth``.
+        ``observations`` in the input schema (docs/data_format.md section 1) and ``truth``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")

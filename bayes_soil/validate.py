@@ -1,4 +1,4 @@
-"""Validation of observation tables (DATA_SCHEMA.md section 1).
+"""Validation of observation tables (docs/data_format.md section 1).
 
 ``load_observations`` reads a CSV/XLSX/Parquet table, checks every row and either returns a typed
 copy or raises :class:`ObservationsError` (an ``InputError``, exit code 2) that lists every
@@ -11,6 +11,7 @@ its rejection report. :func:`summarize_observations` counts them so ``validate``
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from bayes_soil import schema
 from bayes_soil.errors import InputError
 from bayes_soil.io import DEMO_OBSERVATIONS, MISSING_TOKENS, read_table_with_lines
 
-# Plausible ranges; values outside them are errors (units of DATA_SCHEMA.md).
+# Plausible ranges; values outside them are errors (units of docs/data_format.md).
 BD_RANGE = (0.3, 2.2)  # g cm-3, mineral soils
 LAT_RANGE = (-90.0, 90.0)
 LON_RANGE = (-180.0, 180.0)
@@ -30,10 +31,196 @@ MAP_RANGE = (0.0, 15000.0)  # mm yr-1
 MAT_RANGE = (-60.0, 60.0)  # degC
 MAX_CONCENTRATION = 1000.0  # g kg-1 cannot exceed the whole kilogram
 ID_COLUMNS = ("obs_id", "study_id", "site_id", "plot_id")
-LABEL_COLUMNS = {"vegetation": schema.VEGETATION, "origin": schema.ORIGINS}
+LABEL_COLUMNS = {
+    "vegetation": schema.VEGETATION,
+    "origin": schema.ORIGINS,
+    "control_scope": schema.CONTROL_SCOPES,
+}
 DEFAULT_PLOT_ID = "p1"
 MAX_LISTED = 200  # problems printed in one error message
 DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
+#: common spellings of the contract's columns (keys: lower-case, spaces/dots/hyphens as "_")
+ALIASES = {
+    **dict.fromkeys(
+        (
+            "map",
+            "precipitation",
+            "mean_annual_precipitation",
+            "annual_precipitation",
+            "prec",
+            "precip",
+            "rainfall",
+            "amp",
+            "map_mm_",
+            "p_mm",
+        ),
+        "map_mm",
+    ),
+    **dict.fromkeys(
+        (
+            "mat",
+            "temperature",
+            "mean_annual_temperature",
+            "annual_temperature",
+            "temp",
+            "amt",
+            "t_c",
+            "mat_degc",
+        ),
+        "mat_c",
+    ),
+    **dict.fromkeys(
+        (
+            "soc",
+            "oc",
+            "organic_carbon",
+            "soil_organic_carbon",
+            "soc_gkg",
+            "soc_g/kg",
+            "c_g_kg",
+            "toc",
+        ),
+        "soc_g_kg",
+    ),
+    **dict.fromkeys(("som", "organic_matter", "soil_organic_matter", "som_gkg"), "som_g_kg"),
+    **dict.fromkeys(
+        ("tn", "stn", "total_nitrogen", "soil_total_nitrogen", "n_g_kg", "stn_gkg", "tn_g_kg"),
+        "stn_g_kg",
+    ),
+    **dict.fromkeys(("bd", "bulk_density", "bd_g_cm_3", "bulk_density_g_cm3"), "bd_g_cm3"),
+    **dict.fromkeys(("soc_stock", "soc_density", "socs", "soc_storage"), "soc_stock_mg_ha"),
+    **dict.fromkeys(("stn_stock", "tn_stock", "stn_density", "tn_density"), "stn_stock_mg_ha"),
+    **dict.fromkeys(("longitude", "long", "lng", "long_dec", "x"), "lon"),
+    **dict.fromkeys(("latitude", "lat_dec", "y"), "lat"),
+    **dict.fromkeys(
+        (
+            "age",
+            "stand_age",
+            "year",
+            "restoration_years",
+            "years_since_restoration",
+            "restoration_age",
+            "time",
+        ),
+        "years",
+    ),
+    **dict.fromkeys(
+        (
+            "depth_top",
+            "top",
+            "upper_depth",
+            "top_cm",
+            "u_depth",
+            "depth_from",
+            "upper",
+            "min_depth",
+            "hrzdep_t",
+        ),
+        "depth_top_cm",
+    ),
+    **dict.fromkeys(
+        (
+            "depth_bottom",
+            "bottom",
+            "lower_depth",
+            "bottom_cm",
+            "l_depth",
+            "depth_to",
+            "lower",
+            "max_depth",
+            "hrzdep_b",
+        ),
+        "depth_bottom_cm",
+    ),
+    **dict.fromkeys(("study", "study_id_", "paper", "reference", "study_no"), "study_id"),
+    **dict.fromkeys(("site", "site_name", "location"), "site_id"),
+    **dict.fromkeys(("plot", "profile", "profile_id", "replicate"), "plot_id"),
+    **dict.fromkeys(("veg", "vegetation_type", "veg_type", "land_use", "landuse"), "vegetation"),
+    **dict.fromkeys(("restoration_type", "planted_or_natural"), "origin"),
+}
+KNOWN_COLUMNS = (*schema.REQUIRED_COLUMNS, *schema.OPTIONAL_COLUMNS)
+#: every depth_bottom_cm at or above this many cm means centimetres; below it, metres are likely
+METRE_DEPTH_LIMIT = 3.0
+#: concentrations whose every value is at most this look like percent, not g kg-1
+PERCENT_LIMIT = {"soc_g_kg": 6.0, "som_g_kg": 10.0, "stn_g_kg": 0.3}
+
+
+def _alias_key(name: str) -> str:
+    return re.sub(r"[\s.\-()]+", "_", name.strip().lower()).strip("_")
+
+
+def suggest_column(name: str, candidates: list[str] | tuple[str, ...]) -> str | None:
+    """The candidate a near-miss column name most likely means (alias table, then difflib)."""
+    key = _alias_key(name)
+    target = ALIASES.get(key)
+    if target in candidates:
+        return target
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def did_you_mean(present: list[str], missing: str) -> str | None:
+    """Among the file's unknown columns, the one that most likely is ``missing``."""
+    unknown = [c for c in present if c not in KNOWN_COLUMNS]
+    for c in unknown:
+        if ALIASES.get(_alias_key(c)) == missing:
+            return c
+    keyed = {_alias_key(c): c for c in unknown}
+    close = difflib.get_close_matches(missing, list(keyed), n=1, cutoff=0.75)
+    return keyed[close[0]] if close else None
+
+
+def _column_notes(raw_columns: list[str], skip: tuple[str, ...] = ()) -> list[str]:
+    """A "did you mean" for each column that is not in the contract but looks like an absent
+    contract column (e.g. ``SOC`` -> ``soc_g_kg``)."""
+    norm = [str(c).strip().lower() for c in raw_columns]
+    free = [k for k in KNOWN_COLUMNS if k not in norm]
+    unknown = [(o, c) for o, c in zip(raw_columns, norm, strict=True) if c not in KNOWN_COLUMNS]
+    unknown = [(o, c) for o, c in unknown if c not in ("line", *skip)]
+    found: dict[str, str] = {}
+    # the alias table first, then string similarity, each contract column suggested once
+    for orig, c in unknown:
+        target = ALIASES.get(_alias_key(c))
+        if target in free and target not in found.values():
+            found[str(orig).strip()] = target
+    for orig, c in unknown:
+        if str(orig).strip() in found:
+            continue
+        target = suggest_column(c, [k for k in free if k not in found.values()])
+        if target:
+            found[str(orig).strip()] = target
+    notes = [
+        f"column {orig!r} is not a contract column (kept as an extra column); did you mean "
+        f"{target!r}? (see docs/data_format.md)"
+        for orig, target in found.items()
+    ]
+    if {"study.id", "stand.age", "variables.name"} <= set(norm):
+        notes.append(
+            "this looks like a GROA release table: convert the release folder with "
+            "'bayes_soil import groa DIR --out observations.csv'"
+        )
+    return notes
+
+
+def input_notes(df: pd.DataFrame, raw_columns: list[str]) -> list[str]:
+    """Warnings about a valid table that is probably not what its author meant: unknown
+    columns that look like contract columns, depths that look like metres, concentrations that
+    look like percent. Nothing here stops the table from being used."""
+    notes = _column_notes(raw_columns)
+    bottom = df["depth_bottom_cm"].dropna() if "depth_bottom_cm" in df.columns else pd.Series()
+    if len(bottom) and bottom.max() <= METRE_DEPTH_LIMIT:
+        notes.append(
+            f"depths look like metres: every depth_bottom_cm is <= {METRE_DEPTH_LIMIT:g} (max "
+            f"{bottom.max():g}); the contract wants centimetres (multiply metres by 100)"
+        )
+    for col, limit in PERCENT_LIMIT.items():
+        v = df[col].dropna() if col in df.columns else pd.Series(dtype=float)
+        if len(v) >= 3 and v.max() <= limit:
+            notes.append(
+                f"{col} looks like percent: every value is <= {limit:g} (median "
+                f"{v.median():.3g}); the contract wants g kg-1 (multiply percent by 10)"
+            )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -61,9 +248,10 @@ class Problem:
 class ObservationsError(InputError):
     """Invalid observations table; ``problems`` holds every :class:`Problem` found."""
 
-    def __init__(self, name: str, problems: list[Problem]):
+    def __init__(self, name: str, problems: list[Problem], note: str | None = None):
         self.problems = list(problems)
-        super().__init__(format_problems(name, self.problems))
+        text = format_problems(name, self.problems)
+        super().__init__(f"{text}\n  note: {note}" if note else text)
 
 
 def format_problems(name: str, problems: list[Problem], limit: int = MAX_LISTED) -> str:
@@ -76,7 +264,9 @@ def format_problems(name: str, problems: list[Problem], limit: int = MAX_LISTED)
     return "\n".join([head, *shown])
 
 
-def load_observations(path: str | Path | None = None) -> pd.DataFrame:
+def load_observations(
+    path: str | Path | None = None, notes: list[str] | None = None
+) -> pd.DataFrame:
     """Read and validate an observations table; return a typed copy.
 
     Parameters
@@ -85,7 +275,7 @@ def load_observations(path: str | Path | None = None) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame with every column of DATA_SCHEMA.md section 1 (absent optional columns added as
+    DataFrame with every column of docs/data_format.md section 1 (absent optional columns added as
     missing), numeric columns float, vegetation/origin lower-case, ids as str (``obs_id``
     generated as ``row<line>`` and ``plot_id`` filled with ``p1`` where absent), extra input
     columns passed through, and an int column ``line`` = 1-based line in the file (header = 1).
@@ -93,6 +283,10 @@ def load_observations(path: str | Path | None = None) -> pd.DataFrame:
     Raises
     ------
     ObservationsError (an InputError, exit code 2) listing every problem.
+
+    ``notes``, when given, receives the warnings that do not stop the table from being used:
+    the text encoding when it is not UTF-8, near-miss column names, depths that look like
+    metres and concentrations that look like percent (:func:`input_notes`).
     """
     path = DEMO_OBSERVATIONS if path is None else Path(path)
     name = str(path)
@@ -104,7 +298,18 @@ def load_observations(path: str | Path | None = None) -> pd.DataFrame:
     raw["line"] = lines
     typed, problems = _check(raw, name)
     if problems:
-        raise ObservationsError(name, problems)
+        hinted = tuple(
+            m.group(1).lower()
+            for p in problems
+            if (m := re.search(r"did you mean '([^']+)'", p.reason))
+        )
+        extra = [raw.attrs.get("encoding_note"), *_column_notes(list(raw.columns), hinted)]
+        note = "\n  note: ".join(n for n in extra if n) or None
+        raise ObservationsError(name, problems, note=note)
+    if notes is not None:
+        if raw.attrs.get("encoding_note"):
+            notes.append(raw.attrs["encoding_note"])
+        notes.extend(f"{name}: {n}" for n in input_notes(typed, list(raw.columns)))
     return typed
 
 
@@ -127,6 +332,7 @@ def summarize_observations(df: pd.DataFrame) -> dict[str, int]:
         "profiles": int(df.groupby(list(schema.PROFILE_KEYS), dropna=False).ngroups),
         "controls": int((df["years"] == 0).sum()),
         "no_quantity": int((~has_quantity).sum()),
+        **{f"no_{d}": int(df[d].isna().sum()) for d in schema.DRIVERS},
     }
 
 
@@ -138,6 +344,7 @@ def _check(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[Problem]]:
     """Parse and check ``df``; return the typed table and the list of problems."""
     problems: list[Problem] = []
     df = df.copy()
+    original = {str(c).strip().lower(): str(c).strip() for c in df.columns}
     lines = _lines(df)
     df = df.drop(columns=["line"], errors="ignore")
     df = _normalise_columns(df, name, problems)
@@ -145,7 +352,10 @@ def _check(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[Problem]]:
 
     missing = [c for c in schema.REQUIRED_COLUMNS if c not in df.columns]
     for col in missing:
-        problems.append(Problem(name, 1, col, None, "required column is missing"))
+        near = did_you_mean(list(df.columns), col)
+        near = original.get(near, near)
+        hint = f"; did you mean {near!r}? (rename it to {col})" if near else ""
+        problems.append(Problem(name, 1, col, None, f"required column is missing{hint}"))
     if missing:
         for col in df.columns:
             seps = [w for sep, w in ((";", "semicolon"), ("\t", "tab")) if sep in col]
@@ -179,6 +389,8 @@ def _check(df: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[Problem]]:
             out[col] = np.nan
     # required values present
     for col in schema.REQUIRED_COLUMNS:
+        if col in schema.MAY_BE_EMPTY:
+            continue  # counted by summarize_observations; kept where the driver is not needed
         if col in out.columns and col not in missing:
             for i in np.flatnonzero(out[col].isna().to_numpy() & _is_missing(df[col])):
                 shown = "" if df[col].iloc[i] is None else str(df[col].iloc[i])

@@ -1,7 +1,8 @@
 """Real public horizons with measured bulk density, mapped to the observation columns.
 
 Used by tests/test_harmonize_data.py to score the BD methods (RF vs the paper's PTF) on real
-soils; the files stay in ../shared/data and are never copied into the repository.
+soils; the files stay in the folder named by $BAYES_SOIL_SHARED_DATA (see conftest.py) and are never
+copied into the repository.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def make_layers(
     noise_sd: float = 0.08,
     sd_study: float = 0.25,
 ) -> pd.DataFrame:
-    """A layers table (DATA_SCHEMA section 2 columns, 0-200 included) with known rates.
+    """A layers table (docs/data_format.md section 2 columns, 0-200 included) with known rates.
 
     noise_sd and sd_study are relative to the baseline stock of each layer.
     """
@@ -121,7 +121,8 @@ def make_layers(
 
 
 def changes_from_layers(layers: pd.DataFrame) -> pd.DataFrame:
-    """Changes (DATA_SCHEMA section 3) against the mean year-0 control of each chronosequence."""
+    """Changes (docs/data_format.md section 3) against the mean year-0 control of each
+    chronosequence."""
     keys = ["study_id", "site_id", "vegetation", "origin", "element", "layer"]
     ctrl = (
         layers[layers["years"] == 0]

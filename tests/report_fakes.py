@@ -1,6 +1,7 @@
 """Fake inputs for the compare/report tests: posteriors with the contract's names, dims and
-attributes (built with ``arviz_base.from_dict``), frequentist tables with DATA_SCHEMA section 4
-columns, and a harmonised-data stand-in. The numbers are chosen so tests know the answers."""
+attributes (built with ``arviz_base.from_dict``), frequentist tables with docs/data_format.md
+section 4 columns, and a harmonised-data stand-in. The numbers are chosen so tests know the
+answers."""
 
 from __future__ import annotations
 

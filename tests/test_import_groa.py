@@ -34,7 +34,7 @@ SOIL_ROWS = [
     # 6: a repeated measurement of the same reference plot and interval -> plot 12r2
     '"5",105,12,1,500,"PA","PA",0,1,3,NA,"SOC",27,"max_depth",10,"min_depth",0,"",NA,'
     '"site_ref",NA,NA,NA,NA',
-    # 7: site 2 has no AMT -> rejected
+    # 7: site 2 has no AMT -> kept with mat_c empty (site_chrono: control_scope site)
     '"6",106,21,2,500,"SNR","C",5,1,3,NA,"SOC",20,"max_depth",20,"min_depth",0,"",NA,'
     '"site_chrono",NA,NA,NA,NA',
     # 8: site 9 is not in sites.csv -> rejected
@@ -48,7 +48,7 @@ SOIL_ROWS = [
     '"site_ref",NA,NA,NA,NA',
     # 11: SOC of the 10-year plot 13 at another site with the other study
     '"10",110,13,3,501,"SNR","C",40,1,3,NA,"SOC",40,"max_depth",20,"min_depth",0,"",NA,'
-    '"site_chrono",NA,NA,NA,NA',
+    '"study_chrono",NA,NA,NA,NA',
 ]
 SITES = (
     ",site.id,study.id,site.sitename,site.state,site.country,lat_dec,long_dec,elevation,AMT,AMP,"
@@ -81,7 +81,16 @@ def test_mini_release_mapping(mini_groa):
     rep = result.report
     assert rep["rows_read"] == 10
     assert rep["rows_written"] + rep["rows_rejected"] == 10
-    assert (rep["rows_written"], rep["rows_rejected"], rep["observation_rows"]) == (6, 4, 5)
+    assert (rep["rows_written"], rep["rows_rejected"], rep["observation_rows"]) == (7, 3, 6)
+    # a site without AMT keeps its rows: mat_c empty, map_mm kept, the note names the site
+    no_mat = obs.loc["groa-106"]
+    assert np.isnan(no_mat["mat_c"]) and no_mat["map_mm"] == 800.0
+    assert "site.id 2 has no AMT" in no_mat["import_note"]
+    assert rep["rows_without_driver"] == {"map_mm": 0, "mat_c": 1}
+    # GROA's ref across sites (study_chrono) -> the study's controls may stand for the site
+    assert obs.loc["groa-110", "control_scope"] == "study"
+    assert obs.loc["groa-101", "control_scope"] == "site"
+    assert rep["rows_control_scope_study"] == 1
 
     merged = obs.loc["groa-101"]
     assert merged["groa_measurement_ids"] == "101;102"
@@ -111,10 +120,7 @@ def test_mini_release_mapping(mini_groa):
     assert obs.loc["groa-110", "years"] == 40
 
     rejected = result.rejected.set_index("source_line")
-    assert list(rejected.index) == [7, 8, 9, 10]
-    assert (
-        rejected.loc[7, "reason"] == "site.id 2 has no AMT (mean annual temperature) in sites.csv"
-    )
+    assert list(rejected.index) == [8, 9, 10]
     assert rejected.loc[8, "reason"] == "site.id 9 is not in sites.csv"
     assert "litter_carbon" in rejected.loc[9, "reason"]
     assert (
@@ -127,13 +133,14 @@ def test_mini_release_cli_writes_valid_table(mini_groa, tmp_path, capsys):
     out = tmp_path / "out" / "obs.csv"
     assert main(["import", "groa", str(mini_groa), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "read 10 rows = 6 written + 4 rejected" in text
+    assert "read 10 rows = 7 written + 3 rejected" in text
     rejected = pd.read_csv(out.with_name("obs_rejected.csv"))
     assert list(rejected.columns) == ["measurement_id", "source_line", "reason"]
-    assert len(rejected) == 4
+    assert len(rejected) == 3
     assert main(["validate", "--data", str(out)]) == 0
+    assert "1 rows without mat_c" in capsys.readouterr().out
     obs = load_observations(out)
-    assert len(obs) == 5 and set(obs["study_id"]) == {"500", "501"}
+    assert len(obs) == 6 and set(obs["study_id"]) == {"500", "501"}
 
 
 def test_missing_release_files_give_exit_2_and_no_output(tmp_path, capsys):
@@ -174,9 +181,12 @@ def test_groa_accounting(groa_import, shared_data):
     assert len(raw) == 1931
     assert len(written) + len(rejected) == len(raw)
     assert sorted(written + rejected["measurement_id"].tolist()) == sorted(raw["measurement.id"])
-    # measured on the release (commit e3c8328): sites without AMT/AMP or not in sites.csv,
-    # and two 0-30 cm rows overlapping 0-5/5-10/10-20 of the same plots (study 2542)
-    assert len(rejected) == 416
+    # measured on the release (commit e3c8328): 18 rows of sites not in sites.csv and two
+    # 0-30 cm rows overlapping 0-5/5-10/10-20 of the same plots (study 2542); sites without
+    # AMT/AMP keep their rows (before: 416 rejected, 396 of them for a missing driver only)
+    assert len(rejected) == 20
+    assert rejected["reason"].str.contains("not in sites.csv").sum() == 18
+    assert obs["mat_c"].isna().sum() == 396 and obs["map_mm"].isna().sum() == 111
     assert rejected["reason"].str.contains("overlaps").sum() == 2
     lines = raw.set_index("measurement.id")["line"]
     assert (
@@ -186,7 +196,7 @@ def test_groa_accounting(groa_import, shared_data):
 
 def test_groa_output_validates(groa_import, capsys):
     assert main(["validate", "--data", str(groa_import)]) == 0
-    assert "1515 rows" in capsys.readouterr().out
+    assert "1911 rows" in capsys.readouterr().out
 
 
 def test_groa_values_match_raw_file(groa_import, shared_data):
@@ -204,7 +214,8 @@ def test_groa_values_match_raw_file(groa_import, shared_data):
     assert np.array_equal(obs["years"].to_numpy(), expected_years)
     s = sites.loc[r["site.id"]]
     assert np.allclose(obs["lat"], s["lat_dec"]) and np.allclose(obs["lon"], s["long_dec"])
-    assert np.allclose(obs["map_mm"], s["AMP"]) and np.allclose(obs["mat_c"], s["AMT"])
+    assert np.allclose(obs["map_mm"], s["AMP"], equal_nan=True)
+    assert np.allclose(obs["mat_c"], s["AMT"], equal_nan=True)
     for var, col, factor in (
         ("SOC", "soc_stock_mg_ha", 1.0),
         ("soil_perC", "soc_g_kg", 10.0),

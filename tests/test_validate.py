@@ -260,6 +260,8 @@ def test_load_observations_types_and_lines(tmp_path):
         "profiles": 3,
         "controls": 2,
         "no_quantity": 0,
+        "no_map_mm": 0,
+        "no_mat_c": 0,
     }
 
 
@@ -411,3 +413,84 @@ def test_parquet_float_ids_read_as_integers(tmp_path):
     loaded = load_observations(path)
     assert loaded["study_id"].tolist() == ["1", "1", "1", "1", "2"]
     assert loaded["plot_id"].tolist() == ["3", "3", "3", "3", "p1"]
+
+
+# --- input help: did you mean, encodings, units ---------------------------------------------------
+
+HELP_HEADER = (
+    "study_id,site_id,lon,lat,{map},mat_c,vegetation,origin,years,depth_top_cm,"
+    "depth_bottom_cm,{soc},note"
+)
+HELP_ROWS = [
+    "S,A,108,36,500,9,forest,natural,0,0,{b1},{c1},黄土高原",
+    "S,A,108,36,500,9,forest,natural,5,{b1},{b2},{c2},刺槐林",
+    "S,A,108,36,500,9,forest,natural,5,0,{b1},{c3},安塞",
+]
+
+
+def _help_table(map_name="map_mm", soc_name="soc_g_kg", metres=False, percent=False) -> str:
+    b1, b2 = (0.2, 1.0) if metres else (20, 100)
+    c = (0.8, 0.5, 0.6) if percent else (8.0, 5.0, 6.0)
+    head = HELP_HEADER.format(map=map_name, soc=soc_name)
+    rows = [r.format(b1=b1, b2=b2, c1=c[0], c2=c[1], c3=c[2]) for r in HELP_ROWS]
+    return "\n".join([head, *rows]) + "\n"
+
+
+def test_did_you_mean_for_a_near_miss_required_column(tmp_path, capsys):
+    path = tmp_path / "obs.csv"
+    path.write_text(_help_table(map_name="MAP", soc_name="SOC"), encoding="utf-8")
+    assert main(["validate", "--data", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "column map_mm: required column is missing; did you mean 'MAP'?" in err
+    assert "'SOC' is not a contract column" in err and "did you mean 'soc_g_kg'" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("MAP", "map_mm"),
+        ("Precipitation", "map_mm"),
+        ("MAT", "mat_c"),
+        ("SOC", "soc_g_kg"),
+        ("soc_g_kgs", "soc_g_kg"),
+        ("Bulk density", "bd_g_cm3"),
+        ("depth_top", "depth_top_cm"),
+        ("Latitude", "lat"),
+        ("stand.age", "years"),
+        ("colour", None),
+    ],
+)
+def test_suggest_column(name, expected):
+    from bayes_soil.validate import KNOWN_COLUMNS, suggest_column
+
+    assert suggest_column(name, KNOWN_COLUMNS) == expected
+
+
+def test_gb18030_text_is_detected_and_announced(tmp_path, capsys):
+    path = tmp_path / "obs.csv"
+    path.write_bytes(_help_table().encode("gb18030"))
+    assert main(["validate", "--data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "not UTF-8; read as gb18030" in out
+    df = load_observations(path)
+    assert df["note"].tolist() == ["黄土高原", "刺槐林", "安塞"]  # not latin-1 mojibake
+
+
+def test_utf8_text_has_no_encoding_note(tmp_path):
+    path = tmp_path / "obs.csv"
+    path.write_text(_help_table(), encoding="utf-8")
+    notes: list[str] = []
+    load_observations(path, notes=notes)
+    assert notes == []
+
+
+def test_metres_and_percent_are_warned_not_refused(tmp_path, capsys):
+    path = tmp_path / "obs.csv"
+    path.write_text(_help_table(metres=True, percent=True), encoding="utf-8")
+    assert main(["validate", "--data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "depths look like metres" in out and "soc_g_kg looks like percent" in out
+    path.write_text(_help_table(), encoding="utf-8")
+    assert main(["validate", "--data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "look like metres" not in out and "looks like percent" not in out

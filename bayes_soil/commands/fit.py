@@ -149,6 +149,23 @@ def _spec_overrides(args: argparse.Namespace) -> dict:
     return spec
 
 
+def _data_notes(model, table) -> list[str]:
+    """What the model's data preparation leaves out, and why (before compiling and sampling):
+    layers with too few rows, rows without the climate driver the model needs."""
+    meta = model.prepare(table).meta
+    out = []
+    min_rows = model.spec["data"].get("min_rows_per_layer")
+    for layer in meta.get("dropped_layers", []):
+        need = f" (fewer than {min_rows} rows for an element)" if min_rows else ""
+        out.append(f"layer {layer} left out{need}")
+    for driver, n in (meta.get("rows_without_driver") or {}).items():
+        if n:
+            out.append(f"{n} change rows without {driver} left out (kept in freq's rates)")
+    if meta.get("n_deep_imputed_left_out"):
+        out.append(f"{meta['n_deep_imputed_left_out']} deep-imputed stocks left out (not data)")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -168,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[bold red]{SYNTHETIC_LABEL}[/]")
     fits.clean_partials(args.out)
     console.print(f"stock method: {data.stock_method}")
+    for note in _data_notes(model, table):
+        console.print(f"data: {note}")
     console.print(
         f"fitting [bold]{model.name}[/] on {len(table)} {model.table} rows "
         f"(elements {model.spec['data']['elements']}); compiling, then sampling..."

@@ -7,7 +7,9 @@ import argparse
 from bayes_soil.commands import add_data_argument
 
 HELP = "harmonise observations into 0-20/20-100/100-200/0-200 cm stocks and changes"
-EXAMPLE = "python -m bayes_soil harmonize --out out/harmonised --bd-method rf [--stocks esm]"
+EXAMPLE = (
+    "python -m bayes_soil harmonize --data my_observations.csv --out out/harmonised [--stocks esm]"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,10 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
         "--bd-method",
-        choices=("rf", "ptf"),
-        default="rf",
-        help="bulk density where not measured: random forest (rf, default) or the paper's "
-        "pedotransfer function (ptf, Eq. 4-5)",
+        choices=("auto", "rf", "ptf"),
+        default="auto",
+        help="bulk density where not measured: auto (default: whichever of rf and ptf has the "
+        "higher study-grouped cross-validated R^2 on the rows with measured BD), random forest "
+        "(rf) or the paper's pedotransfer function (ptf, Eq. 4-5)",
     )
     parser.add_argument(
         "--exclude-deep-imputed",
@@ -33,15 +36,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(esm: cumulative element mass at the soil mass of the chronosequence's year-0 "
         "controls; rows ESM cannot serve keep fixed depth, flagged in esm_status)",
     )
+    parser.add_argument(
+        "--allow-no-changes",
+        action="store_true",
+        help="write the outputs even when no change against a year-0 control can be computed "
+        "(stage rates and Kruskal tests need only the layers); without it that is exit 2",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (forest, CV folds)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Harmonise and write the four outputs; exit 2 with the reason (nothing written) when no
+    row is usable or no change against a year-0 control can be computed."""
+    import sys
+
+    from bayes_soil.errors import InputError
     from bayes_soil.harmonize import harmonize, write_harmonised
+    from bayes_soil.harmonize.pipeline import empty_result_reason, summary_lines
     from bayes_soil.io import DEMO_OBSERVATIONS, SYNTHETIC_LABEL, sha256_file
     from bayes_soil.validate import load_observations
 
-    obs = load_observations(args.data)
+    notes: list[str] = []
+    obs = load_observations(args.data, notes=notes)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     result = harmonize(
         obs,
         bd_method=args.bd_method,
@@ -50,8 +68,12 @@ def run(args: argparse.Namespace) -> int:
         stock_method=args.stocks,
     )
     path = DEMO_OBSERVATIONS if args.data is None else args.data
+    why = empty_result_reason(result, allow_no_changes=args.allow_no_changes)
+    if why:
+        raise InputError(f"{path}: {why}; nothing was written")
     # result.data_sha256 (the data identity) is that of the harmonised tables, as everywhere
     result.report["data_file"] = str(path)
+    result.report["input_notes"] = notes
     result.report["data_file_sha256"] = sha256_file(path)
     if result.synthetic:
         result.report["label"] = SYNTHETIC_LABEL
@@ -70,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
             f"ESM: {esm['layer_rows_esm']} layer rows on equivalent soil mass, "
             f"{esm['layer_rows_fixed_fallback']} kept on fixed depth (esm_status says why)"
         )
+    for line in summary_lines(result.report):
+        print(f"  {line}")
+    for warning in result.report.get("warnings", []):
+        print(f"WARNING: {warning}", file=sys.stderr)
     for f in files:
         print(f"wrote {f}")
     return 0

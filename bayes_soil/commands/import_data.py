@@ -51,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
     )
     for reason, n in r.get("rejected_by_reason", {}).items():
         print(f"  rejected {n:5d}: {reason}")
+    for driver, n in (r.get("rows_without_driver") or {}).items():
+        if n:
+            print(
+                f"  kept  {n:5d} rows without {driver} (the site has none in sites.csv): left "
+                f"out only of turning points on {driver} and the Bayesian climate model"
+            )
+    if r.get("rows_control_scope_study"):
+        print(
+            f"  {r['rows_control_scope_study']} rows with control_scope = study (GROA ref "
+            "study_ref / study_chrono: the study's reference plots may be their control)"
+        )
     if r.get("bd_dropped_out_of_range"):
         print(
             f"  note: {r['bd_dropped_out_of_range']} bulk densities outside the valid range were "

@@ -102,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     path = write_report(inputs, args.out)
     failed = [f"{r.model} ({r.path})" for r in inputs.fits if r.verdict != "pass"]
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    from bayes_soil.report.html import figures_dir_of
+
+    fdir = figures_dir_of(path)
+    n_fig = len(list(fdir.glob("*.svg"))) if fdir.is_dir() else 0
+    print(f"wrote {n_fig} figures to {fdir} (SVG and 300 dpi PNG)")
     if inputs.synthetic:
         from bayes_soil.io import SYNTHETIC_LABEL
 

@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from bayes_soil.validate import load_observations, summarize_observations
 
     path = io.DEMO_OBSERVATIONS if args.data is None else args.data
-    df = load_observations(path)
+    notes: list[str] = []
+    df = load_observations(path, notes=notes)
     s = summarize_observations(df)
     synthetic = io.is_synthetic(df)
     parts = [
@@ -32,7 +33,15 @@ def run(args: argparse.Namespace) -> int:
             f"warning: {s['no_quantity']} rows have no C or N quantity "
             "(harmonize will list them in rejected.csv)"
         )
+    for d in ("map_mm", "mat_c"):
+        if s[f"no_{d}"]:
+            parts.append(
+                f"note: {s[f'no_{d}']} rows without {d} (kept; left out only of turning points "
+                f"on {d} and the Bayesian climate model)"
+            )
     if synthetic:
         parts.append(io.SYNTHETIC_LABEL)
     print("; ".join(parts))
+    for note in notes:
+        print(f"warning: {note}")
     return 0

@@ -30,7 +30,7 @@ NUMERIC = ("years", "stock_mg_ha", "rate_mg_ha_yr", "map_mm", "mat_c")
 
 @dataclass
 class FrequentistResult:
-    """The four result tables (DATA_SCHEMA section 4 columns plus status/reason columns)."""
+    """The four result tables (docs/data_format.md section 4 columns plus status/reason columns)."""
 
     rates: pd.DataFrame
     rate_ratios: pd.DataFrame

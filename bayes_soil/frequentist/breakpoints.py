@@ -119,6 +119,11 @@ def breakpoint_table(changes: pd.DataFrame) -> pd.DataFrame:
             for driver in DRIVERS:
                 row = {"element": element, "layer": layer, "driver": driver}
                 rate = lay["rate_mg_ha_yr"].to_numpy(float)
-                row |= fit_breakpoint(lay[driver].to_numpy(float), rate)
+                x = lay[driver].to_numpy(float)
+                row |= fit_breakpoint(x, rate)
+                n_missing = int((np.isfinite(rate) & ~np.isfinite(x)).sum())
+                if n_missing:  # kept for rates and Kruskal; only this driver's fit lacks them
+                    note = f"{n_missing} rates without {driver} left out"
+                    row["reason"] = f"{row['reason']}; {note}" if row.get("reason") else note
                 rows.append(row)
     return pd.DataFrame(rows, columns=list(BREAKPOINT_COLUMNS))

@@ -17,6 +17,10 @@ plain K-fold flatters any learner; the grouped number is what a study without BD
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -42,6 +46,22 @@ N_TREES = 40
 N_FOLDS = 10
 MIN_TRAIN_ROWS = 20
 PARALLEL_ROWS = 2000
+
+
+@contextlib.contextmanager
+def quiet_sklearn(report: dict) -> Iterator[None]:
+    """Keep scikit-learn's (and numpy's) warnings off the console; their distinct messages go
+    to ``report["library_warnings"]`` so nothing is hidden from the harmonise report."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = list(report.get("library_warnings", []))
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in seen:
+            seen.append(text)
+    if seen:
+        report["library_warnings"] = seen[:20]
 
 
 def ptf_bd(soc_g_kg: pd.Series | np.ndarray | float) -> np.ndarray:
@@ -201,19 +221,22 @@ def score_bd_methods(
     if y.size < MIN_TRAIN_ROWS or x.shape[1] == 0:
         out["skipped"] = f"only {y.size} rows with measured BD (need {MIN_TRAIN_ROWS})"
         return out
-    n_splits = min(N_FOLDS, y.size)
-    splits = list(KFold(n_splits, shuffle=True, random_state=seed).split(x))
-    rf_pred = _oof_forest(x, y, splits, seed, n_trees)
-    out["kfold"] = _scores(y, rf_pred, ptf_pred, splits)
-    if groups is not None:
-        g = np.asarray(groups, dtype=object)[mask]
-        n_groups = len(pd.unique(g))
-        out["n_groups"] = int(n_groups)
-        if n_groups >= 2:
-            gk = GroupKFold(min(N_FOLDS, n_groups), shuffle=True, random_state=seed)
-            gsplits = list(gk.split(x, y, groups=g))
-            grf = _oof_forest(x, y, gsplits, seed, n_trees)
-            out["group_kfold"] = _scores(y, grf, ptf_pred, gsplits)
+    with quiet_sklearn(out):
+        n_splits = min(N_FOLDS, y.size)
+        splits = list(KFold(n_splits, shuffle=True, random_state=seed).split(x))
+        rf_pred = _oof_forest(x, y, splits, seed, n_trees)
+        out["kfold"] = _scores(y, rf_pred, ptf_pred, splits)
+        if groups is not None:
+            g = np.asarray(groups, dtype=object)[mask]
+            n_groups = len(pd.unique(g))
+            out["n_groups"] = int(n_groups)
+            if n_groups >= 2:
+                gk = GroupKFold(min(N_FOLDS, n_groups), shuffle=True, random_state=seed)
+                gsplits = list(gk.split(x, y, groups=g))
+                grf = _oof_forest(x, y, gsplits, seed, n_trees)
+                out["group_kfold"] = _scores(y, grf, ptf_pred, gsplits)
+            else:
+                out["group_kfold_skipped"] = f"only {n_groups} study with measured BD; need 2"
     return out
 
 
@@ -247,7 +270,6 @@ def impute_bd(
         return bd, source, report
 
     ptf_vals = pd.Series(ptf_bd(df["soc_g_kg"]), index=df.index)
-    forest = None
 
     def train_forest():
         if measured.sum() < MIN_TRAIN_ROWS:
@@ -259,32 +281,37 @@ def impute_bd(
         report["rf_trained_on"] = int(measured.sum())
         return make_forest(seed, n_rows=len(x_train)).fit(x_train, bd[measured].to_numpy())
 
-    def rf_fill(rows: pd.Series) -> None:
+    def rf_fill(rows: pd.Series, forest) -> None:
         if rows.any() and forest is not None:
             x = bd_features(df.loc[rows], columns=list(forest.feature_names_in_))
             bd.loc[rows] = forest_predict(forest, x)
             source.loc[rows] = "rf"
 
+    with quiet_sklearn(report):
+        _fill(method, todo, bd, source, ptf_vals, train_forest, rf_fill, report)
+    left = todo & bd.isna()
+    report["fallbacks"]["no_estimate_possible"] = int(left.sum())
+    report["n_rows_rf"] = int((todo & source.eq("rf")).sum())
+    report["n_rows_ptf"] = int((todo & source.eq("ptf")).sum())
+    return bd, source, report
+
+
+def _fill(method, todo, bd, source, ptf_vals, train_forest, rf_fill, report) -> None:
+    """The method's estimates with its fallbacks (see :func:`impute_bd`)."""
     if method == "ptf":
         ok = todo & ptf_vals.notna()
         bd.loc[ok] = ptf_vals[ok]
         source.loc[ok] = "ptf"
         rest = todo & ~ok
         if rest.any():  # no SOC for the PTF (e.g. N-only rows): the forest is the fallback
-            forest = train_forest()
-            rf_fill(rest)
+            rf_fill(rest, train_forest())
             report["fallbacks"]["ptf_no_soc_used_rf"] = int((rest & source.eq("rf")).sum())
     else:
         forest = train_forest()
         if forest is not None:
-            rf_fill(todo)
+            rf_fill(todo, forest)
         else:
             ok = todo & ptf_vals.notna()
             bd.loc[ok] = ptf_vals[ok]
             source.loc[ok] = "ptf"
             report["fallbacks"]["rf_untrainable_used_ptf"] = int(ok.sum())
-    left = todo & bd.isna()
-    report["fallbacks"]["no_estimate_possible"] = int(left.sum())
-    report["n_rows_rf"] = int((todo & source.eq("rf")).sum())
-    report["n_rows_ptf"] = int((todo & source.eq("ptf")).sum())
-    return bd, source, report

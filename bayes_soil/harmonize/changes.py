@@ -1,9 +1,16 @@
-"""Changes against the year-0 control (DATA_SCHEMA section 3).
+"""Changes against the year-0 control (docs/data_format.md section 3).
 
 For each non-control profile, element and layer: baseline = mean stock of the year-0 profiles
 of the same study, site, vegetation and origin (schema.CONTROL_KEYS) in that element and layer;
-delta = stock - baseline; rate = delta / years. Profiles without such a control, or whose
-control lacks the layer, get no change row; both are counted in the report.
+delta = stock - baseline; rate = delta / years. This is the ``same site`` rule.
+
+When the layers carry ``control_scope`` (an optional input column) and a profile's scope is
+``study`` (the source says the study's control plots stand for all its sites, e.g. GROA's
+``study_ref`` and ``study_chrono``), a profile without a same-site control takes the mean of
+the study's year-0 profiles of the same vegetation and origin at any site: the ``study
+reference`` rule. Such tables get a ``control_rule`` column naming the rule of every row.
+Profiles without any control, or whose control lacks the layer, get no change row; both are
+counted in the report, and the report gives the number of change rows per rule.
 
 ESM tables (``harmonize --stocks esm``: layers with ``stock_method`` and ``fixed_stock_mg_ha``):
 a change compares equal soil masses only when the treated row and every control row of its
@@ -13,40 +20,78 @@ in its own ``stock_method`` column.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from bayes_soil.schema import CHANGE_COLUMNS, CONTROL_KEYS
+from bayes_soil.schema import CHANGE_COLUMNS, CONTROL_KEYS, CONTROL_RULES, STUDY_CONTROL_KEYS
+
+SAME_SITE, STUDY_REFERENCE = CONTROL_RULES
 
 
-def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Change rows and a report of what was left out (with reasons)."""
-    keys = [*CONTROL_KEYS, "element", "layer"]
-    is_control = layers["years"] == 0
-    esm = "stock_method" in layers.columns
+def _controls(layers: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     agg = {
         "baseline_stock_mg_ha": ("stock_mg_ha", "mean"),
         "n_controls": ("profile_id", "nunique"),
         "baseline_deep_imputed": ("deep_imputed", "any"),
     }
+    if "_esm" in layers.columns:  # ESM tables: the fixed-depth baseline too, and whether all
+        agg["_baseline_fixed"] = ("fixed_stock_mg_ha", "mean")  # controls are ESM
+        agg["_baseline_esm"] = ("_esm", "all")
+    return (
+        layers.loc[layers["years"] == 0]
+        .groupby(keys, sort=False, dropna=False)
+        .agg(**agg)
+        .reset_index()
+    )
+
+
+def _has_chain(rows: pd.DataFrame, controls: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    chains = controls[keys].drop_duplicates()
+    if rows.empty:
+        return np.zeros(0, dtype=bool)
+    hit = rows[keys].merge(chains, on=keys, how="left", indicator=True)["_merge"]
+    return hit.eq("both").to_numpy()
+
+
+def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Change rows and a report of what was left out (with reasons) and of the rules used."""
+    site_keys = [*CONTROL_KEYS, "element", "layer"]
+    is_control = layers["years"] == 0
+    with_scope = "control_scope" in layers.columns
+    esm = "stock_method" in layers.columns
     if esm:
         layers = layers.assign(_esm=layers["stock_method"].eq("esm"))
-        agg["_baseline_fixed"] = ("fixed_stock_mg_ha", "mean")
-        agg["_baseline_esm"] = ("_esm", "all")
-    controls = (
-        layers.loc[is_control].groupby(keys, sort=False, dropna=False).agg(**agg).reset_index()
-    )
+    controls = _controls(layers, site_keys)
     treated = layers.loc[~is_control]
-    merged = treated.merge(controls, on=keys, how="left", validate="many_to_one")
+    merged = treated.merge(controls, on=site_keys, how="left", validate="many_to_one")
+    merged["control_rule"] = np.where(merged["baseline_stock_mg_ha"].notna(), SAME_SITE, None)
+    site_chain = _has_chain(merged, controls, list(CONTROL_KEYS))
+
+    study_chain = np.zeros(len(merged), dtype=bool)
+    study_keys = [*STUDY_CONTROL_KEYS, "element", "layer"]
+    study_controls = _controls(layers, study_keys)
+    # profiles whose study has a year-0 control only at another site (used only where allowed)
+    elsewhere = ~site_chain & _has_chain(merged, study_controls, list(STUDY_CONTROL_KEYS))
+    if with_scope:
+        scope = merged["control_scope"].astype(object).fillna("site").str.lower()
+        # the study rule applies only where the source allows it and no same-site control exists
+        eligible = (scope == "study").to_numpy() & ~site_chain
+        study_chain = eligible & _has_chain(merged, study_controls, list(STUDY_CONTROL_KEYS))
+        if eligible.any():
+            alt = merged.loc[eligible, study_keys].merge(
+                study_controls, on=study_keys, how="left", validate="many_to_one"
+            )
+            idx = merged.index[eligible]
+            cols = ["baseline_stock_mg_ha", "n_controls", "baseline_deep_imputed"]
+            for col in cols + (["_baseline_fixed", "_baseline_esm"] if esm else []):
+                merged.loc[idx, col] = alt[col].to_numpy()
+            got = alt["baseline_stock_mg_ha"].notna().to_numpy()
+            merged.loc[idx[got], "control_rule"] = STUDY_REFERENCE
+
     has = merged["baseline_stock_mg_ha"].notna()
-    chains = controls[list(CONTROL_KEYS)].drop_duplicates()
-    chain_has_control = (
-        merged[list(CONTROL_KEYS)]
-        .merge(chains, on=list(CONTROL_KEYS), how="left", indicator=True)["_merge"]
-        .eq("both")
-        .to_numpy()
-    )
-    no_control = merged.loc[~chain_has_control]
-    no_layer = merged.loc[chain_has_control & ~has]
+    chain = site_chain | study_chain
+    no_control = merged.loc[~chain]
+    no_layer = merged.loc[chain & ~has]
     out = merged.loc[has].copy()
     extra = ["n_controls", "deep_imputed"]
     if esm:
@@ -62,14 +107,29 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     out["deep_imputed"] = out["deep_imputed"].astype(bool) | out["baseline_deep_imputed"].astype(
         bool
     )
+    if with_scope:
+        extra.append("control_rule")
     out = out[[*CHANGE_COLUMNS, *extra]].reset_index(drop=True)
+    by_rule = merged.loc[has, "control_rule"]
+    no_control_reason = "no year-0 control for study/site/vegetation/origin" + (
+        " (nor a study reference where control_scope = study)" if with_scope else ""
+    )
     report = {
         "n_rows": len(out),
         "n_control_profiles": int(layers.loc[is_control, "profile_id"].nunique()),
         "n_treated_profiles": int(treated["profile_id"].nunique()),
         "n_profiles_with_changes": int(out["profile_id"].nunique()),
+        "by_control_rule": {
+            rule: {
+                "change_rows": int((by_rule == rule).sum()),
+                "profiles": int(
+                    merged.loc[has & (merged["control_rule"] == rule), "profile_id"].nunique()
+                ),
+            }
+            for rule in CONTROL_RULES
+        },
         "left_out": {
-            "no year-0 control for study/site/vegetation/origin": {
+            no_control_reason: {
                 "profiles": int(no_control["profile_id"].nunique()),
                 "layer_rows": len(no_control),
             },
@@ -77,6 +137,12 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                 "profiles": int(no_layer["profile_id"].nunique()),
                 "layer_rows": len(no_layer),
             },
+        },
+        "study_control_elsewhere_not_used": {
+            "profiles": int(merged.loc[elsewhere & ~study_chain, "profile_id"].nunique()),
+            "note": "profiles without a same-site control whose study has year-0 profiles "
+            "(same vegetation and origin) at another site; not used because the input does not "
+            "say they are the study's control (control_scope = study)",
         },
         "profiles_without_control": sorted(no_control["profile_id"].unique().tolist())[:50],
         **(
@@ -89,6 +155,14 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         ),
         "baseline": "mean stock of the year-0 profiles with the same "
         + ", ".join(CONTROL_KEYS)
-        + ", element and layer; rate = (stock - baseline) / years",
+        + ", element and layer ('same site')"
+        + (
+            "; where control_scope = study and no such profile exists, the mean of the "
+            "study's year-0 profiles with the same vegetation and origin at any site "
+            "('study reference')"
+            if with_scope
+            else ""
+        )
+        + "; rate = (stock - baseline) / years",
     }
     return out, report

@@ -24,7 +24,7 @@ import pandas as pd
 
 from bayes_soil import __version__
 from bayes_soil.errors import InputError
-from bayes_soil.harmonize.bulk_density import impute_bd, score_bd_methods
+from bayes_soil.harmonize.bulk_density import impute_bd, quiet_sklearn, score_bd_methods
 from bayes_soil.harmonize.changes import compute_changes
 from bayes_soil.harmonize.deep import fill_deep_layer
 from bayes_soil.harmonize.depth import (
@@ -53,6 +53,7 @@ from bayes_soil.io import (
 )
 from bayes_soil.schema import (
     C_COLUMNS,
+    DRIVERS,
     LAYER_BOUNDS,
     LAYER_COLUMNS,
     N_COLUMNS,
@@ -61,6 +62,9 @@ from bayes_soil.schema import (
 )
 
 BD_METHODS = ("rf", "ptf")
+#: ``auto`` picks rf or ptf by study-grouped cross-validation on the data at hand
+BD_CHOICES = ("auto", *BD_METHODS)
+DEFAULT_BD_METHOD = "auto"
 PROFILE_ATTRS = (
     "study_id",
     "site_id",
@@ -168,7 +172,7 @@ def _unique_join(ids: str) -> str:
 def harmonize(
     obs: pd.DataFrame,
     *,
-    bd_method: str = "rf",
+    bd_method: str = DEFAULT_BD_METHOD,
     exclude_deep_imputed: bool = False,
     seed: int = 0,
     layer_bounds: tuple[tuple[float, float], ...] = LAYER_BOUNDS,
@@ -182,7 +186,10 @@ def harmonize(
     ----------
     obs : typed observations (``bayes_soil.validate.load_observations``), with ``obs_id`` and
         ``line`` (generated when absent).
-    bd_method : ``rf`` (random forest) or ``ptf`` (Eq. 4-5) for rows without measured BD.
+    bd_method : ``auto`` (default: whichever of rf and ptf has the higher study-grouped CV
+        R^2 on the rows with measured BD; rf when that cannot be scored), ``rf`` (random
+        forest) or ``ptf`` (Eq. 4-5) for rows without measured BD. A method chosen by hand
+        that scores worse than the other is kept and named in ``report["warnings"]``.
     exclude_deep_imputed : drop layer rows whose deepest layer came from the shallow-to-deep
         function (the deepest layer and the total).
     seed : random state of the forest and every CV split.
@@ -193,8 +200,8 @@ def harmonize(
         soil mass against the chronosequence's year-0 controls, see ``harmonize.esm``; rows ESM
         cannot serve keep the fixed-depth stock and say why in ``esm_status``).
     """
-    if bd_method not in BD_METHODS:
-        raise ValueError(f"bd_method must be one of {BD_METHODS}, not {bd_method!r}")
+    if bd_method not in BD_CHOICES:
+        raise ValueError(f"bd_method must be one of {BD_CHOICES}, not {bd_method!r}")
     if stock_method not in STOCK_METHODS:
         raise ValueError(f"stock_method must be one of {STOCK_METHODS}, not {stock_method!r}")
     t_start = time.perf_counter()
@@ -251,11 +258,19 @@ def harmonize(
     for c in ("stn_g_kg",):
         if c not in work.columns:
             work = work.assign(**{c: np.nan})
-    bd, bd_source, bd_report = impute_bd(work, needs_bd, method=bd_method, seed=seed)
-    t0 = tick("bd_impute", t0)
-    if score_bd:
-        bd_report["cv"] = score_bd_methods(work, groups=work["study_id"], seed=seed)
+    warnings_out: list[str] = []
+    cv = None
+    if score_bd or bd_method == "auto":
+        cv = score_bd_methods(work, groups=work["study_id"], seed=seed)
     t0 = tick("bd_cv", t0)
+    choice = choose_bd_method(bd_method, cv)
+    bd, bd_source, bd_report = impute_bd(work, needs_bd, method=choice["chosen"], seed=seed)
+    if cv is not None:
+        bd_report["cv"] = cv
+    bd_report["choice"] = choice
+    if choice.get("warning") and int(needs_bd.sum()) > 0:
+        warnings_out.append(choice["warning"])
+    t0 = tick("bd_impute", t0)
 
     # 4. interval stocks (Eq. 1-2)
     intervals, dropped_el = interval_stocks(work, bd, bd_source)
@@ -274,14 +289,18 @@ def harmonize(
     t0 = tick("layers", t0)
 
     # 6. shallow-to-deep fill of the deepest layer
-    profiles = (
-        df.loc[usable].groupby("profile_id", sort=False)[list(PROFILE_ATTRS)].first().reset_index()
-    )
+    with_scope = "control_scope" in df.columns
+    profile_attrs = [*PROFILE_ATTRS, *(["control_scope"] if with_scope else [])]
+    profiles = df.loc[usable].groupby("profile_id", sort=False)[profile_attrs].first().reset_index()
     attrs = ["lon", "lat", "map_mm", "mat_c"]
     n_inconsistent = int(
         (df.loc[usable].groupby("profile_id")[attrs].nunique(dropna=False) > 1).any(axis=1).sum()
     )
-    filled, deep_report = fill_deep_layer(kept, profiles, layer_names, seed=seed)
+    lib_warnings: dict = {}
+    with quiet_sklearn(lib_warnings):  # scikit-learn's warnings go to the report, not stderr
+        filled, deep_report = fill_deep_layer(kept, profiles, layer_names, seed=seed)
+    if lib_warnings:
+        deep_report["library_warnings"] = lib_warnings["library_warnings"]
     if len(filled):
         # the sampled fraction of a partly covered deepest layer stays visible in coverage
         part = dropped_layers.set_index(["profile_id", "element", "layer"])["coverage"]
@@ -338,11 +357,15 @@ def harmonize(
     )
     layers["deep_imputed"] = layers["deep_imputed"].astype(bool)
     layers["coverage_scaled"] = layers["coverage_scaled"].astype(bool)
+    # control_scope travels only when the input has it (the demo's tables stay as they were)
+    extra_columns += ["control_scope"] if with_scope else []
     layers = layers[[*LAYER_COLUMNS, *extra_columns]].reset_index(drop=True)
 
     # 9. changes against the year-0 controls
     changes, changes_report = compute_changes(layers)
     t0 = tick("changes", t0)
+
+    missing_drivers = _missing_drivers(df, usable, layers, changes)
 
     # 10. row accounting
     used_ids = set(";".join(layers["obs_ids"]).split(";")) if len(layers) else set()
@@ -411,6 +434,7 @@ def harmonize(
             "profiles_with_varying_lon_lat_map_mat": n_inconsistent,
         },
         "bulk_density": bd_report,
+        "missing_drivers": missing_drivers,
         "bd_method_counts": {str(k): int(v) for k, v in layers["bd_method"].value_counts().items()},
         "depth": {
             "layer_bounds_cm": [list(map(float, b)) for b in layer_bounds],
@@ -428,8 +452,10 @@ def harmonize(
         "changes": changes_report,
         "stages": "years in [0,5] -> 0-5, (5,10] -> 6-10, (10,20] -> 11-20, (20,30] -> 21-30, "
         "(30,inf) -> >30",
+        "warnings": warnings_out,
         "settings": {
-            "bd_method": bd_method,
+            "bd_method": choice["chosen"],
+            "bd_method_requested": bd_method,
             "stock_method": stock_method,
             "exclude_deep_imputed": bool(exclude_deep_imputed),
             "seed": seed,
@@ -455,6 +481,157 @@ def harmonize(
         report=report,
         synthetic=synthetic,
     )
+
+
+def choose_bd_method(requested: str, cv: dict | None) -> dict:
+    """Which BD method imputes, and why: ``auto`` takes the higher study-grouped CV R^2.
+
+    Returns ``requested``, ``chosen``, ``group_cv_r2`` (rf and ptf, None where not scored),
+    ``reason`` and, where the chosen method scores worse than the other across studies (only
+    possible when chosen by hand), ``warning``.
+    """
+    gk = (cv or {}).get("group_kfold") or {}
+    r2 = {m: (gk.get(m) or {}).get("r2") for m in BD_METHODS}
+    out: dict = {"requested": requested, "group_cv_r2": r2}
+    scored = all(v is not None for v in r2.values())
+    if requested == "auto":
+        if scored:
+            best = "rf" if r2["rf"] >= r2["ptf"] else "ptf"
+            out["chosen"] = best
+            out["reason"] = (
+                f"study-grouped CV R^2: rf {r2['rf']:.3f}, ptf {r2['ptf']:.3f}; "
+                f"{best} is the better across studies"
+            )
+            return _poor_fit_warning(out)
+        else:
+            why = (cv or {}).get("skipped") or "fewer than 2 studies with measured BD"
+            out["chosen"] = "rf"
+            out["reason"] = (
+                f"study-grouped CV not possible ({why}); rf (which falls back to the PTF when "
+                "it cannot be trained)"
+            )
+        return out
+    out["chosen"] = requested
+    out["reason"] = f"chosen by hand (--bd-method {requested})"
+    if scored:
+        other = "ptf" if requested == "rf" else "rf"
+        if r2[requested] < r2[other]:
+            out["warning"] = (
+                f"bulk density: --bd-method {requested} scores WORSE than {other} across "
+                f"studies on these data (study-grouped CV R^2 {r2[requested]:.3f} vs "
+                f"{r2[other]:.3f}); --bd-method auto would use {other}"
+            )
+    return _poor_fit_warning(out)
+
+
+def _poor_fit_warning(out: dict) -> dict:
+    """Add a warning when the chosen method predicts BD across studies worse than the mean."""
+    r2 = out["group_cv_r2"].get(out["chosen"])
+    if r2 is not None and r2 < 0 and "warning" not in out:
+        out["warning"] = (
+            f"bulk density: the chosen method ({out['chosen']}) has a study-grouped CV R^2 of "
+            f"{r2:.3f}: across studies it predicts BD worse than the mean of the measured "
+            "values; stocks from estimated BD are uncertain (see bd_method in layers.csv)"
+        )
+    return out
+
+
+def _missing_drivers(
+    df: pd.DataFrame, usable: pd.Series, layers: pd.DataFrame, changes: pd.DataFrame
+) -> dict:
+    """How many rows, profiles, layer rows and change rows lack each climate driver.
+
+    Such rows stay in every analysis that does not need the driver; turning points on that
+    driver and the Bayesian climate model leave them out (and say so).
+    """
+    out = {}
+    for d in DRIVERS:
+        miss = pd.to_numeric(df[d], errors="coerce").isna() if d in df.columns else usable
+        out[d] = {
+            "input_rows": int(miss.sum()),
+            "usable_rows": int((miss & usable).sum()),
+            "profiles": int(layers.loc[layers[d].isna(), "profile_id"].nunique()),
+            "layer_rows": int(layers[d].isna().sum()),
+            "change_rows": int(changes[d].isna().sum()),
+        }
+    out["note"] = (
+        "rows without a driver are kept for layers, stage rates and Kruskal-Wallis tests; "
+        "turning points on that driver, the shallow-to-deep fill (which uses both drivers) "
+        "and the Bayesian climate model leave them out"
+    )
+    return out
+
+
+def empty_result_reason(result: HarmonizeResult, allow_no_changes: bool = False) -> str | None:
+    """Why a harmonised result is of no use (no layer row, or no change row unless
+    ``allow_no_changes``), else None."""
+    rep = result.report
+    rows = rep.get("rows", {})
+    top = list(rows.get("rejected_by_reason", {}).items())[:3]
+    reasons = "; ".join(f"{n} x {r}" for r, n in top)
+    if result.layers.empty:
+        return (
+            f"0 usable layer rows: all {rows.get('input', 0)} input rows were rejected "
+            f"(most common reasons: {reasons or 'none'})"
+        )
+    if result.changes.empty and not allow_no_changes:
+        ch = rep.get("changes", {})
+        left = "; ".join(
+            f"{v['profiles']} profiles: {k}"
+            for k, v in ch.get("left_out", {}).items()
+            if v.get("profiles")
+        )
+        return (
+            f"0 change rows: {ch.get('n_control_profiles', 0)} year-0 control profiles and "
+            f"{ch.get('n_treated_profiles', 0)} revegetated profiles, none paired "
+            f"({left or 'no revegetated profile'}); a change needs a years = 0 control of the "
+            "same study, site, vegetation and origin (or control_scope = study); "
+            "--allow-no-changes writes the layers anyway (stage rates need only them)"
+        )
+    return None
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The console summary of a harmonise report: BD choice, control rules, missing drivers."""
+    out = []
+    choice = report.get("bulk_density", {}).get("choice", {})
+    r2 = choice.get("group_cv_r2", {})
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    if choice:
+        out.append(
+            f"bulk density: {choice.get('chosen')} (requested {choice.get('requested')}); "
+            f"study-grouped CV R^2 rf {f(r2.get('rf'))}, ptf {f(r2.get('ptf'))}"
+        )
+    ch = report.get("changes", {})
+    rules = {k: v for k, v in ch.get("by_control_rule", {}).items() if v["change_rows"]}
+    if rules:
+        out.append(
+            "changes per control rule: "
+            + ", ".join(
+                f"{k} {v['change_rows']} rows ({v['profiles']} profiles)" for k, v in rules.items()
+            )
+        )
+    for why, v in ch.get("left_out", {}).items():
+        if v.get("profiles"):
+            out.append(f"no change for {v['profiles']} profiles: {why}")
+    elsewhere = (ch.get("study_control_elsewhere_not_used") or {}).get("profiles")
+    if elsewhere:
+        out.append(
+            f"{elsewhere} of those profiles have year-0 profiles of their study at another site, "
+            "not used: set control_scope = study where the source says they are the control"
+        )
+    md = report.get("missing_drivers", {})
+    for d in DRIVERS:
+        v = md.get(d) or {}
+        if v.get("input_rows"):
+            out.append(
+                f"{v['input_rows']} rows without {d} kept ({v['change_rows']} change rows): "
+                f"left out only of turning points on {d} and the climate model"
+            )
+    return out
 
 
 def _explain(
@@ -525,6 +702,8 @@ _STR_COLUMNS = (
     "obs_ids",
     "stock_method",
     "esm_status",
+    "control_scope",
+    "control_rule",
 )
 _BOOL_COLUMNS = ("deep_imputed", "coverage_scaled")
 
@@ -628,7 +807,7 @@ def _disk_cached(
 def load_harmonised(
     data: str | Path | None = None,
     *,
-    bd_method: str = "rf",
+    bd_method: str = DEFAULT_BD_METHOD,
     exclude_deep_imputed: bool = False,
     stock_method: str = "fixed",
 ) -> HarmonizeResult:

@@ -1,4 +1,5 @@
-"""Importers that turn public data releases into the observations schema (DATA_SCHEMA.md 1).
+"""Importers that turn public data releases into the observations schema (docs/data_format.md
+section 1).
 
 Each importer takes the release's directory and returns an ``ImportResult`` (observations,
 rejected source rows with reasons, and an accounting report where rows_read == rows_written +

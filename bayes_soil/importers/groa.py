@@ -2,7 +2,7 @@
 
 Cook-Patton et al. (2020) Nature 585:545-550, data release doi:10.5281/zenodo.3983644 (CC-BY-4.0).
 The release has one row per plot x depth interval x variable (SOC stock in Mg C ha-1, %C or
-%SOM); this module maps it onto the observations schema (DATA_SCHEMA.md section 1):
+%SOM); this module maps it onto the observations schema (docs/data_format.md section 1):
 
 - study.id -> study_id, site.id -> site_id, plot.id -> plot_id, stand.age -> years,
   sites.csv lat_dec/long_dec/AMP/AMT -> lat/lon/map_mm/mat_c (first row per duplicated site.id),
@@ -12,6 +12,14 @@ The release has one row per plot x depth interval x variable (SOC stock in Mg C 
   covar bulk_density -> bd_g_cm3; vegetation = forest, origin = natural (GROA is natural forest
   regrowth, refor.type SNR). Reference plots (refor.type C, PA, TMC, SC, H, ...: cropland,
   pasture, ... before regrowth; stand.age 0) become the years = 0 controls.
+- A site without AMP or AMT in sites.csv keeps its rows with map_mm / mat_c empty (counted in
+  the report and named in ``import_note``): they serve every analysis that does not need that
+  driver.
+- GROA's ``ref`` says how a study compares restored and unrestored plots; ``study_ref`` and
+  ``study_chrono`` ("across sites") mean the study's reference plots stand for all its sites, so
+  those rows get ``control_scope = study`` (harmonise may then use the study's year-0 profiles
+  at another site id as their control, flagged ``control_rule = study reference``); every other
+  row gets ``control_scope = site``.
 - Rows of the same plot, age and interval (a stock row beside a %C row, say) are merged into one
   observation; repeated measurements of the same variable, plot, age and interval become separate
   profiles (plot_id suffixed ``r2``, ``r3``, ... in measurement.id order).
@@ -46,7 +54,11 @@ VARIABLES = {
     "SOM_per": ("som_g_kg", 10.0),  # % -> g kg-1
 }
 REJECTED_COLUMNS = ("measurement_id", "source_line", "reason")
+#: GROA ``ref`` values whose comparison plots stand for the whole study (METADATA: "comparison of
+#: restored and unrestored plots across sites", "chronosequence across sites")
+STUDY_SCOPE_REFS = ("study_ref", "study_chrono")
 EXTRA_COLUMNS = (
+    "control_scope",
     "groa_measurement_ids",
     "groa_refor_type",
     "groa_prior",
@@ -121,12 +133,7 @@ def import_groa(groa_dir: str | Path) -> ImportResult:
     # site attributes (first row per duplicated site.id)
     rows = rows.merge(_site_table(sites), on="site_id", how="left", validate="many_to_one")
     reject(rows["site_found"].isna(), lambda r: f"site.id {r['site_id']} is not in sites.csv")
-    for col, label in (
-        ("lat", "lat_dec"),
-        ("lon", "long_dec"),
-        ("map_mm", "AMP (mean annual precipitation)"),
-        ("mat_c", "AMT (mean annual temperature)"),
-    ):
+    for col, label in (("lat", "lat_dec"), ("lon", "long_dec")):
         reject(
             rows[col].isna(),
             lambda r, label=label: f"site.id {r['site_id']} has no {label} in sites.csv",
@@ -165,6 +172,8 @@ def import_groa(groa_dir: str | Path) -> ImportResult:
         "studies": int(observations["study_id"].nunique()),
         "sites": int(observations["site_id"].nunique()),
         "control_rows": int((observations["years"] == 0).sum()),
+        "rows_without_driver": {d: int(observations[d].isna().sum()) for d in schema.DRIVERS},
+        "rows_control_scope_study": int((observations["control_scope"] == "study").sum()),
         "bd_dropped_out_of_range": merged_report["bd_dropped"],
         "rejected_by_reason": _reason_counts(rejected_df),
     }
@@ -351,6 +360,7 @@ def _merged_record(key: tuple, grp: list[dict]) -> dict:
         "groa_refor_type": first["refor_type"],
         "groa_prior": first["prior"],
         "groa_ref": first["ref"],
+        "control_scope": "study" if first["ref"] in STUDY_SCOPE_REFS else "site",
         "n_plots": first["n_plots"],
         "clay_pct": first["clay_pct"],
         "silt_pct": first["silt_pct"],
@@ -372,6 +382,9 @@ def _merged_record(key: tuple, grp: list[dict]) -> dict:
         else:
             rec["_bd_dropped"] = 1
             notes.append(f"bulk_density {bd:g} outside {BD_RANGE[0]}-{BD_RANGE[1]} g cm-3 dropped")
+    for col, label in (("map_mm", "AMP"), ("mat_c", "AMT")):
+        if np.isnan(first[col]):
+            notes.append(f"site.id {site} has no {label} in sites.csv ({col} left empty)")
     if not first["is_regrowth"] and first["age"] != 0:
         notes.append(f"reference plot ({first['refor_type']}) with stand.age {first['age']:g}")
     rec["import_note"] = "; ".join(notes)

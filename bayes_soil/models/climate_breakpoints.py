@@ -264,13 +264,19 @@ class ClimateBreakpoints(SoilModel):
         for c in ("years", "rate_mg_ha_yr", *drivers):
             df[c] = pd.to_numeric(df[c], errors="coerce")
         ok = np.isfinite(df["rate_mg_ha_yr"]) & (df["years"] > spec["data"].get("min_years", 0))
+        # rows without a driver stay in every other analysis; here they are left out, counted
+        wanted = ok & df["layer"].isin(spec["data"].get("layers", ALL_LAYERS))
+        wanted &= df["element"].isin(spec["data"]["elements"])
+        no_driver = {d: int((wanted & ~np.isfinite(df[d])).sum()) for d in drivers}
         for d in drivers:
             ok &= np.isfinite(df[d])
         layers_wanted = [lay for lay in spec["data"].get("layers", ALL_LAYERS)]
         df = df[ok & df["layer"].isin(layers_wanted)]
         elements = [e for e in spec["data"]["elements"] if (df["element"] == e).any()]
         if not elements:
-            raise InputError(f"no change rates for element(s) {spec['data']['elements']}")
+            lost = ", ".join(f"{n} without {d}" for d, n in no_driver.items() if n)
+            why = f" ({lost}; the model needs every driver it fits)" if lost else ""
+            raise InputError(f"no change rates for element(s) {spec['data']['elements']}{why}")
         df = df[df["element"].isin(elements)]
         min_rows = int(spec["data"].get("min_rows_per_layer", 10))
         counts = df.groupby(["element", "layer"]).size()
@@ -376,6 +382,7 @@ class ClimateBreakpoints(SoilModel):
             "hinge_coefs": coefs,
             "n_sites": len(x_sites),
             "dropped_layers": dropped,
+            "rows_without_driver": no_driver,
             "element_of_obs": df["element"].to_numpy(),
         }
         return ModelData(coords=coords, arrays=arrays, meta=meta, n_obs=len(df))
@@ -786,6 +793,7 @@ class ClimateBreakpoints(SoilModel):
         attrs: dict[str, Any] = {
             "psi_bounds": json.dumps(data.meta["psi_bounds"]),
             "dropped_layers": json.dumps(data.meta["dropped_layers"]),
+            "rows_without_driver": json.dumps(data.meta.get("rows_without_driver", {})),
             "breaks": json.dumps(self.breaks()),
             "psi_grid_size": json.dumps(
                 {data.coords["driver"][j]: len(data.meta["grids"][j]) for j in self._hinged(data)}

@@ -12,6 +12,7 @@ interval and, for synthetic input, says "SYNTHETIC data" in its title.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,6 +25,10 @@ COLORS = {"all": "#4d4d4d", "forest": "#1b7837", "shrub": "#b8860b", "grassland"
 ELEMENT_NAME = {"C": "SOC", "N": "STN"}
 DRIVER_LABEL = {"map_mm": "MAP (mm)", "mat_c": "MAT (°C)"}
 SYNTHETIC_TAG = "SYNTHETIC data (bayes_soil simulator) - "
+#: PNG resolution (print quality); SVG is written beside every PNG
+PNG_DPI = 300
+#: characters per line of a panel annotation (keeps the text box inside a 15-inch-wide row)
+ANNOTATION_WIDTH = 34
 
 
 CLUSTER_COLOR = "#d95f02"
@@ -312,12 +317,19 @@ def fig_breakpoints(
                     )
                 else:
                     label = f"{b['status']}: {b['reason']}"
+            # wrapped to stay inside the panel; on the side away from the turning point band
+            label = "\n".join(
+                textwrap.fill(part, ANNOTATION_WIDTH) for part in label.split("\n") if part
+            )
+            right = _band_on_left(row, pts, driver)
             ax.text(
-                0.02,
+                0.98 if right else 0.02,
                 0.98,
                 label,
                 transform=ax.transAxes,
                 va="top",
+                ha="right" if right else "left",
+                clip_on=True,
                 fontsize=7,
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
             )
@@ -349,6 +361,24 @@ def fig_breakpoints(
 ESM_TAG = " (equivalent-soil-mass stocks)"
 
 
+def _band_on_left(row: pd.DataFrame, pts: pd.DataFrame, driver: str) -> bool:
+    """True when the turning point (and its band) lies in the left half of the panel's x range,
+    so the annotation goes to the right."""
+    if row.empty or row.iloc[0]["status"] != "ok":
+        return False
+    x = pd.to_numeric(pts[driver], errors="coerce").dropna()
+    if x.empty:
+        return False
+    lo, hi = float(x.min()), float(x.max())
+    return hi > lo and (float(row.iloc[0]["psi"]) - lo) / (hi - lo) < 0.5
+
+
+def has_n_ratios(rate_ratios: pd.DataFrame) -> bool:
+    """Whether any C:N stage ratio exists (no N in the data: the ratio figure is not drawn)."""
+    stage_rows = rate_ratios[rate_ratios["kind"] == "stage"]
+    return not (stage_rows.empty or (stage_rows["status"] == "absent").all())
+
+
 def write_freq_figures(
     result,
     layers: pd.DataFrame,
@@ -365,7 +395,8 @@ def write_freq_figures(
     for i, element in zip((2, 3), _elements(layers), strict=False):
         figs[f"fig{i}_stocks_{element}"] = fig_stocks(layers, element, synthetic=synthetic)
     figs["fig4_rates"] = fig_rates(result.rates, synthetic=synthetic)
-    figs["fig5_rate_ratios"] = fig_rate_ratios(result.rate_ratios, synthetic=synthetic)
+    if has_n_ratios(result.rate_ratios):  # no N data: no empty ratio panels
+        figs["fig5_rate_ratios"] = fig_rate_ratios(result.rate_ratios, synthetic=synthetic)
     figs["fig6_rate_vs_map"] = fig_breakpoints(
         changes, result.breakpoints, "map_mm", synthetic=synthetic
     )
@@ -381,7 +412,7 @@ def write_freq_figures(
             for ext in ("png", "svg"):
                 name = f"{stem}.{ext}"
                 target = out.path(name) if hasattr(out, "path") else Path(out) / name
-                fig.savefig(target, format=ext, dpi=150 if ext == "png" else None)
+                fig.savefig(target, format=ext, dpi=PNG_DPI if ext == "png" else None)
                 names.append(name)
             plt.close(fig)
     return names

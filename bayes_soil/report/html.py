@@ -9,10 +9,12 @@ turns results into a page, so it can be tested on fake posteriors.
 from __future__ import annotations
 
 import base64
+import contextvars
 import html
 import io
 import json
 import platform
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -235,11 +237,26 @@ def csv_download(df: pd.DataFrame, filename: str) -> str:
     return f"<a download='{esc(filename)}' href='data:text/csv;base64,{data}'>{esc(filename)}</a>"
 
 
+#: where figure_html also saves each figure as SVG and 300 dpi PNG (an AtomicOutputs), or None
+_FIGURE_SINK: contextvars.ContextVar = contextvars.ContextVar("figure_sink", default=None)
+FIGURE_PNG_DPI = 300
+
+
+def _figure_stem(alt: str, taken: set[str]) -> str:
+    stem = re.sub(r"[^a-z0-9]+", "_", alt.lower()).strip("_") or "figure"
+    base, k = stem, 2
+    while stem in taken:
+        stem, k = f"{base}_{k}", k + 1
+    taken.add(stem)
+    return stem
+
+
 def figure_html(make: Callable[[], Any], caption: str, alt: str) -> str:
     """Render a figure (a callable returning a matplotlib Figure or None) as an inline PNG.
 
     A figure that fails is shown as an error box with the reason rather than stopping the
-    report; the error is also printed to stderr.
+    report; the error is also printed to stderr. While :func:`write_report` collects figure
+    files, the figure is also saved as SVG and as a 300 dpi PNG.
     """
     import matplotlib.pyplot as plt
 
@@ -253,6 +270,12 @@ def figure_html(make: Callable[[], Any], caption: str, alt: str) -> str:
         return ""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96)
+    sink = _FIGURE_SINK.get()
+    if sink is not None:
+        stem = _figure_stem(alt, sink.taken)
+        with plt.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(sink.path(f"{stem}.svg"), format="svg")
+        fig.savefig(sink.path(f"{stem}.png"), format="png", dpi=FIGURE_PNG_DPI)
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     return (
@@ -541,6 +564,44 @@ def _data_section(inp: ReportInputs) -> str:
     return "\n".join(out)
 
 
+def _drivers_and_controls_html(rep: Mapping) -> str:
+    """Rows without a climate driver (kept, left out only where the driver is needed) and the
+    number of changes per control rule."""
+    out = []
+    md = rep.get("missing_drivers") or {}
+    rows = [
+        {
+            "driver": d,
+            "input rows without it": v.get("input_rows"),
+            "layer rows": v.get("layer_rows"),
+            "change rows": v.get("change_rows"),
+        }
+        for d in schema.DRIVERS
+        if isinstance(v := md.get(d), Mapping) and v.get("input_rows")
+    ]
+    if rows:
+        out.append("<h3>Rows without a climate driver</h3>")
+        out.append(
+            "<p>Kept for the layers, stage rates and Kruskal-Wallis tests; left out of the "
+            "turning points on that driver, the shallow-to-deep fill and the Bayesian climate "
+            "model.</p>" + table_html(pd.DataFrame(rows))
+        )
+    rules = _get(rep, "changes", "by_control_rule", default={}) or {}
+    used = {k: v for k, v in rules.items() if isinstance(v, Mapping) and v.get("change_rows")}
+    if used:
+        out.append(
+            "<p>Changes per control rule: "
+            + esc(
+                ", ".join(
+                    f"{k} {v['change_rows']} rows ({v.get('profiles', '?')} profiles)"
+                    for k, v in used.items()
+                )
+            )
+            + ".</p>"
+        )
+    return "\n".join(out)
+
+
 def _harmonisation_section(inp: ReportInputs) -> str:
     rep = getattr(inp.harmonised, "report", {}) or {}
     out = []
@@ -573,6 +634,15 @@ def _harmonisation_section(inp: ReportInputs) -> str:
     if cv_rows:
         out.append("<h3>Bulk density: cross-validated accuracy (same folds)</h3>")
         out.append(table_html(pd.DataFrame(cv_rows)))
+    choice = bd.get("choice") or {}
+    if choice.get("reason"):
+        out.append(
+            f"<p>Method chosen: <strong>{esc(choice.get('chosen'))}</strong> (requested "
+            f"{esc(choice.get('requested'))}): {esc(choice['reason'])}.</p>"
+        )
+    for warning in rep.get("warnings") or []:
+        out.append(f"<p class='warning'><strong>Warning:</strong> {esc(warning)}</p>")
+    out.append(_drivers_and_controls_html(rep))
     counts = rep.get("bd_method_counts") or {}
     if counts:
         out.append(
@@ -777,7 +847,7 @@ def _freq_figures(inp: ReportInputs) -> str:
                 "frequentist rates",
             )
         )
-    if ratios is not None and len(ratios):
+    if ratios is not None and len(ratios) and ff.has_n_ratios(ratios):  # no N: no empty panels
         out.append(
             figure_html(
                 lambda: ff.fig_rate_ratios(ratios, synthetic=syn),
@@ -1253,12 +1323,31 @@ def build_html(inp: ReportInputs) -> str:
     )
 
 
-def write_report(inp: ReportInputs, out: str | Path) -> Path:
-    """Build the page and write it atomically to ``out``."""
-    from bayes_soil.io import atomic_path
-
-    text = build_html(inp)
+def figures_dir_of(out: str | Path) -> Path:
+    """The folder beside the page that holds its figures: ``report.html`` -> ``report_figures``."""
     out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    return out.with_name(f"{out.stem}_figures")
+
+
+def write_report(inp: ReportInputs, out: str | Path, *, figure_files: bool = True) -> Path:
+    """Build the page and write it atomically to ``out``; with ``figure_files`` every figure
+    is also written as SVG and 300 dpi PNG to :func:`figures_dir_of` (published with the page,
+    or not at all)."""
+    from bayes_soil.io import AtomicOutputs, atomic_path
+
+    out = Path(out)
+    if not figure_files:
+        text = build_html(inp)
+        with atomic_path(out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        return out
+    with AtomicOutputs(figures_dir_of(out)) as sink:
+        sink.taken = set()
+        token = _FIGURE_SINK.set(sink)
+        try:
+            text = build_html(inp)
+        finally:
+            _FIGURE_SINK.reset(token)
+        with atomic_path(out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     return out

@@ -152,6 +152,7 @@ def forest_rates(
                             fontsize=6,
                             color="#666666",
                             va="center",
+                            clip_on=True,
                         )
                 y += 1
             ax.axhline(y - 0.5, color="#dddddd", lw=0.6)
@@ -380,6 +381,7 @@ def turning_point_densities(
     for ri, (el, drv) in enumerate(rows):
         for ci, layer in enumerate(layers):
             ax = axes[ri, ci]
+            notes: list[str] = []  # written under the axis, never over a band or a density
             gname = f"psi_prob_{drv}"
             if pgrid is not None and gname in pgrid:  # the exact grid posterior, given a break
                 g = pgrid[gname].sel(element=el, layer=layer)
@@ -395,16 +397,7 @@ def turning_point_densities(
                 ax.fill_between(
                     grid[inside], 0, pdf[inside], step="mid", color=POST_COLOUR, alpha=0.3, lw=0
                 )
-                ax.text(
-                    0.98,
-                    0.95,
-                    f"P(break)={pb:.2f}",
-                    transform=ax.transAxes,
-                    fontsize=6,
-                    va="top",
-                    ha="right",
-                    color=POST_COLOUR,
-                )
+                notes.append(f"P(break)={pb:.2f}")
             else:
                 x = _stack(psi.sel(element=el, driver=drv, layer=layer)).to_numpy()
                 x = x[np.isfinite(x)]
@@ -430,32 +423,18 @@ def turning_point_densities(
                             p - 1.96 * se, p + 1.96 * se, color=FREQ_COLOUR, alpha=0.12, lw=0
                         )
                     dp = fb["davies_p"].iloc[0] if "davies_p" in fb else np.nan
-                    ax.text(
-                        0.02,
-                        0.95,
-                        f"Davies p={dp:.3g}",
-                        transform=ax.transAxes,
-                        fontsize=6,
-                        va="top",
-                        color=FREQ_COLOUR,
-                    )
+                    notes.append(f"Davies p={dp:.3g}")
                 else:
-                    ax.text(
-                        0.02,
-                        0.95,
-                        "no segmented estimate",
-                        transform=ax.transAxes,
-                        fontsize=6,
-                        va="top",
-                        color="#666666",
-                    )
+                    notes.append("no segmented estimate")
             ax.set_yticks([])
             ax.tick_params(labelsize=7)
             if ri == 0:
                 ax.set_title(f"{layer} cm", fontsize=10)
             if ci == 0:
                 ax.set_ylabel(f"{ELEMENT_LABEL.get(el, el)}\n{drv}", fontsize=8)
-            ax.set_xlabel(DRIVER_LABEL.get(drv, drv), fontsize=7)
+            ax.set_xlabel(
+                "\n".join([DRIVER_LABEL.get(drv, drv), "; ".join(notes)]).strip(), fontsize=7
+            )
     handles = [
         plt.Line2D(
             [], [], color=POST_COLOUR, lw=6, alpha=0.4, label=f"posterior psi given a break, {name}"
