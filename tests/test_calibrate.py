@@ -329,7 +329,7 @@ def test_report_shows_a_calibration_folder(tmp_path, fake_pipeline):
     from report_fakes import fake_report_inputs
 
     from bayes_soil.report.html import build_html
-    from bayes_soil.report.pipeline import calibration_table
+    from bayes_soil.workflow import calibration_table
 
     out = tmp_path / "calib"
     argv = ["calibrate", "--model", "hier_rates", "--datasets", "2", "--workers", "0"]

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bayes_soil.report.html import write_report
-    from bayes_soil.report.pipeline import Progress, ReportSettings, prepare_report
+    from bayes_soil.workflow import Progress, ReportSettings, prepare_report
 
     if not 0 < args.hdi_prob < 1:
         from bayes_soil.errors import InputError

@@ -2,8 +2,8 @@
 
 One file: CSS inline, figures inline as base64 PNG, tables as HTML, the CSV tables as
 ``data:`` downloads; no network request, no external font or script, readable offline and
-printable. Nothing here fits or harmonises (``pipeline`` runs what is missing); this module only
-turns results into a page, so it can be tested on fake posteriors.
+printable. Nothing here fits or harmonizes (``bayes_soil.workflow`` runs what is missing); this
+module only turns results into a page, so it can be tested on fake posteriors.
 """
 
 from __future__ import annotations

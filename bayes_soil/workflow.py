@@ -1,6 +1,11 @@
-"""Gather what the report needs, reusing what exists and running what is missing.
+"""The workflow behind ``report``: harmonize -> frequentist -> fits -> compare.
 
-Order: harmonise (or read a harmonised folder) -> frequentist tables (reuse ``--freq-dir`` when
+This module gathers what the report needs, reusing what exists and running what is missing.
+It lives outside ``bayes_soil.report`` on purpose: ``report/`` only renders results already
+computed (figures, sentences, the HTML page) and can be tested on fake posteriors, while this
+module decides what to run. It returns ``report.html.ReportInputs``, the renderer's input.
+
+Order: harmonize (or read a harmonized folder) -> frequentist tables (reuse ``--freq-dir`` when
 it holds them, otherwise run and, when a folder was named, write them there) -> fits (those
 pointed to, else the newest fit of each model in the store whose ``data_sha256`` matches the
 data, else fit now with the default settings and save into the store) -> comparison -> inputs
@@ -11,11 +16,24 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from bayes_soil import fits
+from bayes_soil.calibrate import load_calibration, report_section
+from bayes_soil.compare import compare, fit_kind, freq_dir_sha256, read_freq_tables
 from bayes_soil.errors import InputError
+from bayes_soil.fits import load_fit, read_attrs
+from bayes_soil.frequentist import run_frequentist, write_freq_tables
+from bayes_soil.frequentist.stock_shift import esm_vs_fixed
+from bayes_soil.harmonize import load_harmonised
+from bayes_soil.io import DEMO_OBSERVATIONS, AtomicOutputs, is_demo
+from bayes_soil.models import get_model
+from bayes_soil.report.html import FitRecord, ReportInputs
 
 MODELS = ("hier_rates", "climate_breakpoints")
 # --quick: enough to exercise every step, far too little for inference (labelled in the page)
@@ -54,8 +72,6 @@ class Progress:
 
 
 def data_label(data: str | Path | None) -> str:
-    from bayes_soil.io import DEMO_OBSERVATIONS, is_demo
-
     if data is None or is_demo(data):
         return f"bundled synthetic demo ({DEMO_OBSERVATIONS.name})"
     return str(data)
@@ -67,8 +83,6 @@ def data_label(data: str | Path | None) -> str:
 
 def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -> dict:
     """Reuse the tables in ``freq_dir`` when present, else run ``run_frequentist``."""
-    from bayes_soil.compare import freq_dir_sha256, read_freq_tables
-
     if freq_dir is not None and (Path(freq_dir) / "rates.csv").exists():
         freq_dir = Path(freq_dir)
         recorded = freq_dir_sha256(freq_dir)
@@ -82,14 +96,10 @@ def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -
         note = "" if recorded else " (the folder records no data hash: not checked)"
         log(f"reused frequentist tables from {freq_dir}{note}")
         return tables
-    from bayes_soil.frequentist import run_frequentist, write_freq_tables
-
     log("running the frequentist analysis (OLS rates, Kruskal-Wallis, segmented regression)")
     result = run_frequentist(harmonised.layers, harmonised.changes)
     tables = result.tables()
     if freq_dir is not None:
-        from bayes_soil.io import AtomicOutputs
-
         with AtomicOutputs(freq_dir) as out:
             write_freq_tables(out, tables, harmonised)
         log(f"wrote the frequentist tables to {freq_dir}")
@@ -101,8 +111,6 @@ def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -
 
 
 def _attrs(path: Path) -> dict:
-    from bayes_soil.fits import read_attrs
-
     try:
         return read_attrs(path)
     except Exception:  # unreadable file in the store: skip it, say so
@@ -164,9 +172,6 @@ def run_fit(
     log: Callable,
 ) -> Path:
     """Fit ``model_name`` with its default spec on the harmonised data and save it."""
-    from bayes_soil import fits
-    from bayes_soil.models import get_model
-
     model = get_model(model_name)
     table = getattr(harmonised, getattr(model, "table", "layers"))
     settings = dict(QUICK_SETTINGS) if quick else {}
@@ -205,10 +210,6 @@ def gather_fits(
     A model whose fit raises is recorded in ``errors`` (model -> message) and left out, so the
     rest of the report is still written and says what failed.
     """
-    from bayes_soil.compare import fit_kind
-    from bayes_soil.fits import load_fit
-    from bayes_soil.report.html import FitRecord
-
     records: list[FitRecord] = []
     have: set[str] = set()
     for p in settings.fit_paths:
@@ -219,8 +220,6 @@ def gather_fits(
     for model in settings.models:
         if model in have:
             continue
-        from bayes_soil.models import get_model
-
         path = find_fit(
             settings.fits_dir,
             model,
@@ -249,8 +248,6 @@ def gather_fits(
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # a crashed fit must not lose the rest of the report
-                import traceback
-
                 traceback.print_exc(file=sys.stderr)
                 message = f"{type(exc).__name__}: {exc}"
                 log(f"fitting {model} FAILED ({message}); the report is written without it")
@@ -273,10 +270,6 @@ def gather_fits(
 
 def calibration_table(dirs: Sequence[str | Path], log: Callable):
     """One small table of the calibrations in ``dirs`` (None when there are none)."""
-    import pandas as pd
-
-    from bayes_soil.calibrate import load_calibration, report_section
-
     parts = []
     for d in dirs:
         table = load_calibration(d)
@@ -291,10 +284,6 @@ def calibration_table(dirs: Sequence[str | Path], log: Callable):
 
 def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     """Run or reuse every step and return ``html.ReportInputs``."""
-    from bayes_soil.compare import compare
-    from bayes_soil.harmonize import load_harmonised
-    from bayes_soil.report.html import ReportInputs
-
     log = progress or Progress()
     label = data_label(settings.data)
     log(f"loading and harmonising {label}")
@@ -320,8 +309,6 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     calibration = calibration_table(settings.calibration_dirs, log)
     stock_shift = None
     if harmonised.stock_method == "esm":
-        from bayes_soil.frequentist.stock_shift import esm_vs_fixed
-
         log("frequentist rates and turning points on the fixed-depth twin (ESM vs fixed)")
         stock_shift = esm_vs_fixed(harmonised.layers, harmonised.changes, freq)
     return ReportInputs(
