@@ -194,10 +194,8 @@ def _detected(raw: bytes) -> str | None:
     """charset-normalizer's encoding for non-UTF-8 bytes. Short East Asian text often leaves
     several encodings equally clean (GBK bytes read as Korean cp949, say); among those the one
     whose decoded text stays in its own script wins, GB18030 first on a tie."""
-    try:
-        from charset_normalizer import from_bytes
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
+    from charset_normalizer import from_bytes
+
     matches = list(from_bytes(raw))
     if not matches:
         return None

@@ -292,8 +292,6 @@ def test_sbc_with_simuk_on_a_toy_model(tmp_path, monkeypatch):
     pytest.importorskip("simuk")
     import pymc as pm
 
-    from bayes_soil import models
-
     class Toy:
         table = "layers"
 
@@ -310,7 +308,7 @@ def test_sbc_with_simuk_on_a_toy_model(tmp_path, monkeypatch):
         def settings(self, **kw):
             return SimpleNamespace(sampler="pymc", chains=1, draws=60, tune=60)
 
-    monkeypatch.setattr(models, "get_model", lambda name, spec=None: Toy())
+    monkeypatch.setattr(cal, "get_model", lambda name, spec=None: Toy())
     monkeypatch.setattr(
         cal,
         "simulate_and_harmonise",

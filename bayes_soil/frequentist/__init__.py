@@ -92,6 +92,8 @@ def run_frequentist(
     (``psi_bootstrap_b``, default ``cluster.DEFAULT_B_PSI``; 0 skips either), seeded by
     ``seed`` (default ``DEFAULT_SEED``).
     """
+    # imported here, not at the top: breakpoints loads scipy.stats (about 1 s), and the CLI
+    # reads cluster's defaults while it builds --help
     from bayes_soil.frequentist import cluster
     from bayes_soil.frequentist.breakpoints import breakpoint_table
     from bayes_soil.frequentist.drivers import driver_columns

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from bayes_soil.frequentist import run_frequentist
+from bayes_soil.harmonize.esm import fixed_depth_twin
+
 RATE_SHIFT_COLUMNS = (
     "element",
     "layer",
@@ -74,9 +77,6 @@ def esm_vs_fixed(
     ``esm_freq``: the frequentist tables already made from these data (``rates``,
     ``breakpoints``); computed when absent. The fixed-depth side is computed from the twin.
     """
-    from bayes_soil.frequentist import run_frequentist
-    from bayes_soil.harmonize.esm import fixed_depth_twin
-
     fixed = run_frequentist(*fixed_depth_twin(layers))
     if esm_freq is None or "rates" not in esm_freq or "breakpoints" not in esm_freq:
         e = run_frequentist(layers, changes)

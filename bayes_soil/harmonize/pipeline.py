@@ -47,6 +47,8 @@ from bayes_soil.harmonize.stocks import interval_stocks
 from bayes_soil.io import (
     DEMO_OBSERVATIONS,
     FIXED_TWIN_ATTR,
+    AtomicOutputs,
+    data_identity,
     is_synthetic,
     sha256_file,
     stamp_identity,
@@ -60,6 +62,7 @@ from bayes_soil.schema import (
     PROFILE_KEYS,
     stage_of,
 )
+from bayes_soil.validate import load_observations
 
 BD_METHODS = ("rf", "ptf")
 #: ``auto`` picks rf or ptf by study-grouped cross-validation on the data at hand
@@ -466,8 +469,6 @@ def harmonize(
         "timings_s": timings,
     }
     if esm_report is not None:
-        from bayes_soil.io import data_identity
-
         # the identity of the same data on fixed depth, so an ESM result names its twin
         esm_report["fixed_data_sha256"] = data_identity(*fixed_depth_twin(layers))
         report["esm"] = esm_report
@@ -677,8 +678,6 @@ def _explain(
 
 def write_harmonised(result: HarmonizeResult, out_dir: str | Path) -> list[Path]:
     """Write layers.csv, changes.csv, rejected.csv and harmonize_report.json atomically."""
-    from bayes_soil.io import AtomicOutputs
-
     out_dir = Path(out_dir)
     with AtomicOutputs(out_dir) as out:
         out.write_csv(result.layers, "layers.csv")
@@ -834,7 +833,6 @@ def load_harmonised(
     sha = sha256_file(path)
     key = (str(path.resolve()), sha, bd_method, bool(exclude_deep_imputed), stock_method)
     if key not in _CACHE:
-        from bayes_soil.validate import load_observations
 
         def make() -> HarmonizeResult:
             obs = load_observations(None if data is None else path)

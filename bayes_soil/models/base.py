@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
+from bayes_soil import fits
 from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.errors import InputError
+from bayes_soil.fits import load_fit, save_fit
 from bayes_soil.io import FIXED_TWIN_ATTR, identity_of_table, is_synthetic, stock_method_of
 
 if TYPE_CHECKING:
@@ -300,8 +302,6 @@ class SoilModel:
         synthetic: bool | None,
     ) -> xr.DataTree:
         """Add pointwise groups, derived quantities, diagnostics and attributes to a raw fit."""
-        from bayes_soil import fits
-
         # the gate looks at the sampled quantities; derived ones are functions of them
         diag = fits.check_diagnostics(dt, var_names=self.diagnostic_vars or None)
         self.pointwise(dt, model, data, fs)
@@ -333,15 +333,11 @@ class SoilModel:
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, dt: xr.DataTree, path: str | Path) -> Path:
-        from bayes_soil.fits import save_fit
-
         return save_fit(dt, path)
 
     @classmethod
     def load(cls, path: str | Path, expected_sha256: str | None = None) -> xr.DataTree:
         """Load a fit, checking it was made by this model (and from the given data)."""
-        from bayes_soil.fits import load_fit
-
         dt = load_fit(path, expected_sha256=expected_sha256)
         if dt.attrs.get("model") != cls.name:
             raise InputError(

@@ -29,9 +29,14 @@ import xarray as xr
 
 from bayes_soil import __version__, schema
 from bayes_soil.compare import Comparison, definitions, fit_kind, interval_name
-from bayes_soil.io import SYNTHETIC_LABEL
-from bayes_soil.posterior import break_decision
+from bayes_soil.fits import library_versions
+from bayes_soil.frequentist.kruskal import FACTORS
+from bayes_soil.frequentist.stock_shift import shift_summary
+from bayes_soil.io import SYNTHETIC_LABEL, AtomicOutputs, atomic_path, stock_method_of
+from bayes_soil.posterior import break_decision, years_to_gain_table
 from bayes_soil.report import sentences as S
+
+# freq_figures and posterior_figures load matplotlib: they are imported where figures are drawn
 
 QUICK_LABEL = (
     "QUICK MODE: the fits were run with few draws for a smoke test; the numbers below are not "
@@ -326,8 +331,6 @@ def _get(d: Mapping, *keys: str, default: Any = None) -> Any:
 
 def _stock_method_text(harmonised) -> str:
     """'fixed depth', or 'equivalent soil mass (ESM; n of m layer rows, the rest fixed depth)'."""
-    from bayes_soil.io import stock_method_of
-
     layers = getattr(harmonised, "layers", None)
     if stock_method_of(layers) != "esm":
         return "fixed depth"
@@ -700,8 +703,6 @@ def _harmonisation_section(inp: ReportInputs) -> str:
 def _esm_part(inp: ReportInputs) -> str:
     """Equivalent soil mass: what it served, why rows stayed on fixed depth, and how much the
     frequentist rates and turning points move (ESM data only)."""
-    from bayes_soil.frequentist.stock_shift import shift_summary
-
     rep = getattr(inp.harmonised, "report", {}) or {}
     esm = rep.get("esm")
     if not esm:
@@ -739,8 +740,6 @@ def _esm_part(inp: ReportInputs) -> str:
 
 
 def _table1_section(inp: ReportInputs) -> str:
-    from bayes_soil.frequentist.kruskal import FACTORS
-
     kr = inp.freq.get("kruskal")
     if kr is None or len(kr) == 0:
         return "<p>No Kruskal-Wallis table (frequentist results missing).</p>"
@@ -957,8 +956,6 @@ def _years_to_gain(dt: xr.DataTree, hdi_prob: float) -> str:
     if "years_to_gain" not in dt["posterior"].data_vars:
         return ""
     try:
-        from bayes_soil.posterior import years_to_gain_table
-
         tab = years_to_gain_table(dt, hdi_prob)
     except Exception as exc:  # the posterior helper is optional here
         return f"<p class='error'>Years to net gain could not be summarised: {esc(exc)}</p>"
@@ -1209,8 +1206,6 @@ def _provenance_section(inp: ReportInputs) -> str:
             )
     if inp.log:
         out.append("<h3>What this report run did</h3>" + _ul(inp.log, cls="log"))
-    from bayes_soil.fits import library_versions
-
     out.append(
         "<p class='meta'>Libraries used to build this page: "
         + esc(", ".join(f"{k} {v}" for k, v in library_versions().items()))
@@ -1333,8 +1328,6 @@ def write_report(inp: ReportInputs, out: str | Path, *, figure_files: bool = Tru
     """Build the page and write it atomically to ``out``; with ``figure_files`` every figure
     is also written as SVG and 300 dpi PNG to :func:`figures_dir_of` (published with the page,
     or not at all)."""
-    from bayes_soil.io import AtomicOutputs, atomic_path
-
     out = Path(out)
     if not figure_files:
         text = build_html(inp)
