@@ -371,7 +371,7 @@ def _tidy(rows: pd.DataFrame) -> pd.DataFrame:
     return out[list(RESULT_COLUMNS)]
 
 
-# ---- one dataset: simulate, harmonise, fit, score -----------------------------------------------
+# ---- one dataset: simulate, harmonize, fit, score -----------------------------------------------
 def fit_model(model: Any, table: pd.DataFrame, config: CalibrationConfig, seed: int):
     """The fit of one dataset (through ``SoilModel.fit``, the shared fitting path).
 
@@ -390,8 +390,8 @@ def fit_model(model: Any, table: pd.DataFrame, config: CalibrationConfig, seed: 
     )
 
 
-def simulate_and_harmonise(config: CalibrationConfig, seed: int, workdir: str | Path):
-    """Simulate dataset ``seed``, write it and harmonise it as the ``harmonize`` command does.
+def simulate_and_harmonize(config: CalibrationConfig, seed: int, workdir: str | Path):
+    """Simulate dataset ``seed``, write it and harmonize it as the ``harmonize`` command does.
 
     Returns (HarmonizeResult, truth dict).
     """
@@ -407,11 +407,11 @@ def simulate_and_harmonise(config: CalibrationConfig, seed: int, workdir: str | 
 
 
 def run_dataset(config: CalibrationConfig, index: int) -> pd.DataFrame:
-    """Simulate, harmonise, fit and score dataset ``index``: its result rows (a Dask task)."""
+    """Simulate, harmonize, fit and score dataset ``index``: its result rows (a Dask task)."""
     t0 = time.perf_counter()
     seed = config.seeds()[index]
     with tempfile.TemporaryDirectory(prefix="bayes_soil_calibrate_") as tmp:
-        result, truth = simulate_and_harmonise(config, seed, tmp)
+        result, truth = simulate_and_harmonize(config, seed, tmp)
     model = get_model(config.model, config.spec_overrides())
     table = getattr(result, model.table)
     load = os.getloadavg()[0]
@@ -1043,7 +1043,7 @@ def run_sbc(
     out.mkdir(parents=True, exist_ok=True)
     seed = config.seed_start
     with tempfile.TemporaryDirectory(prefix="bayes_soil_sbc_") as tmp:
-        result, _ = simulate_and_harmonise(config, seed, tmp)
+        result, _ = simulate_and_harmonize(config, seed, tmp)
     model = get_model(config.model, config.spec_overrides())
     data = model.prepare(getattr(result, model.table))
     pm_model = model.build(data)

@@ -1,6 +1,6 @@
 """Paper-calibrated simulator of a revegetation chronosequence synthesis, with known truth.
 
-Why: the paper's own table is not public, so every analysis (harmonisation, the frequentist
+Why: the paper's own table is not public, so every analysis (harmonization, the frequentist
 reproduction, the Bayesian models) is checked against data whose generating rates and turning
 points are known. The generative model is the one the hierarchical models assume, so that they
 can recover it:
@@ -23,7 +23,7 @@ several studies and 14% of studies span 2-3 sites. Vegetation is drawn independe
 co-varies with MAP but has no effect of its own, and origin (planted/natural) has no effect.
 
 ``Simulation.true_layers`` holds the latent layer stocks per profile, for checking the
-harmonisation against truth. Everything is synthetic and labelled so: every row's ``source``
+harmonization against truth. Everything is synthetic and labelled so: every row's ``source``
 starts with "synthetic".
 """
 
@@ -175,7 +175,7 @@ class Simulation:
     settings: dict = field(default_factory=dict)
     true_layers: pd.DataFrame | None = None
     """True layer stocks per profile x element x layer (before depth schemes and reporting),
-    keyed like docs/data_format.md section 2; for checking harmonisation against truth."""
+    keyed like docs/data_format.md section 2; for checking harmonization against truth."""
 
 
 def source_label(seed: int, variant: str) -> str:

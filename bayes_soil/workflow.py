@@ -30,7 +30,7 @@ from bayes_soil.errors import InputError
 from bayes_soil.fits import load_fit, read_attrs
 from bayes_soil.frequentist import run_frequentist, write_freq_tables
 from bayes_soil.frequentist.stock_shift import esm_vs_fixed
-from bayes_soil.harmonize import load_harmonised
+from bayes_soil.harmonize import load_harmonized
 from bayes_soil.io import DEMO_OBSERVATIONS, AtomicOutputs, is_demo
 from bayes_soil.models import get_model
 from bayes_soil.report.html import FitRecord, ReportInputs
@@ -81,15 +81,15 @@ def data_label(data: str | Path | None) -> str:
 # frequentist tables
 
 
-def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -> dict:
+def frequentist_tables(harmonized, freq_dir: str | Path | None, log: Callable) -> dict:
     """Reuse the tables in ``freq_dir`` when present, else run ``run_frequentist``."""
     if freq_dir is not None and (Path(freq_dir) / "rates.csv").exists():
         freq_dir = Path(freq_dir)
         recorded = freq_dir_sha256(freq_dir)
-        if recorded is not None and recorded != harmonised.data_sha256:
+        if recorded is not None and recorded != harmonized.data_sha256:
             raise InputError(
                 f"{freq_dir}: these frequentist tables were made from other data (data_sha256 "
-                f"{recorded[:12]}... vs {harmonised.data_sha256[:12]}...); rerun 'freq' or drop "
+                f"{recorded[:12]}... vs {harmonized.data_sha256[:12]}...); rerun 'freq' or drop "
                 "--freq-dir"
             )
         tables = read_freq_tables(freq_dir, required=("rates",))
@@ -97,11 +97,11 @@ def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -
         log(f"reused frequentist tables from {freq_dir}{note}")
         return tables
     log("running the frequentist analysis (OLS rates, Kruskal-Wallis, segmented regression)")
-    result = run_frequentist(harmonised.layers, harmonised.changes)
+    result = run_frequentist(harmonized.layers, harmonized.changes)
     tables = result.tables()
     if freq_dir is not None:
         with AtomicOutputs(freq_dir) as out:
-            write_freq_tables(out, tables, harmonised)
+            write_freq_tables(out, tables, harmonized)
         log(f"wrote the frequentist tables to {freq_dir}")
     return tables
 
@@ -164,16 +164,16 @@ def find_fit(
 
 def run_fit(
     model_name: str,
-    harmonised,
+    harmonized,
     *,
     fits_dir: str | Path,
     quick: bool,
     seed: int | None,
     log: Callable,
 ) -> Path:
-    """Fit ``model_name`` with its default spec on the harmonised data and save it."""
+    """Fit ``model_name`` with its default spec on the harmonized data and save it."""
     model = get_model(model_name)
-    table = getattr(harmonised, getattr(model, "table", "layers"))
+    table = getattr(harmonized, getattr(model, "table", "layers"))
     settings = dict(QUICK_SETTINGS) if quick else {}
     if seed is not None:
         settings["seed"] = seed
@@ -185,15 +185,15 @@ def run_fit(
     t0 = time.perf_counter()
     dt = model.fit(
         table,
-        data_sha256=harmonised.data_sha256,
-        synthetic=harmonised.synthetic,
+        data_sha256=harmonized.data_sha256,
+        synthetic=harmonized.synthetic,
         progressbar=sys.stderr.isatty(),  # the sampler's own progress bar on a terminal
         **settings,
     )
     if quick:
         dt.attrs[QUICK_ATTR] = 1
     store = Path(fits_dir) / "quick" if quick else Path(fits_dir)
-    path = fits.fit_path(model_name, fits.new_run_id(harmonised.data_sha256, fs.seed), store)
+    path = fits.fit_path(model_name, fits.new_run_id(harmonized.data_sha256, fs.seed), store)
     fits.save_fit(dt, path)
     log(
         f"fitted {model_name} in {time.perf_counter() - t0:.0f} s: diagnostics "
@@ -203,7 +203,7 @@ def run_fit(
 
 
 def gather_fits(
-    settings: ReportSettings, harmonised, log: Callable, errors: dict | None = None
+    settings: ReportSettings, harmonized, log: Callable, errors: dict | None = None
 ) -> list:
     """Fits pointed to, then matching fits from the store, then new fits (unless reuse_only).
 
@@ -213,7 +213,7 @@ def gather_fits(
     records: list[FitRecord] = []
     have: set[str] = set()
     for p in settings.fit_paths:
-        dt = load_fit(p, expected_sha256=harmonised.data_sha256)
+        dt = load_fit(p, expected_sha256=harmonized.data_sha256)
         records.append(FitRecord(dt, str(p), "given"))
         have.add(str(dt.attrs.get("model", "")))
         log(f"using the fit given: {p} ({dt.attrs.get('model')})")
@@ -223,7 +223,7 @@ def gather_fits(
         path = find_fit(
             settings.fits_dir,
             model,
-            harmonised.data_sha256,
+            harmonized.data_sha256,
             allow_quick=settings.quick,
             log=log,
             spec_json=get_model(model).spec_json(),
@@ -239,7 +239,7 @@ def gather_fits(
             try:
                 path = run_fit(
                     model,
-                    harmonised,
+                    harmonized,
                     fits_dir=settings.fits_dir,
                     quick=settings.quick,
                     seed=settings.seed,
@@ -257,7 +257,7 @@ def gather_fits(
             origin = "run now"
         else:
             log(f"reused {model} fit {path}")
-        dt = load_fit(path, expected_sha256=harmonised.data_sha256)
+        dt = load_fit(path, expected_sha256=harmonized.data_sha256)
         records.append(FitRecord(dt, str(path), origin))
     for r in records:
         fit_kind(r.dt)  # refuse a fit with nothing to report early, with its name
@@ -286,15 +286,15 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     """Run or reuse every step and return ``html.ReportInputs``."""
     log = progress or Progress()
     label = data_label(settings.data)
-    log(f"loading and harmonising {label}")
-    harmonised = load_harmonised(settings.data)
+    log(f"loading and harmonizing {label}")
+    harmonized = load_harmonized(settings.data)
     log(
-        f"{len(harmonised.layers)} layer rows, {len(harmonised.changes)} change rows"
-        + (" (SYNTHETIC)" if harmonised.synthetic else "")
+        f"{len(harmonized.layers)} layer rows, {len(harmonized.changes)} change rows"
+        + (" (SYNTHETIC)" if harmonized.synthetic else "")
     )
-    freq = frequentist_tables(harmonised, settings.freq_dir, log)
+    freq = frequentist_tables(harmonized, settings.freq_dir, log)
     fit_errors: dict[str, str] = {}
-    fit_records = gather_fits(settings, harmonised, log, fit_errors)
+    fit_records = gather_fits(settings, harmonized, log, fit_errors)
     comparison = None
     if fit_records:
         log("comparing posterior and frequentist estimates")
@@ -308,13 +308,13 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     quick = any(int(r.dt.attrs.get(QUICK_ATTR, 0) or 0) for r in fit_records)
     calibration = calibration_table(settings.calibration_dirs, log)
     stock_shift = None
-    if harmonised.stock_method == "esm":
+    if harmonized.stock_method == "esm":
         log("frequentist rates and turning points on the fixed-depth twin (ESM vs fixed)")
-        stock_shift = esm_vs_fixed(harmonised.layers, harmonised.changes, freq)
+        stock_shift = esm_vs_fixed(harmonized.layers, harmonized.changes, freq)
     return ReportInputs(
         stock_shift=stock_shift,
         calibration=calibration,
-        harmonised=harmonised,
+        harmonized=harmonized,
         freq=freq,
         fits=fit_records,
         comparison=comparison,

@@ -188,7 +188,7 @@ def fake_pipeline(monkeypatch):
         calls.append(seed)
         return _fake_hier_fit(shift=0.3, seed=seed, n_draws=100)
 
-    monkeypatch.setattr(cal, "simulate_and_harmonise", fake_sim)
+    monkeypatch.setattr(cal, "simulate_and_harmonize", fake_sim)
     monkeypatch.setattr(cal, "fit_model", fake_fit)
     return calls
 
@@ -311,7 +311,7 @@ def test_sbc_with_simuk_on_a_toy_model(tmp_path, monkeypatch):
     monkeypatch.setattr(cal, "get_model", lambda name, spec=None: Toy())
     monkeypatch.setattr(
         cal,
-        "simulate_and_harmonise",
+        "simulate_and_harmonize",
         lambda config, seed, workdir: (SimpleNamespace(layers=None), TRUTH),
     )
     cfg = cal.CalibrationConfig(model="hier_rates", datasets=1, seed_start=3)

@@ -108,9 +108,9 @@ def _finite_logp(model) -> None:
 
 @pytest.fixture(scope="module")
 def demo():
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
 
-    return load_harmonised(None)
+    return load_harmonized(None)
 
 
 @pytest.mark.model

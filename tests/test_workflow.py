@@ -8,12 +8,12 @@ import re
 
 import pandas as pd
 import pytest
-from report_fakes import fake_breakpoints_fit, fake_freq_tables, fake_harmonised, fake_rates_fit
+from report_fakes import fake_breakpoints_fit, fake_freq_tables, fake_harmonized, fake_rates_fit
 
 from bayes_soil import workflow
 from bayes_soil.cli import main
 from bayes_soil.fits import save_fit
-from bayes_soil.harmonize import load_harmonised, write_harmonised
+from bayes_soil.harmonize import load_harmonized, write_harmonized
 
 
 def _no_figures(make, caption, alt):
@@ -28,10 +28,10 @@ def no_figures(monkeypatch):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A harmonised folder, a freq folder and a fit store holding fits of that data and others."""
+    """A harmonized folder, a freq folder and a fit store holding fits of that data and others."""
     root = tmp_path_factory.mktemp("pipe")
-    write_harmonised(fake_harmonised(), root / "harm")
-    sha = load_harmonised(root / "harm").data_sha256
+    write_harmonized(fake_harmonized(), root / "harm")
+    sha = load_harmonized(root / "harm").data_sha256
     freq = root / "freq"
     freq.mkdir()
     for name, df in fake_freq_tables().items():
@@ -248,7 +248,7 @@ def test_missing_freq_tables_are_computed_and_written(store, tmp_path, no_figure
 
 @pytest.mark.slow
 def test_quick_report_of_a_small_simulated_dataset(tmp_path):
-    """The whole analysis from observations: harmonise, freq, both fits (quick), compare,
+    """The whole analysis from observations: harmonize, freq, both fits (quick), compare,
     page; then a second run reuses everything and samples nothing."""
     from bayes_soil.simulate import simulate, write_simulation
 
@@ -286,7 +286,7 @@ def test_a_fit_that_crashes_is_reported_not_lost(store, tmp_path, no_figures, mo
     shutil.copy(store["new"], fits / "hier_rates" / "new.nc")
     calls = []
 
-    def boom(model, harmonised, **kw):
+    def boom(model, harmonized, **kw):
         calls.append(model)
         raise RuntimeError("sampler exploded")
 

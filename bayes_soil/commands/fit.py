@@ -1,4 +1,4 @@
-"""``fit``: sample a Bayesian model on harmonised data and store the fit under fits/."""
+"""``fit``: sample a Bayesian model on harmonized data and store the fit under fits/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ HELP = (
 )
 EXAMPLE = "python -m bayes_soil fit --model hier_rates --element both --chains 4 --draws 1000"
 DATA_HELP = (
-    "observations file (harmonised first) or a folder holding layers.csv and changes.csv "
+    "observations file (harmonized first) or a folder holding layers.csv and changes.csv "
     "(used as is); default: the bundled SYNTHETIC demo dataset"
 )
 
@@ -171,15 +171,15 @@ def run(args: argparse.Namespace) -> int:
 
     from bayes_soil import fits
     from bayes_soil.errors import DiagnosticsError
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
     from bayes_soil.io import SYNTHETIC_LABEL
     from bayes_soil.models import get_model
     from bayes_soil.posterior import main_quantities
 
     console = Console(stderr=True)
     model = get_model(args.model, _spec_overrides(args))
-    with console.status("loading and harmonising the data..."):
-        data = load_harmonised(args.data)
+    with console.status("loading and harmonizing the data..."):
+        data = load_harmonized(args.data)
     table = getattr(data, model.table)
     if data.synthetic:
         console.print(f"[bold red]{SYNTHETIC_LABEL}[/]")
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         f"(elements {model.spec['data']['elements']}); compiling, then sampling..."
     )
     dt = model.fit(
-        data,  # the harmonised result: the model takes its table, and the data identity
+        data,  # the harmonized result: the model takes its table, and the data identity
         progressbar=not args.quiet,
         sampler=args.sampler,
         chains=args.chains,

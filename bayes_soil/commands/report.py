@@ -14,7 +14,7 @@ EXAMPLE = "python -m bayes_soil report --out report.html   # the whole demo anal
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_argument(
         parser,
-        help="observations file or a harmonised folder (layers.csv, changes.csv); default: the "
+        help="observations file or a harmonized folder (layers.csv, changes.csv); default: the "
         "bundled SYNTHETIC demo dataset",
     )
     parser.add_argument(

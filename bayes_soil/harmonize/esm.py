@@ -367,7 +367,7 @@ def fixed_depth_twin(layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     ESM keeps every fixed-depth stock in ``fixed_stock_mg_ha`` and the rows are the fixed-depth
     ones, so this is exactly what ``harmonize --stocks fixed`` gives (same data identity; a
-    test checks it), without harmonising again.
+    test checks it), without harmonizing again.
     """
     fixed = layers.assign(stock_mg_ha=layers["fixed_stock_mg_ha"]).drop(
         columns=[c for c in ESM_COLUMNS if c in layers.columns]
