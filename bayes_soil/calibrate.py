@@ -43,7 +43,12 @@ import numpy as np
 import pandas as pd
 
 from bayes_soil.errors import InputError
+from bayes_soil.io import atomic_path
+from bayes_soil.models import REGISTRY, get_model
+from bayes_soil.models.base import deep_merge
 from bayes_soil.schema import DRIVERS, ELEMENTS, LAYERS, STAGES, TOTAL_LAYER, chosen
+from bayes_soil.simulate import VARIANTS, demo_settings, simulate, write_simulation
+from bayes_soil.validate import load_observations
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -112,8 +117,6 @@ class CalibrationConfig:
     spec: dict = field(default_factory=dict)  # user spec overrides (--spec TOML)
 
     def validate(self) -> None:
-        from bayes_soil.simulate import VARIANTS
-
         if self.model not in MODELS:
             raise InputError(f"unknown model {self.model!r}; calibrate knows {', '.join(MODELS)}")
         if self.variant not in VARIANTS:
@@ -139,8 +142,6 @@ class CalibrationConfig:
 
     def spec_overrides(self) -> dict:
         """The model spec: the user's overrides, then element/driver choices."""
-        from bayes_soil.models.base import deep_merge
-
         spec = deep_merge(self.spec, {})
         data = spec.setdefault("data", {})
         data["elements"] = chosen(self.element, ELEMENTS)
@@ -160,8 +161,6 @@ class CalibrationConfig:
 
 def demo_seed() -> int:
     """The bundled demo's simulator seed (calibration datasets must differ from it)."""
-    from bayes_soil.simulate import demo_settings
-
     return int(demo_settings()["seed"])
 
 
@@ -372,7 +371,7 @@ def _tidy(rows: pd.DataFrame) -> pd.DataFrame:
     return out[list(RESULT_COLUMNS)]
 
 
-# ---- one dataset: simulate, harmonise, fit, score -----------------------------------------------
+# ---- one dataset: simulate, harmonize, fit, score -----------------------------------------------
 def fit_model(model: Any, table: pd.DataFrame, config: CalibrationConfig, seed: int):
     """The fit of one dataset (through ``SoilModel.fit``, the shared fitting path).
 
@@ -391,14 +390,14 @@ def fit_model(model: Any, table: pd.DataFrame, config: CalibrationConfig, seed: 
     )
 
 
-def simulate_and_harmonise(config: CalibrationConfig, seed: int, workdir: str | Path):
-    """Simulate dataset ``seed``, write it and harmonise it as the ``harmonize`` command does.
+def simulate_and_harmonize(config: CalibrationConfig, seed: int, workdir: str | Path):
+    """Simulate dataset ``seed``, write it and harmonize it as the ``harmonize`` command does.
 
     Returns (HarmonizeResult, truth dict).
     """
+    # imported here, not at the top: harmonize loads scipy, and the CLI imports this module
+    # while it builds --help
     from bayes_soil.harmonize import harmonize
-    from bayes_soil.simulate import simulate, write_simulation
-    from bayes_soil.validate import load_observations
 
     sim = simulate(seed=seed, variant=config.variant, scale=config.scale)
     obs_path, _ = write_simulation(sim, workdir)
@@ -408,13 +407,11 @@ def simulate_and_harmonise(config: CalibrationConfig, seed: int, workdir: str | 
 
 
 def run_dataset(config: CalibrationConfig, index: int) -> pd.DataFrame:
-    """Simulate, harmonise, fit and score dataset ``index``: its result rows (a Dask task)."""
-    from bayes_soil.models import get_model
-
+    """Simulate, harmonize, fit and score dataset ``index``: its result rows (a Dask task)."""
     t0 = time.perf_counter()
     seed = config.seeds()[index]
     with tempfile.TemporaryDirectory(prefix="bayes_soil_calibrate_") as tmp:
-        result, truth = simulate_and_harmonise(config, seed, tmp)
+        result, truth = simulate_and_harmonize(config, seed, tmp)
     model = get_model(config.model, config.spec_overrides())
     table = getattr(result, model.table)
     load = os.getloadavg()[0]
@@ -465,8 +462,6 @@ def finished_datasets(out_dir: str | Path, config: CalibrationConfig) -> list[in
 
 def write_result(rows: pd.DataFrame, path: Path) -> None:
     """Write one dataset's rows atomically (temp file + rename)."""
-    from bayes_soil.io import atomic_path
-
     with atomic_path(path) as tmp:
         rows.to_csv(tmp, index=False)
 
@@ -515,8 +510,6 @@ def run_calibration(
     are written.
     """
     import traceback
-
-    from bayes_soil.io import atomic_path
 
     config.validate()
     out = Path(out_dir)
@@ -821,8 +814,6 @@ def config_from_dict(d: dict) -> CalibrationConfig:
 
 def model_spec_json(model: str | None, overrides: dict) -> str | None:
     """The merged spec JSON a fit with these overrides would store (``spec`` attribute)."""
-    from bayes_soil.models import REGISTRY, get_model
-
     if model not in REGISTRY:
         return None
     return get_model(model, overrides).spec_json()
@@ -837,8 +828,6 @@ def write_outputs(
     figures: bool = True,
 ) -> list[Path]:
     """calibration.csv / .parquet, summary.json / .md and the figures, each atomically."""
-    from bayes_soil.io import atomic_path
-
     out = Path(out_dir)
     files = []
     with atomic_path(out / "calibration.csv") as tmp:
@@ -888,8 +877,6 @@ def write_figures(table: pd.DataFrame, fig_dir: Path, config: CalibrationConfig)
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "png"):
         matplotlib.use("Agg", force=True)
-    from bayes_soil.io import atomic_path
-
     fig_dir.mkdir(parents=True, exist_ok=True)
     files = []
     made = {
@@ -1051,15 +1038,12 @@ def run_sbc(
         raise InputError("--sbc needs the simuk package: pip install 'bayes_soil[sbc]'") from exc
     from scipy import stats
 
-    from bayes_soil.io import atomic_path
-    from bayes_soil.models import get_model
-
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = config.seed_start
     with tempfile.TemporaryDirectory(prefix="bayes_soil_sbc_") as tmp:
-        result, _ = simulate_and_harmonise(config, seed, tmp)
+        result, _ = simulate_and_harmonize(config, seed, tmp)
     model = get_model(config.model, config.spec_overrides())
     data = model.prepare(getattr(result, model.table))
     pm_model = model.build(data)
@@ -1125,8 +1109,6 @@ def _sbc_figure(ranks, var_names, n_post, fig_dir: Path, config, simulations) ->
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "png"):
         matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-
-    from bayes_soil.io import atomic_path
 
     if not var_names:
         return None

@@ -31,6 +31,9 @@ import xarray as xr
 
 from bayes_soil import schema
 from bayes_soil.errors import InputError
+from bayes_soil.fits import load_fit
+from bayes_soil.io import AtomicOutputs
+from bayes_soil.posterior import break_decision, breakpoints_table, psi_diff_table, rates_table
 
 FREQ_INTERVAL = "OLS 95% CI"
 SEGMENTED_INTERVAL = "segmented psi +- 1.96 SE (Wald 95% CI)"
@@ -173,8 +176,6 @@ def difference_verdict(diff, low, high, threshold) -> pd.Series:
 
 def break_agreement(davies_p: float, p_break: float) -> str:
     """Do segmented regression (Davies p < 0.05) and the model (P(break)) agree on a break?"""
-    from bayes_soil.posterior import break_decision
-
     model = break_decision(p_break) if _is_number(p_break) else ""
     if not _is_number(davies_p) or not np.isfinite(davies_p):
         return f"model: {model}" if model else ""
@@ -276,8 +277,6 @@ def posterior_rates(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.D
     """Posterior rates (``bayes_soil.posterior.rates_table``: ``rate`` plus ``rate_mean`` as
     vegetation ``all``) with ``pooled_mean``, the posterior mean of ``rate_mean`` for the same
     element, stage and layer, against which shrinkage is measured."""
-    from bayes_soil.posterior import rates_table
-
     if "rate" not in dt["posterior"].data_vars:
         raise InputError("fit has no posterior variable 'rate' (not a hier_rates fit)")
     out = rates_table(dt, hdi_prob).copy()
@@ -347,8 +346,6 @@ def posterior_breakpoints(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -
     """Posterior turning points per element x driver x layer
     (``bayes_soil.posterior.breakpoints_table``: P(break), its decision, and psi, k1, k2,
     P(k1 < 0 < k2) given a turning point)."""
-    from bayes_soil.posterior import breakpoints_table
-
     if "psi" not in dt["posterior"].data_vars:
         raise InputError("fit has no posterior variable 'psi' (not a climate_breakpoints fit)")
     out = breakpoints_table(dt, hdi_prob).copy()
@@ -379,8 +376,6 @@ def posterior_breakpoints(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -
 
 def posterior_psi_diff(dt: xr.DataTree, hdi_prob: float = DEFAULT_HDI_PROB) -> pd.DataFrame:
     """psi_C - psi_N per driver x layer (``posterior.psi_diff_table``), when fitted."""
-    from bayes_soil.posterior import psi_diff_table
-
     if "psi_diff" not in dt["posterior"].data_vars:
         return pd.DataFrame()
     out = psi_diff_table(dt, hdi_prob)
@@ -771,8 +766,6 @@ def freq_dir_sha256(freq_dir: str | Path) -> str | None:
 def write_comparison(result: Comparison, out_dir: str | Path) -> list[Path]:
     """Write comparison.csv, breakpoints_comparison.csv, psi_diff.csv and comparison_rules.json
     together (atomically)."""
-    from bayes_soil.io import AtomicOutputs
-
     out_dir = Path(out_dir)
     names = ["comparison.csv", "breakpoints_comparison.csv", "comparison_rules.json"]
     with AtomicOutputs(out_dir) as out:
@@ -787,20 +780,10 @@ def write_comparison(result: Comparison, out_dir: str | Path) -> list[Path]:
 
 def load_fits(paths: Sequence[str | Path]) -> list[xr.DataTree]:
     """Load fits with ``bayes_soil.fits.load_fit`` (which checks provenance)."""
-    try:
-        from bayes_soil.fits import load_fit
-    except ImportError:  # pragma: no cover - fits module not built yet
-        load_fit = None
     out = []
     for p in paths:
         path = Path(p)
         if not path.exists():
             raise InputError(f"{path}: fit file not found")
-        if load_fit is not None:
-            out.append(load_fit(path))
-            continue
-        try:
-            out.append(xr.load_datatree(path, engine="h5netcdf"))
-        except Exception as exc:
-            raise InputError(f"{path}: cannot be read as a fit ({exc})") from exc
+        out.append(load_fit(path))
     return out

@@ -6,8 +6,8 @@ Parquet. Writers never leave a
 half-written file: everything goes to ``.<name>.<pid>-<random>.partial`` beside the target first
 and is renamed at the end; :func:`clean_partials` removes those of writers that died.
 
-A dataset has one identity, :func:`data_identity`: the SHA-256 of its harmonised tables' content
-(layers and changes). ``load_harmonised`` (file, folder or demo), ``harmonize``, ``SoilModel.fit``
+A dataset has one identity, :func:`data_identity`: the SHA-256 of its harmonized tables' content
+(layers and changes). ``load_harmonized`` (file, folder or demo), ``harmonize``, ``SoilModel.fit``
 and every look-up of stored fits compute it with that one function.
 """
 
@@ -46,14 +46,14 @@ def sha256_file(path: str | Path) -> str:
 
 
 # ---- data identity ----------------------------------------------------------------------------
-#: pandas ``DataFrame.attrs`` key under which a harmonised table records the identity of the data
+#: pandas ``DataFrame.attrs`` key under which a harmonized table records the identity of the data
 #: it belongs to (and its own digest, so that a modified copy is not taken for the original)
 IDENTITY_ATTR = "bayes_soil_identity"
 TABLE_ROLES = ("layers", "changes")
 
 
 def table_digest(df: pd.DataFrame) -> str:
-    """SHA-256 of one table's content: its CSV text as ``write_harmonised`` writes it.
+    """SHA-256 of one table's content: its CSV text as ``write_harmonized`` writes it.
 
     CSV text (``index=False``, ``\\n`` line ends, floats in shortest round-trip form) reads back to
     the same text, so a table and the same table written and read again have one digest.
@@ -72,9 +72,9 @@ def _identity_from_digests(digests: dict[str, str | None]) -> str:
 def data_identity(layers: pd.DataFrame | None, changes: pd.DataFrame | None = None) -> str:
     """The identity of a dataset (``data_sha256`` of fits, reports and freq tables).
 
-    SHA-256 over the digests (:func:`table_digest`) of the harmonised layers and changes tables;
+    SHA-256 over the digests (:func:`table_digest`) of the harmonized layers and changes tables;
     a table that is absent (a model fitted on one bare frame) counts as absent, so such a fit
-    never passes for one made from the whole harmonised dataset.
+    never passes for one made from the whole harmonized dataset.
     """
     digests = {
         "layers": None if layers is None else table_digest(layers),
@@ -99,7 +99,7 @@ def stamp_identity(layers: pd.DataFrame, changes: pd.DataFrame) -> str:
 def identity_of_table(df: pd.DataFrame, role: str) -> str:
     """The data identity of one table given alone (``role``: "layers" or "changes").
 
-    The identity of the harmonised data it belongs to when it carries that stamp and is
+    The identity of the harmonized data it belongs to when it carries that stamp and is
     unchanged (its digest still matches); otherwise the identity of this table alone.
     """
     if role not in TABLE_ROLES:
@@ -116,7 +116,7 @@ FIXED_TWIN_ATTR = "bayes_soil_fixed_depth_twin"
 
 
 def stock_method_of(table: pd.DataFrame | None) -> str:
-    """The stock method of a harmonised table: ``esm`` when made by ``harmonize --stocks esm``
+    """The stock method of a harmonized table: ``esm`` when made by ``harmonize --stocks esm``
     (its rows carry ``stock_method``: ``esm``, or ``fixed`` where ESM could not serve the row),
     else ``fixed`` (fixed-depth stocks, the paper's method)."""
     if table is not None and "stock_method" in getattr(table, "columns", ()):
@@ -194,10 +194,8 @@ def _detected(raw: bytes) -> str | None:
     """charset-normalizer's encoding for non-UTF-8 bytes. Short East Asian text often leaves
     several encodings equally clean (GBK bytes read as Korean cp949, say); among those the one
     whose decoded text stays in its own script wins, GB18030 first on a tie."""
-    try:
-        from charset_normalizer import from_bytes
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
+    from charset_normalizer import from_bytes
+
     matches = list(from_bytes(raw))
     if not matches:
         return None

@@ -1,6 +1,6 @@
 """Paper-calibrated simulator of a revegetation chronosequence synthesis, with known truth.
 
-Why: the paper's own table is not public, so every analysis (harmonisation, the frequentist
+Why: the paper's own table is not public, so every analysis (harmonization, the frequentist
 reproduction, the Bayesian models) is checked against data whose generating rates and turning
 points are known. The generative model is the one the hierarchical models assume, so that they
 can recover it:
@@ -23,7 +23,7 @@ several studies and 14% of studies span 2-3 sites. Vegetation is drawn independe
 co-varies with MAP but has no effect of its own, and origin (planted/natural) has no effect.
 
 ``Simulation.true_layers`` holds the latent layer stocks per profile, for checking the
-harmonisation against truth. Everything is synthetic and labelled so: every row's ``source``
+harmonization against truth. Everything is synthetic and labelled so: every row's ``source``
 starts with "synthetic".
 """
 
@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_soil.defaults import DEFAULT_SEED
+from bayes_soil.io import DATASETS_DIR, AtomicOutputs
 from bayes_soil.schema import (
     ALL_VEGETATION,
     ELEMENTS,
@@ -174,7 +175,7 @@ class Simulation:
     settings: dict = field(default_factory=dict)
     true_layers: pd.DataFrame | None = None
     """True layer stocks per profile x element x layer (before depth schemes and reporting),
-    keyed like docs/data_format.md section 2; for checking harmonisation against truth."""
+    keyed like docs/data_format.md section 2; for checking harmonization against truth."""
 
 
 def source_label(seed: int, variant: str) -> str:
@@ -721,8 +722,6 @@ def _total_turning_point(element, climate, variant, unit_map) -> dict:
 
 def write_simulation(sim: Simulation, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``observations.csv`` and ``truth.json`` into ``out_dir`` atomically (both or none)."""
-    from bayes_soil.io import AtomicOutputs
-
     out_dir = Path(out_dir)
     with AtomicOutputs(out_dir) as out:
         out.write_csv(sim.observations, "observations.csv")
@@ -735,8 +734,6 @@ DEMO_SETTINGS_NAME = "demo_synthetic_settings.json"
 
 def demo_settings() -> dict:
     """The generator settings of the bundled demo dataset."""
-    from bayes_soil.io import DATASETS_DIR
-
     return json.loads((DATASETS_DIR / DEMO_SETTINGS_NAME).read_text())
 
 
@@ -758,8 +755,6 @@ def simulate_from_settings(settings: dict) -> Simulation:
 
 def write_demo(directory: str | Path | None = None, **kwargs) -> Simulation:
     """(Re)generate the bundled demo files: observations CSV, truth JSON and settings JSON."""
-    from bayes_soil.io import DATASETS_DIR, AtomicOutputs
-
     directory = Path(directory) if directory is not None else DATASETS_DIR
     sim = simulate(**kwargs)
     with AtomicOutputs(directory) as out:

@@ -5,7 +5,7 @@ copy or raises :class:`ObservationsError` (an ``InputError``, exit code 2) that 
 problem with file, 1-based line, column and value. Checking everything before anything else runs
 means a bad table never produces partial outputs and the user fixes all problems in one pass.
 
-Rows that are valid but carry no C or N quantity are *not* errors here: harmonisation puts them in
+Rows that are valid but carry no C or N quantity are *not* errors here: harmonization puts them in
 its rejection report. :func:`summarize_observations` counts them so ``validate`` can warn.
 """
 

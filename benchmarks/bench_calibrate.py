@@ -1,8 +1,8 @@
 """Wall time of ``calibrate`` with 1 and 2 Dask workers (a block for benchmarks/calibration.md).
 
 Each setting runs the command as users run it (a fresh process: LocalCluster start, simulate,
-harmonise, compile, sample, score, figures) into its own folder, so nothing is resumed. The
-per-fit cost (``dataset_s``: simulate + harmonise + fit + score of one dataset, measured inside
+harmonize, compile, sample, score, figures) into its own folder, so nothing is resumed. The
+per-fit cost (``dataset_s``: simulate + harmonize + fit + score of one dataset, measured inside
 the worker) gives the extrapolation to larger clusters: with W workers and K datasets the wall
 time is about ceil(K / W) x per-fit cost + start-up.
 
@@ -117,7 +117,7 @@ def main() -> None:
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)]
     lines += ["", "## Extrapolation (from the measured per-fit cost)", ""]
     lines.append(
-        f"Per-fit cost (1 worker, mean over datasets): **{per_fit:.0f} s** (simulate + harmonise "
+        f"Per-fit cost (1 worker, mean over datasets): **{per_fit:.0f} s** (simulate + harmonize "
         f"+ fit + score). Wall time with W workers and K datasets ~ ceil(K / W) x per-fit cost "
         "+ start-up (cluster, imports), if each worker has a core of its own."
     )

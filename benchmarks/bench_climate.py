@@ -8,7 +8,7 @@ compilation, sampling, the numpy post-processing and the write):
         --truth /tmp/sim/truth.json
 
 ``--data`` is a folder written by ``harmonize`` (its ``changes.csv``); without it the bundled
-demo is harmonised first (not timed). Prints one JSON record and appends it to
+demo is harmonized first (not timed). Prints one JSON record and appends it to
 ``benchmarks/climate_results.jsonl``: wall and CPU seconds, the load average before and after
 (on a shared machine, a load above the core count inflates the wall time), the diagnostics gate,
 bulk and tail ESS of the sampled parameters and P(break), and per cell P(break) and the 90%
@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--data", default=None, help="harmonised folder (default: the demo)")
+    p.add_argument("--data", default=None, help="harmonized folder (default: the demo)")
     p.add_argument("--driver", default="map_mm", choices=["map_mm", "mat_c", "both"])
     p.add_argument("--element", default="both", choices=["C", "N", "both"])
     p.add_argument("--chains", type=int, default=4)
@@ -48,11 +48,11 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    if args.data is None:  # not timed: the demo's harmonised tables
-        from bayes_soil.harmonize import load_harmonised
+    if args.data is None:  # not timed: the demo's harmonized tables
+        from bayes_soil.harmonize import load_harmonized
 
         t = time.time()
-        changes = load_harmonised(None).changes
+        changes = load_harmonized(None).changes
         harm_s = time.time() - t
     else:
         changes = pd.read_csv(Path(args.data) / "changes.csv")

@@ -1,6 +1,6 @@
 """Coverage of the frequentist 95% intervals on simulator truth (writes freq_coverage.md).
 
-For each seed: simulate (``bayes_soil.simulate``, SYNTHETIC), harmonise as the ``harmonize``
+For each seed: simulate (``bayes_soil.simulate``, SYNTHETIC), harmonize as the ``harmonize``
 command does, run the stage rates and turning points, and ask whether each interval holds the
 simulator's true value:
 
@@ -42,8 +42,8 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().strip()
 
 
-def simulate_harmonise(seed: int, scale: float):
-    """Harmonised layers and changes of simulator seed ``seed`` and its truth."""
+def simulate_harmonize(seed: int, scale: float):
+    """Harmonized layers and changes of simulator seed ``seed`` and its truth."""
     from bayes_soil.harmonize import harmonize
     from bayes_soil.simulate import simulate, write_simulation
     from bayes_soil.validate import load_observations
@@ -99,7 +99,7 @@ def report(rates: pd.DataFrame, bps: pd.DataFrame, args, timing: dict, loads: li
         "interval.",
         "",
         f"Load average (/proc/loadavg) before: `{loads[0]}`; after: `{loads[-1]}`. "
-        f"Time per seed: simulate + harmonise {timing['harm']:.1f} s, rates + bootstrap "
+        f"Time per seed: simulate + harmonize {timing['harm']:.1f} s, rates + bootstrap "
         f"{timing['rates']:.1f} s, turning points + bootstrap {timing['psi']:.1f} s (mean).",
         "",
         "## Stage rates (cells with an OLS slope)",
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     timing = {"harm": 0.0, "rates": 0.0, "psi": 0.0}
     for seed in args.seeds:
         t0 = time.perf_counter()
-        layers, changes, truth = simulate_harmonise(seed, args.scale)
+        layers, changes, truth = simulate_harmonize(seed, args.scale)
         t1 = time.perf_counter()
         rates.append(score_rates(layers, truth, args.B, seed).assign(seed=seed))
         t2 = time.perf_counter()

@@ -1,9 +1,9 @@
 """Sampler speed of the Bayesian models on simulated data at several sizes.
 
-For each model x data size (simulate(scale=...), harmonised first) x sampler, a fresh Python
+For each model x data size (simulate(scale=...), harmonized first) x sampler, a fresh Python
 process imports bayes_soil and fits the model as ``fit`` does (prepare, build, compile, 4
 chains x 1000 draws after 1000 tuning by default, pointwise groups, derived quantities, save),
-so the wall time is what a user waits for ``fit`` (without reading and harmonising the data,
+so the wall time is what a user waits for ``fit`` (without reading and harmonizing the data,
 which is done once beforehand and reported separately). Reported: wall
 time, sampling time, min bulk ESS, ESS per second of wall time, max R-hat, divergences and
 mean leapfrog steps per draw. numpyro is skipped (and said so) when it is not installed.
@@ -75,15 +75,15 @@ print("RESULT " + json.dumps({
 """
 
 
-def harmonised_tables(scale: float, workdir: Path) -> dict[str, Path]:
-    """Simulate at ``scale``, harmonise, and pickle the layers and changes tables."""
+def harmonized_tables(scale: float, workdir: Path) -> dict[str, Path]:
+    """Simulate at ``scale``, harmonize, and pickle the layers and changes tables."""
     from bayes_soil.harmonize import harmonize
     from bayes_soil.simulate import simulate
 
     sim = simulate(scale=scale)
     t = time.time()
     res = harmonize(sim.observations)
-    print(f"scale {scale}: harmonised in {time.time() - t:.1f} s", flush=True)
+    print(f"scale {scale}: harmonized in {time.time() - t:.1f} s", flush=True)
     out = {}
     for name in ("layers", "changes"):
         p = workdir / f"{name}_{scale}.pkl"
@@ -147,7 +147,7 @@ def write_table(rows: list[dict], path: Path) -> None:
         "Produced by `benchmarks/bench_models.py` (4 chains x 1000 draws after 1000 tuning unless "
         "stated). *wall* = a fresh process, import to saved file: import, prepare, build, "
         "compile, sample, pointwise groups, derived quantities and save (the data are "
-        "harmonised beforehand). *ESS/s* = min bulk ESS / wall. *load before* = 1-minute load "
+        "harmonized beforehand). *ESS/s* = min bulk ESS / wall. *load before* = 1-minute load "
         "average when the run started: on the 2-core machine, a load above 2 inflates timings.",
         "",
         head,
@@ -198,7 +198,7 @@ def main() -> int:
     jsonl = HERE / "results.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         for scale in a.scales:
-            tables = harmonised_tables(scale, Path(tmp))
+            tables = harmonized_tables(scale, Path(tmp))
             for case in a.cases:
                 table = tables[(CASES[case][0] == "hier_rates" and "layers") or "changes"]
                 for sampler in samplers:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/esm_vs_fixed.py [--data FILE] [--out benchmarks/esm_vs_fixed.md]
 
-Harmonises the data (default: the bundled SYNTHETIC demo) twice, ``--stocks fixed`` and
+Harmonizes the data (default: the bundled SYNTHETIC demo) twice, ``--stocks fixed`` and
 ``--stocks esm`` (as ``harmonize`` does; the BD cross-validation, which only feeds the report,
 is skipped), runs the frequentist reproduction (``freq``) on each and writes a Markdown table:
 the stage rates (vegetation "all") and the segmented-regression turning points side by side,
@@ -92,7 +92,7 @@ def main() -> None:
         "",
         f"Data: {data_name}. Made by `benchmarks/esm_vs_fixed.py` on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "
-        f"{load_before} before, {load_after} after (2 shared cores); harmonise + freq "
+        f"{load_before} before, {load_after} after (2 shared cores); harmonize + freq "
         f"{timing['fixed']:.1f} s fixed, {timing['esm']:.1f} s ESM, {total:.1f} s in all.",
         "",
         f"ESM served {esm_rep['layer_rows_esm']} of "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a virtual environment (Python 3.12 from .python-version) and run the whole analysis of
-# the bundled SYNTHETIC demo dataset: harmonise, frequentist tables, Bayesian fits, report.html.
+# the bundled SYNTHETIC demo dataset: harmonize, frequentist tables, Bayesian fits, report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(command -v python3.12 || echo python)

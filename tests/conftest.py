@@ -16,10 +16,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _private_harmonise_cache(tmp_path_factory):
-    """Tests use their own disk cache of harmonised inputs, never the user's."""
+def _private_harmonize_cache(tmp_path_factory):
+    """Tests use their own disk cache of harmonized inputs, never the user's."""
     old = os.environ.get("BAYES_SOIL_CACHE")
-    os.environ["BAYES_SOIL_CACHE"] = str(tmp_path_factory.mktemp("harmonise_cache"))
+    os.environ["BAYES_SOIL_CACHE"] = str(tmp_path_factory.mktemp("harmonize_cache"))
     yield
     if old is None:
         os.environ.pop("BAYES_SOIL_CACHE", None)

@@ -1,6 +1,6 @@
 """Fake inputs for the compare/report tests: posteriors with the contract's names, dims and
 attributes (built with ``arviz_base.from_dict``), frequentist tables with docs/data_format.md
-section 4 columns, and a harmonised-data stand-in. The numbers are chosen so tests know the
+section 4 columns, and a harmonized-data stand-in. The numbers are chosen so tests know the
 answers."""
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def fake_freq_tables(seed: int = 3) -> dict[str, pd.DataFrame]:
     }
 
 
-def fake_harmonised(seed: int = 4, *, synthetic: bool = True) -> SimpleNamespace:
+def fake_harmonized(seed: int = 4, *, synthetic: bool = True) -> SimpleNamespace:
     """A HarmonizeResult stand-in: layers, changes, rejected, report, synthetic, data_sha256."""
     rng = np.random.default_rng(seed)
     rows, changes = [], []
@@ -467,7 +467,7 @@ def fake_harmonised(seed: int = 4, *, synthetic: bool = True) -> SimpleNamespace
 def fake_report_inputs(
     *, synthetic: bool = True, failed_breakpoints: bool = False, quick: bool = False
 ):
-    """ReportInputs built from the fakes above (no sampling, no harmonising)."""
+    """ReportInputs built from the fakes above (no sampling, no harmonizing)."""
     from bayes_soil.compare import compare
     from bayes_soil.report.html import FitRecord, ReportInputs
 
@@ -483,11 +483,11 @@ def fake_report_inputs(
         FitRecord(bp_fit, "fits/climate_breakpoints/fake.nc", "reused from the store"),
     ]
     return ReportInputs(
-        harmonised=fake_harmonised(synthetic=synthetic),
+        harmonized=fake_harmonized(synthetic=synthetic),
         freq=freq,
         fits=fits,
         comparison=compare([f.dt for f in fits], freq),
-        data_label="fake harmonised data",
+        data_label="fake harmonized data",
         quick=quick,
         log=["reused fake fits"],
     )

@@ -1,5 +1,5 @@
 """Slow tier plumbing check: posterior ``rate_mean`` agrees in sign and rough size with the OLS
-stage slopes where those are well determined (same harmonised rows on both sides).
+stage slopes where those are well determined (same harmonized rows on both sides).
 
 Not a requirement of equality: OLS pools studies naively within a stage while the hierarchical
 model uses within-chronosequence contrasts, so only clear cells are compared.
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from bayes_soil.frequentist.rates import stage_rates
-from bayes_soil.harmonize import load_harmonised
+from bayes_soil.harmonize import load_harmonized
 from bayes_soil.models import get_model
 
 pytestmark = pytest.mark.slow
 
 
 def test_rate_mean_agrees_with_clear_ols_slopes():
-    layers = load_harmonised(None).layers  # the demo: enough rows for clear OLS cells
+    layers = load_harmonized(None).layers  # the demo: enough rows for clear OLS cells
     c_layers = layers[layers["element"] == "C"]
     model = get_model("hier_rates", {"data": {"elements": ["C"]}})
     dt = model.fit(c_layers, seed=1, chains=2, draws=300, tune=300, progressbar=False)

@@ -188,7 +188,7 @@ def fake_pipeline(monkeypatch):
         calls.append(seed)
         return _fake_hier_fit(shift=0.3, seed=seed, n_draws=100)
 
-    monkeypatch.setattr(cal, "simulate_and_harmonise", fake_sim)
+    monkeypatch.setattr(cal, "simulate_and_harmonize", fake_sim)
     monkeypatch.setattr(cal, "fit_model", fake_fit)
     return calls
 
@@ -292,8 +292,6 @@ def test_sbc_with_simuk_on_a_toy_model(tmp_path, monkeypatch):
     pytest.importorskip("simuk")
     import pymc as pm
 
-    from bayes_soil import models
-
     class Toy:
         table = "layers"
 
@@ -310,10 +308,10 @@ def test_sbc_with_simuk_on_a_toy_model(tmp_path, monkeypatch):
         def settings(self, **kw):
             return SimpleNamespace(sampler="pymc", chains=1, draws=60, tune=60)
 
-    monkeypatch.setattr(models, "get_model", lambda name, spec=None: Toy())
+    monkeypatch.setattr(cal, "get_model", lambda name, spec=None: Toy())
     monkeypatch.setattr(
         cal,
-        "simulate_and_harmonise",
+        "simulate_and_harmonize",
         lambda config, seed, workdir: (SimpleNamespace(layers=None), TRUTH),
     )
     cfg = cal.CalibrationConfig(model="hier_rates", datasets=1, seed_start=3)
@@ -329,7 +327,7 @@ def test_report_shows_a_calibration_folder(tmp_path, fake_pipeline):
     from report_fakes import fake_report_inputs
 
     from bayes_soil.report.html import build_html
-    from bayes_soil.report.pipeline import calibration_table
+    from bayes_soil.workflow import calibration_table
 
     out = tmp_path / "calib"
     argv = ["calibrate", "--model", "hier_rates", "--datasets", "2", "--workers", "0"]

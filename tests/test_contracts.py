@@ -24,7 +24,7 @@ from bayes_soil.cli import build_parser, main
 from bayes_soil.commands.fit import _spec_overrides
 from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.errors import InputError
-from bayes_soil.harmonize import harmonize, load_harmonised, write_harmonised
+from bayes_soil.harmonize import harmonize, load_harmonized, write_harmonized
 from bayes_soil.models import REGISTRY, get_model
 from bayes_soil.models.base import FitSettings, check_spec_keys
 from bayes_soil.simulate import simulate, write_simulation
@@ -228,7 +228,7 @@ def small_csv(tmp_path_factory) -> Path:
 
 
 def test_one_data_identity_for_the_python_api_the_cli_and_the_report(small_csv, tmp_path):
-    # the Python API: harmonise a frame, fit either table (or the whole result)
+    # the Python API: harmonize a frame, fit either table (or the whole result)
     api = harmonize(load_observations(small_csv))
     expected = io.data_identity(api.layers, api.changes)
     assert api.data_sha256 == expected
@@ -237,16 +237,16 @@ def test_one_data_identity_for_the_python_api_the_cli_and_the_report(small_csv, 
         model = get_model(name)
         routes[f"{name}: table"] = model.resolve_data(getattr(api, model.table))[1]
         routes[f"{name}: result"] = model.resolve_data(api)[1]
-    # the CLI / report: load_harmonised on the file, and on the folder 'harmonize' wrote
-    routes["fit --data FILE"] = load_harmonised(small_csv).data_sha256
+    # the CLI / report: load_harmonized on the file, and on the folder 'harmonize' wrote
+    routes["fit --data FILE"] = load_harmonized(small_csv).data_sha256
     out = tmp_path / "harm"
     assert main(["harmonize", "--data", str(small_csv), "--out", str(out)]) == 0
-    routes["fit --data FOLDER"] = load_harmonised(out).data_sha256
+    routes["fit --data FOLDER"] = load_harmonized(out).data_sha256
     routes["harmonize_report.json"] = json.loads((out / "harmonize_report.json").read_text())[
         "data_sha256"
     ]
     assert routes == dict.fromkeys(routes, expected)
-    # a changed table is not taken for the harmonised data it came from
+    # a changed table is not taken for the harmonized data it came from
     model = get_model("hier_rates")
     c_only = api.layers[api.layers["element"] == "C"]
     assert model.resolve_data(c_only)[1] != expected
@@ -261,9 +261,9 @@ def test_one_data_identity_for_the_python_api_the_cli_and_the_report(small_csv, 
 
 
 def test_identity_survives_writing_and_reading_the_tables(small_csv, tmp_path):
-    res = load_harmonised(small_csv)
-    write_harmonised(res, tmp_path)
-    back = load_harmonised(tmp_path)
+    res = load_harmonized(small_csv)
+    write_harmonized(res, tmp_path)
+    back = load_harmonized(tmp_path)
     assert io.table_digest(back.layers) == io.table_digest(res.layers)
     assert io.table_digest(back.changes) == io.table_digest(res.changes)
     assert back.data_sha256 == res.data_sha256
@@ -273,13 +273,13 @@ def test_identity_survives_writing_and_reading_the_tables(small_csv, tmp_path):
 
 
 def test_identity_is_the_same_in_every_process(small_csv):
-    """The harmonised tables are the same to the last bit in every run (the forest predicts
+    """The harmonized tables are the same to the last bit in every run (the forest predicts
     with one thread), so their hash names the data in any later process."""
     code = (
         "import sys\n"
-        "from bayes_soil.harmonize import bulk_density, load_harmonised\n"
+        "from bayes_soil.harmonize import bulk_density, load_harmonized\n"
         "bulk_density.PARALLEL_ROWS = 0  # two threads even on this small table\n"
-        "print(load_harmonised(sys.argv[1]).data_sha256)\n"
+        "print(load_harmonized(sys.argv[1]).data_sha256)\n"
     )
     runs = [
         subprocess.run(

@@ -202,7 +202,7 @@ def test_rows_esm_cannot_serve_keep_fixed_depth_with_a_reason():
 
 def test_esm_folder_round_trip_and_cli(tmp_path, capsys):
     from bayes_soil.cli import main
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
 
     obs = make_obs(
         rows(0, [(0, 20, 1.2, 10.0), (20, 100, 1.2, 10.0), (100, 200, 1.2, 10.0)])
@@ -215,12 +215,12 @@ def test_esm_folder_round_trip_and_cli(tmp_path, capsys):
     assert "stock method: esm" in capsys.readouterr().out
     rep = json.loads((out / "harmonize_report.json").read_text())
     assert rep["stock_method"] == rep["settings"]["stock_method"] == "esm"
-    back = load_harmonised(out)
+    back = load_harmonized(out)
     assert back.stock_method == "esm" and stock_method_of(back.layers) == "esm"
     assert back.layers["stock_method"].map(type).eq(str).all()
-    direct = load_harmonised(src, stock_method="esm")
+    direct = load_harmonized(src, stock_method="esm")
     assert direct.data_sha256 == back.data_sha256 == rep["data_sha256"]
-    assert direct.data_sha256 != load_harmonised(src).data_sha256
+    assert direct.data_sha256 != load_harmonized(src).data_sha256
 
 
 # ---- (d) the simulator's truth ----------------------------------------------------------
@@ -272,12 +272,12 @@ def test_report_header_and_provenance_state_the_stock_method():
 
     inp = fake_report_inputs()
     assert "stocks: <span id='stock-method'>fixed depth</span>" in _header(inp)
-    lay = inp.harmonised.layers
-    inp.harmonised.layers = lay.assign(
+    lay = inp.harmonized.layers
+    inp.harmonized.layers = lay.assign(
         stock_method=np.where(np.arange(len(lay)) % 4 == 0, "fixed", "esm"),
         esm_status="ok",
     )
-    n_esm = int((inp.harmonised.layers["stock_method"] == "esm").sum())
+    n_esm = int((inp.harmonized.layers["stock_method"] == "esm").sum())
     text = f"equivalent soil mass (ESM; {n_esm} of {len(lay)} layer rows"
     assert text in _header(inp)
     assert text in _provenance_section(inp)
@@ -325,7 +325,7 @@ def test_freq_provenance_records_the_stock_method(tmp_path):
         assert rec["stock_method"] == method
 
 
-def test_fixed_depth_twin_is_the_fixed_harmonisation(sim_pair):
+def test_fixed_depth_twin_is_the_fixed_harmonization(sim_pair):
     """An ESM result carries its fixed-depth twin exactly: same identity, same freq answers."""
     from bayes_soil.frequentist import run_frequentist
     from bayes_soil.frequentist.stock_shift import esm_vs_fixed, rate_shifts
@@ -349,14 +349,14 @@ def test_fixed_depth_twin_is_the_fixed_harmonisation(sim_pair):
     assert set(shift["breakpoints"]["driver"]) <= {"map_mm", "mat_c"}
 
 
-def test_report_harmonisation_section_shows_the_esm_shift():
+def test_report_harmonization_section_shows_the_esm_shift():
     from report_fakes import fake_report_inputs
 
-    from bayes_soil.report.html import _harmonisation_section
+    from bayes_soil.report.html import _harmonization_section
 
     inp = fake_report_inputs()
-    assert "Stocks on fixed depth" in _harmonisation_section(inp)
-    inp.harmonised.report["esm"] = {
+    assert "Stocks on fixed depth" in _harmonization_section(inp)
+    inp.harmonized.report["esm"] = {
         "method": "cumulative-mass ESM",
         "layer_rows_esm": 7,
         "layer_rows_fixed_fallback": 3,
@@ -378,7 +378,7 @@ def test_report_harmonisation_section_shows_the_esm_shift():
         }
     )
     inp.stock_shift = {"rates": rates, "breakpoints": pd.DataFrame()}
-    html = _harmonisation_section(inp)
+    html = _harmonization_section(inp)
     assert "7 layer rows on ESM, 3 kept on fixed depth" in html
     assert "median shift from fixed depth to ESM was 1.00 SE" in html
     assert "1 sign flip(s), 1 change(s) of significance" in html

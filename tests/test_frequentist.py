@@ -137,8 +137,8 @@ def test_rate_ratios_before_and_after_psi():
 # --- the command ------------------------------------------------------------------------------
 
 
-def _harmonised_dir(tmp_path: Path, name: str = "sim_noturn", synthetic: bool = True) -> Path:
-    d = tmp_path / "harmonised"
+def _harmonized_dir(tmp_path: Path, name: str = "sim_noturn", synthetic: bool = True) -> Path:
+    d = tmp_path / "harmonized"
     d.mkdir(parents=True)
     pd.read_csv(FIX / f"{name}_layers.csv.gz").to_csv(d / "layers.csv", index=False)
     pd.read_csv(FIX / f"{name}_changes.csv.gz").to_csv(d / "changes.csv", index=False)
@@ -147,7 +147,7 @@ def _harmonised_dir(tmp_path: Path, name: str = "sim_noturn", synthetic: bool = 
 
 
 def test_freq_command_writes_tables_equal_to_r(tmp_path, capsys):
-    data = _harmonised_dir(tmp_path)
+    data = _harmonized_dir(tmp_path)
     out = tmp_path / "out"
     assert main(["freq", "--data", str(data), "--out", str(out), "--no-figures"]) == 0
     rates = pd.read_csv(out / "rates.csv")
@@ -180,7 +180,7 @@ def test_freq_command_writes_tables_equal_to_r(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_freq_command_figures_are_labelled(tmp_path):
-    data = _harmonised_dir(tmp_path)
+    data = _harmonized_dir(tmp_path)
     out = tmp_path / "out"
     assert main(["freq", "--data", str(data), "--out", str(out)]) == 0
     svgs = sorted(out.glob("*.svg"))
@@ -192,17 +192,17 @@ def test_freq_command_figures_are_labelled(tmp_path):
 
 
 def test_freq_bad_inputs_exit_2(tmp_path, capsys):
-    data = _harmonised_dir(tmp_path)
+    data = _harmonized_dir(tmp_path)
     (data / "changes.csv").unlink()
     assert main(["freq", "--data", str(data), "--out", str(tmp_path / "o1")]) == 2
     assert "changes.csv" in capsys.readouterr().err
-    data2 = _harmonised_dir(tmp_path / "b")
+    data2 = _harmonized_dir(tmp_path / "b")
     layers = pd.read_csv(data2 / "layers.csv").drop(columns=["stock_mg_ha"])
     layers.to_csv(data2 / "layers.csv", index=False)
     assert main(["freq", "--data", str(data2), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert "layers.csv" in err and "stock_mg_ha" in err
-    data3 = _harmonised_dir(tmp_path / "c")
+    data3 = _harmonized_dir(tmp_path / "c")
     changes = pd.read_csv(data3 / "changes.csv", dtype=str)
     changes.loc[4, "rate_mg_ha_yr"] = "abc"
     changes.to_csv(data3 / "changes.csv", index=False)

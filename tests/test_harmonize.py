@@ -1,4 +1,4 @@
-"""Harmonisation: SOC from SOM, stocks, PTF, layers, coverage, deep fill, stages, changes."""
+"""Harmonization: SOC from SOM, stocks, PTF, layers, coverage, deep fill, stages, changes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bayes_soil.harmonize import harmonize
 from bayes_soil.harmonize.bulk_density import impute_bd, ptf_bd
 from bayes_soil.harmonize.depth import apply_coverage_rule, split_into_layers
-from bayes_soil.harmonize.soc import harmonised_soc
+from bayes_soil.harmonize.soc import harmonized_soc
 from bayes_soil.harmonize.stocks import stock_mg_ha
 from bayes_soil.schema import LAYER_COLUMNS, stage_of
 
@@ -80,7 +80,7 @@ def test_soc_from_som_only_where_soc_missing():
             {"depth_top_cm": 0, "depth_bottom_cm": 20, "stn_g_kg": 1.0},
         ]
     )
-    soc, from_som = harmonised_soc(df)
+    soc, from_som = harmonized_soc(df)
     assert soc.iloc[0] == pytest.approx(11.6)  # 0.58 x 20
     assert soc.iloc[1] == 7.0  # measured SOC wins
     assert math.isnan(soc.iloc[2])
@@ -433,8 +433,8 @@ def test_rf_without_enough_measured_bd_falls_back_to_ptf():
     assert res.report["bulk_density"]["fallbacks"]["rf_untrainable_used_ptf"] == 1
 
 
-def test_harmonised_input_is_cached_on_disk_with_the_same_identity(tmp_path, monkeypatch):
-    """A second process reads the harmonised tables from the disk cache: same identity, no work."""
+def test_harmonized_input_is_cached_on_disk_with_the_same_identity(tmp_path, monkeypatch):
+    """A second process reads the harmonized tables from the disk cache: same identity, no work."""
     from bayes_soil.harmonize import pipeline
 
     monkeypatch.setenv("BAYES_SOIL_CACHE", str(tmp_path / "cache"))
@@ -443,13 +443,28 @@ def test_harmonised_input_is_cached_on_disk_with_the_same_identity(tmp_path, mon
 
     src.write_bytes(DEMO_OBSERVATIONS.read_bytes())
     pipeline._CACHE.clear()
-    first = pipeline.load_harmonised(src)
+    first = pipeline.load_harmonized(src)
     calls = []
     monkeypatch.setattr(pipeline, "harmonize", lambda *a, **k: calls.append(1))
     pipeline._CACHE.clear()  # as in a new process
-    second = pipeline.load_harmonised(src)
+    second = pipeline.load_harmonized(src)
     assert calls == []
     assert second.data_sha256 == first.data_sha256
-    assert len(list((tmp_path / "cache" / "harmonised").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / "harmonized").iterdir())) == 1
     monkeypatch.setenv("BAYES_SOIL_CACHE", "off")
     assert pipeline.disk_cache_dir() is None
+
+
+def test_british_spellings_are_deprecated_aliases(monkeypatch, tmp_path):
+    """load_harmonised / write_harmonised still work, warn, and call the American names."""
+    from bayes_soil import harmonize as h
+    from bayes_soil.harmonize import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "load_harmonized", lambda *a, **k: calls.append(("load", a)))
+    monkeypatch.setattr(pipeline, "write_harmonized", lambda *a, **k: calls.append(("write", a)))
+    with pytest.warns(DeprecationWarning, match="use load_harmonized"):
+        h.load_harmonised("data.csv")
+    with pytest.warns(DeprecationWarning, match="use write_harmonized"):
+        h.write_harmonised("result", tmp_path)
+    assert calls == [("load", ("data.csv",)), ("write", ("result", tmp_path))]

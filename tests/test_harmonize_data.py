@@ -1,4 +1,4 @@
-"""Harmonisation against known truth (simulator), real BD data, and the CLI end to end."""
+"""Harmonization against known truth (simulator), real BD data, and the CLI end to end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bayes_soil.cli import main
-from bayes_soil.harmonize import harmonize, load_harmonised
+from bayes_soil.harmonize import harmonize, load_harmonized
 from bayes_soil.harmonize.bulk_density import score_bd_methods
 from bayes_soil.schema import CHANGE_COLUMNS, LAYER_COLUMNS
 from bayes_soil.simulate import simulate, write_simulation
@@ -114,7 +114,7 @@ def test_bd_methods_on_real_horizons(shared_data, name):
     assert 0.05 < gk["rf"]["rmse"] < 0.5 and 0.05 < gk["ptf"]["rmse"] < 0.5
 
 
-# --- CLI and load_harmonised ----------------------------------------------------------------------
+# --- CLI and load_harmonized ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_cli_end_to_end(small_csv, tmp_path):
     assert rep["synthetic"] is True
     from bayes_soil.io import sha256_file
 
-    # the data identity is that of the harmonised tables; the input file's hash is provenance
+    # the data identity is that of the harmonized tables; the input file's hash is provenance
     assert rep["data_file_sha256"] == sha256_file(small_csv)
     assert rep["settings"]["bd_method"] == "rf"
     cv = rep["bulk_density"]["cv"]
@@ -164,12 +164,12 @@ def test_cli_end_to_end(small_csv, tmp_path):
     used = set(";".join(layers["obs_ids"]).split(";"))
     assert rep["rows"]["input"] == n_input == len(used) + len(rejected)
 
-    # the folder reads back as is; and the file path harmonises with the same result
-    back = load_harmonised(out)
+    # the folder reads back as is; and the file path harmonizes with the same result
+    back = load_harmonized(out)
     assert back.synthetic and len(back.layers) == len(layers)
     assert back.layers["deep_imputed"].dtype == bool
     assert back.layers["study_id"].map(type).eq(str).all()
-    direct = load_harmonised(small_csv)
+    direct = load_harmonized(small_csv)
     assert direct.data_sha256 == rep["data_sha256"] == back.data_sha256
     pd.testing.assert_series_equal(
         direct.layers["stock_mg_ha"], back.layers["stock_mg_ha"], check_exact=False, rtol=1e-9

@@ -1,4 +1,4 @@
-"""Real-data behaviour of harmonise on hand-made tables: rows without a climate driver,
+"""Real-data behaviour of harmonize on hand-made tables: rows without a climate driver,
 study-reference controls, the bulk-density choice, and outputs that are of no use."""
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def test_sklearn_warnings_do_not_reach_the_console(tmp_path, capfd):
 
 
 class _no_warning_check:
-    """Fail when a warning escapes the harmonise call (they belong in the report)."""
+    """Fail when a warning escapes the harmonize call (they belong in the report)."""
 
     def __enter__(self):
         import warnings
@@ -214,7 +214,7 @@ def test_no_changes_exit_2_with_the_reason(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def groa_harmonised(shared_data, tmp_path_factory):
+def groa_harmonized(shared_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("groa_h")
     obs = d / "groa.csv"
     assert main(["import", "groa", str(shared_data / "groa"), "--out", str(obs)]) == 0
@@ -222,8 +222,8 @@ def groa_harmonised(shared_data, tmp_path_factory):
     return json.loads((d / "h" / "harmonize_report.json").read_text()), d
 
 
-def test_groa_rows_controls_and_bd_choice(groa_harmonised):
-    rep, d = groa_harmonised
+def test_groa_rows_controls_and_bd_choice(groa_harmonized):
+    rep, d = groa_harmonized
     # measured on GROA e3c8328: 1,911 observation rows (1,515 before rows without AMT/AMP were
     # kept), changes from both control rules, the forest chosen by study-grouped CV
     assert rep["rows"]["input"] == 1911
@@ -295,7 +295,7 @@ def test_climate_model_counts_rows_without_its_driver():
 
 @pytest.mark.slow
 def test_loess_plateau_subset_runs_every_command(shared_data, tmp_path, capsys):
-    """GROA's Loess Plateau rows (7 studies): import, harmonise, freq and the fits' data
+    """GROA's Loess Plateau rows (7 studies): import, harmonize, freq and the fits' data
     preparation finish; empty cells carry reasons."""
     obs = tmp_path / "groa.csv"
     assert main(["import", "groa", str(shared_data / "groa"), "--out", str(obs)]) == 0
@@ -313,22 +313,22 @@ def test_loess_plateau_subset_runs_every_command(shared_data, tmp_path, capsys):
         empty = t["status"] != "ok"
         assert t.loc[empty, "reason"].notna().all() and (t.loc[empty, "reason"] != "").all()
     from bayes_soil.commands.fit import _data_notes
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
     from bayes_soil.models import REGISTRY
 
-    res = load_harmonised(h)
+    res = load_harmonized(h)
     for name in ("hier_rates", "climate_breakpoints"):
         model = REGISTRY[name]()
         table = getattr(res, model.table)
         assert isinstance(_data_notes(model, table), list)
 
 
-def test_demo_harmonised_by_auto_is_the_forest_and_unchanged():
+def test_demo_harmonized_by_auto_is_the_forest_and_unchanged():
     """auto picks the forest on the SYNTHETIC demo (grouped R^2 0.80 vs 0.74), so its tables and
     data identity are those of --bd-method rf before auto existed."""
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
 
-    res = load_harmonised(None)
+    res = load_harmonized(None)
     choice = res.report["bulk_density"]["choice"]
     assert choice["requested"] == "auto" and choice["chosen"] == "rf"
     assert "control_rule" not in res.changes.columns
@@ -338,12 +338,12 @@ def test_demo_harmonised_by_auto_is_the_forest_and_unchanged():
 def test_report_section_names_missing_drivers_rules_and_bd_choice():
     from types import SimpleNamespace
 
-    from bayes_soil.report.html import _harmonisation_section
+    from bayes_soil.report.html import _harmonization_section
 
     df = _two_site_study("study")
     df.loc[df["site_id"] == "B", "mat_c"] = np.nan
     res = harmonize(df, score_bd=False)
-    page = _harmonisation_section(SimpleNamespace(harmonised=res))
+    page = _harmonization_section(SimpleNamespace(harmonized=res))
     assert "Rows without a climate driver" in page and "mat_c" in page
     assert "study reference 4 rows (1 profiles)" in page
     assert "Method chosen" in page

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,9 +111,9 @@ def _finite_logp(model) -> None:
 
 @pytest.fixture(scope="module")
 def demo():
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
 
-    return load_harmonised(None)
+    return load_harmonized(None)
 
 
 @pytest.mark.model
@@ -426,3 +429,66 @@ def test_climate_numpy_marginal_matches_model_and_p_break():
     w = np.exp(mm["grid"][0, 0] - mm["lse"][0, 0])
     got = np.asarray(pb(point))[0, :, 0]
     np.testing.assert_allclose(got, [1 - w[0].sum(), 1 - w[:, 0].sum()], atol=1e-12)
+
+
+# ---- named variants: the project's models/ folder ----------------------------------------------
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+VARIANT = "hier_rates_origin_contrast"
+
+
+def test_shipped_variant_resolves_for_fit_and_is_listed(tmp_path, monkeypatch, capsys):
+    """`fit --model <variant>`: packaged names first, then ./models/NAME.toml; the variant's
+    entries override the base spec, --spec and flags override the variant; `models` lists it."""
+    from bayes_soil.cli import build_parser
+    from bayes_soil.commands.fit import _spec_overrides
+    from bayes_soil.models.variants import resolve_model
+
+    shutil.copytree(REPO_MODELS, tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    base, variant = resolve_model(VARIANT)
+    assert base == "hier_rates" and variant.path == Path("models") / f"{VARIANT}.toml"
+    assert resolve_model("hier_rates") == ("hier_rates", None)  # packaged name first
+    args = build_parser().parse_args(["fit", "--model", VARIANT, "--element", "C"])
+    spec = _spec_overrides(args)
+    assert spec["structure"] == {"origin": "contrast"} and spec["data"] == {"elements": ["C"]}
+    model = get_model(base, spec)
+    assert model.spec["structure"]["origin"] == "contrast"
+    assert model.spec["structure"]["unit_slopes"] is True  # the rest stays the base's
+    assert model.spec["description"] == variant.description
+    with pytest.raises(InputError, match="climate_breakpoints only"):
+        _spec_overrides(build_parser().parse_args(["fit", "--model", VARIANT, "--no-break"]))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"{VARIANT}: variant of hier_rates" in out
+    assert main(["models", "--spec", VARIANT]) == 0
+    assert 'origin = "contrast"' in capsys.readouterr().out
+
+
+def test_bad_or_unknown_variant_is_an_input_error(tmp_path, monkeypatch):
+    from bayes_soil.models.variants import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="no variants in models/"):
+        resolve_model("nope")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "typo.toml").write_text('model = "hier_rates"\n[structure]\norgin = 1\n')
+    (tmp_path / "models" / "nobase.toml").write_text('[structure]\norigin = "contrast"\n')
+    with pytest.raises(InputError, match=r"typo\.toml: unknown spec key .structure\.orgin."):
+        resolve_model("typo")
+    with pytest.raises(InputError, match=r"nobase\.toml: a model variant names its base model"):
+        resolve_model("nobase")
+    with pytest.raises(InputError, match="variants in models/: nobase, typo"):
+        resolve_model("nope")
+    assert main(["fit", "--model", "nope"]) == 2
+
+
+@pytest.mark.model
+def test_shipped_variant_builds_with_the_origin_contrast(monkeypatch):
+    """The variant's spec reaches the model: its PyMC model has the planted - natural contrast."""
+    from bayes_soil.models.variants import resolve_model
+
+    base, variant = resolve_model(VARIANT, REPO_MODELS)
+    m = get_model(base, {**variant.spec, "data": {"elements": ["C"], "min_rows_per_layer": 3}})
+    model = m.build(m.prepare(make_layers(seed=4, n_studies=6, elements=("C",))))
+    assert "origin_contrast" in model.named_vars
+    _finite_logp(model)

@@ -2,7 +2,7 @@
 
 Kept small (half-size simulations, one element, 500 draws) so the tier stays within minutes
 on 2 cores. The models are fitted on the simulator's latent layer stocks (``true_layers``), so
-these tests check the models, not the harmonisation.
+these tests check the models, not the harmonization.
 """
 
 from __future__ import annotations
@@ -121,9 +121,9 @@ def test_demo_fit_passes_its_gate():
     """As `fit` runs it by default (both elements, MAP + MAT jointly, the spec's sampler
     settings): R-hat <= 1.01, bulk ESS >= 400, 0 divergences; and the demo has no MAT turning
     point, so the joint model must not claim one (P(break) <= 0.5 in every MAT cell)."""
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
 
-    demo = load_harmonised(None)
+    demo = load_harmonized(None)
     dt = get_model("climate_breakpoints").fit(demo.changes, progressbar=False)
     diag = json.loads(dt.attrs["diagnostics"])
     print("demo gate:", diag)
@@ -135,9 +135,9 @@ def test_demo_fit_passes_its_gate():
 
 def test_demo_hier_rates_default_fit_passes_its_gate():
     """hier_rates as `fit` runs it by default (both elements, the spec's sampler settings)."""
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
 
-    dt = get_model("hier_rates").fit(load_harmonised(None), progressbar=False)
+    dt = get_model("hier_rates").fit(load_harmonized(None), progressbar=False)
     diag = json.loads(dt.attrs["diagnostics"])
     print("hier_rates demo gate:", diag)
     assert diag["verdict"] == "pass", diag["problems"]
@@ -159,7 +159,7 @@ def test_same_seed_same_draws_bit_for_bit():
 
 def test_cli_fit_strict_summarize_and_refusal(tmp_path, capsys):
     layers = make_layers(seed=10, n_studies=6)
-    data = tmp_path / "harmonised"
+    data = tmp_path / "harmonized"
     data.mkdir()
     layers.to_csv(data / "layers.csv", index=False)
     changes_from_layers(layers).to_csv(data / "changes.csv", index=False)

@@ -13,7 +13,7 @@ from report_fakes import (
     MISSING_CELL,
     fake_breakpoints_fit,
     fake_freq_tables,
-    fake_harmonised,
+    fake_harmonized,
     fake_rates_fit,
     fake_report_inputs,
 )
@@ -176,7 +176,7 @@ def test_every_figure_names_its_interval_and_says_synthetic(fits_and_tables, nam
     r, b, f, cmp = fits_and_tables
     make = {
         "forest": lambda: pf.forest_rates(cmp.rates, "C", synthetic=True),
-        "fan": lambda: pf.cumulative_change_fan(r, "N", changes=fake_harmonised().changes),
+        "fan": lambda: pf.cumulative_change_fan(r, "N", changes=fake_harmonized().changes),
         "cn": lambda: pf.cn_ratio_posteriors(r, freq_ratios=f["rate_ratios"]),
         "tp": lambda: pf.turning_point_densities(b, freq_breakpoints=f["breakpoints"]),
     }[name]
@@ -255,7 +255,7 @@ def test_page_has_every_section_and_the_rule(page):
     for sid in (
         "findings",
         "data",
-        "harmonisation",
+        "harmonization",
         "table1",
         "frequentist",
         "posterior",
@@ -272,7 +272,7 @@ def test_page_has_every_section_and_the_rule(page):
         and "vegetation x stage groups H" in page
         and "not an interaction test" in page
     )
-    # harmonisation numbers from the report dict (fake: RF R2 0.61 vs PTF 0.32)
+    # harmonization numbers from the report dict (fake: RF R2 0.61 vs PTF 0.32)
     assert "0.610" in page and "0.320" in page
     assert "data:text/csv;base64," in page  # the comparison table travels with the page
 

@@ -6,7 +6,7 @@ import argparse
 import os
 
 HELP = (
-    "calibrate a model: simulate K SYNTHETIC datasets, harmonise, fit and score each against its "
+    "calibrate a model: simulate K SYNTHETIC datasets, harmonize, fit and score each against its "
     "truth (interval coverage, bias, R-hat, ESS, P(break)); in parallel on Dask; resumable"
 )
 EXAMPLE = (

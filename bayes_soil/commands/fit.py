@@ -1,4 +1,4 @@
-"""``fit``: sample a Bayesian model on harmonised data and store the fit under fits/."""
+"""``fit``: sample a Bayesian model on harmonized data and store the fit under fits/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ HELP = (
 )
 EXAMPLE = "python -m bayes_soil fit --model hier_rates --element both --chains 4 --draws 1000"
 DATA_HELP = (
-    "observations file (harmonised first) or a folder holding layers.csv and changes.csv "
+    "observations file (harmonized first) or a folder holding layers.csv and changes.csv "
     "(used as is); default: the bundled SYNTHETIC demo dataset"
 )
 
@@ -39,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bayes_soil.models import REGISTRY
     from bayes_soil.models.base import SAMPLERS
 
-    parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="model name")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME",
+        help=f"a packaged model ({', '.join(sorted(REGISTRY))}) or a variant of one in "
+        "./models/NAME.toml (see 'models')",
+    )
     add_data_argument(parser, help=DATA_HELP)
     parser.add_argument(
         "--element",
@@ -120,17 +126,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec_overrides(args: argparse.Namespace) -> dict:
-    """The user's spec changes: the --spec file first, then the command-line flags given.
+    """The user's spec changes: the variant's (when --model names one in ./models), then the
+    --spec file, then the command-line flags given.
 
     A flag left out leaves the file's entry (or the model's default) alone. Unknown keys in the
-    file are an InputError naming the key and the valid names.
+    files are an InputError naming the key and the valid names.
     """
     from bayes_soil.commands import read_spec_file
     from bayes_soil.errors import InputError
+    from bayes_soil.models.base import deep_merge
+    from bayes_soil.models.variants import resolve_model
     from bayes_soil.schema import DRIVERS, ELEMENTS, chosen
 
-    spec = read_spec_file(args.spec, args.model)
-    climate = args.model == "climate_breakpoints"
+    base, variant = resolve_model(args.model)
+    spec = deep_merge(variant.spec if variant else {}, read_spec_file(args.spec, base))
+    climate = base == "climate_breakpoints"
     if not climate:
         given = [f for f, v in (("--driver", args.driver), ("--no-break", args.no_break)) if v]
         if given:
@@ -171,15 +181,19 @@ def run(args: argparse.Namespace) -> int:
 
     from bayes_soil import fits
     from bayes_soil.errors import DiagnosticsError
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
     from bayes_soil.io import SYNTHETIC_LABEL
     from bayes_soil.models import get_model
+    from bayes_soil.models.variants import resolve_model
     from bayes_soil.posterior import main_quantities
 
     console = Console(stderr=True)
-    model = get_model(args.model, _spec_overrides(args))
-    with console.status("loading and harmonising the data..."):
-        data = load_harmonised(args.data)
+    base, variant = resolve_model(args.model)
+    model = get_model(base, _spec_overrides(args))
+    if variant is not None:
+        console.print(f"model variant {variant.name} ({variant.path}): {base} with its overrides")
+    with console.status("loading and harmonizing the data..."):
+        data = load_harmonized(args.data)
     table = getattr(data, model.table)
     if data.synthetic:
         console.print(f"[bold red]{SYNTHETIC_LABEL}[/]")
@@ -192,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         f"(elements {model.spec['data']['elements']}); compiling, then sampling..."
     )
     dt = model.fit(
-        data,  # the harmonised result: the model takes its table, and the data identity
+        data,  # the harmonized result: the model takes its table, and the data identity
         progressbar=not args.quiet,
         sampler=args.sampler,
         chains=args.chains,
@@ -205,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
     path = fits.fit_path(
         model.name, fits.new_run_id(dt.attrs["data_sha256"], int(dt.attrs["seed"])), args.out
     )
+    if variant is not None:
+        dt.attrs["model_variant"] = variant.name
     fits.save_fit(dt, path)
     diag = fits.diagnostics_of(dt)
     out = Console(width=140)

@@ -12,7 +12,7 @@ HELP = (
 )
 EXAMPLE = "python -m bayes_soil freq --out out/freq"
 DATA_HELP = (
-    "observations file (harmonised first) or a folder holding layers.csv and changes.csv "
+    "observations file (harmonized first) or a folder holding layers.csv and changes.csv "
     "(used as is); default: the bundled SYNTHETIC demo dataset"
 )
 
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bayes_soil.errors import InputError
     from bayes_soil.frequentist import run_frequentist, write_freq_tables
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
     from bayes_soil.io import AtomicOutputs
 
     start = time.perf_counter()
@@ -169,10 +169,10 @@ def run(args: argparse.Namespace) -> int:
     ):
         if b < 0:
             raise InputError(f"{flag} must be 0 (skip) or a positive number of resamples, got {b}")
-    data = load_harmonised(args.data)
+    data = load_harmonized(args.data)
     if data.layers is None or len(data.layers) == 0:
         raise InputError(
-            f"{args.data or 'demo'}: no layer rows after harmonisation; nothing can be computed"
+            f"{args.data or 'demo'}: no layer rows after harmonization; nothing can be computed"
         )
     result = run_frequentist(
         data.layers,

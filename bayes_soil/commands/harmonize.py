@@ -6,9 +6,9 @@ import argparse
 
 from bayes_soil.commands import add_data_argument
 
-HELP = "harmonise observations into 0-20/20-100/100-200/0-200 cm stocks and changes"
+HELP = "harmonize observations into 0-20/20-100/100-200/0-200 cm stocks and changes"
 EXAMPLE = (
-    "python -m bayes_soil harmonize --data my_observations.csv --out out/harmonised [--stocks esm]"
+    "python -m bayes_soil harmonize --data my_observations.csv --out out/harmonized [--stocks esm]"
 )
 
 
@@ -46,12 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Harmonise and write the four outputs; exit 2 with the reason (nothing written) when no
+    """Harmonize and write the four outputs; exit 2 with the reason (nothing written) when no
     row is usable or no change against a year-0 control can be computed."""
     import sys
 
     from bayes_soil.errors import InputError
-    from bayes_soil.harmonize import harmonize, write_harmonised
+    from bayes_soil.harmonize import harmonize, write_harmonized
     from bayes_soil.harmonize.pipeline import empty_result_reason, summary_lines
     from bayes_soil.io import DEMO_OBSERVATIONS, SYNTHETIC_LABEL, sha256_file
     from bayes_soil.validate import load_observations
@@ -71,13 +71,13 @@ def run(args: argparse.Namespace) -> int:
     why = empty_result_reason(result, allow_no_changes=args.allow_no_changes)
     if why:
         raise InputError(f"{path}: {why}; nothing was written")
-    # result.data_sha256 (the data identity) is that of the harmonised tables, as everywhere
+    # result.data_sha256 (the data identity) is that of the harmonized tables, as everywhere
     result.report["data_file"] = str(path)
     result.report["input_notes"] = notes
     result.report["data_file_sha256"] = sha256_file(path)
     if result.synthetic:
         result.report["label"] = SYNTHETIC_LABEL
-    files = write_harmonised(result, args.out)
+    files = write_harmonized(result, args.out)
     rows = result.report["rows"]
     if result.synthetic:
         print(SYNTHETIC_LABEL)

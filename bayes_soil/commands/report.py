@@ -14,7 +14,7 @@ EXAMPLE = "python -m bayes_soil report --out report.html   # the whole demo anal
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_argument(
         parser,
-        help="observations file or a harmonised folder (layers.csv, changes.csv); default: the "
+        help="observations file or a harmonized folder (layers.csv, changes.csv); default: the "
         "bundled SYNTHETIC demo dataset",
     )
     parser.add_argument(
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bayes_soil.report.html import write_report
-    from bayes_soil.report.pipeline import Progress, ReportSettings, prepare_report
+    from bayes_soil.workflow import Progress, ReportSettings, prepare_report
 
     if not 0 < args.hdi_prob < 1:
         from bayes_soil.errors import InputError

@@ -29,12 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def expected_sha(data: str | None) -> str | None:
-    """The SHA-256 the fit must carry when --data is given (as load_harmonised computes it)."""
+    """The SHA-256 the fit must carry when --data is given (as load_harmonized computes it)."""
     if data is None:
         return None
-    from bayes_soil.harmonize import load_harmonised
+    from bayes_soil.harmonize import load_harmonized
 
-    return load_harmonised(data).data_sha256
+    return load_harmonized(data).data_sha256
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ class FrequentistResult:
 
 
 def check_table(df: pd.DataFrame, needs: tuple[str, ...], name: str) -> pd.DataFrame:
-    """Typed copy of a harmonised table; InputError naming the file, line and column when a
+    """Typed copy of a harmonized table; InputError naming the file, line and column when a
     column is missing or a value is not a number."""
     missing = [c for c in needs if c not in df.columns]
     if missing:
@@ -85,13 +85,15 @@ def run_frequentist(
     psi_bootstrap_b: int | None = None,
     seed: int | None = None,
 ) -> FrequentistResult:
-    """All four frequentist tables from the harmonised ``layers`` and ``changes``.
+    """All four frequentist tables from the harmonized ``layers`` and ``changes``.
 
     The R-equal numbers are unchanged; beside them stand the study cluster bootstrap intervals
     of the rates (``bootstrap_b`` resamples, default ``cluster.DEFAULT_B``) and of psi
     (``psi_bootstrap_b``, default ``cluster.DEFAULT_B_PSI``; 0 skips either), seeded by
     ``seed`` (default ``DEFAULT_SEED``).
     """
+    # imported here, not at the top: breakpoints loads scipy.stats (about 1 s), and the CLI
+    # reads cluster's defaults while it builds --help
     from bayes_soil.frequentist import cluster
     from bayes_soil.frequentist.breakpoints import breakpoint_table
     from bayes_soil.frequentist.drivers import driver_columns
@@ -132,7 +134,7 @@ __all__ = ["FrequentistResult", "run_frequentist"]
 PROVENANCE_FILE = "freq_provenance.json"
 
 
-def write_freq_tables(out, tables: dict[str, pd.DataFrame], harmonised) -> None:
+def write_freq_tables(out, tables: dict[str, pd.DataFrame], harmonized) -> None:
     """Stage the freq CSVs and a provenance record (data hash, synthetic flag, stock method:
     ``fixed`` or ``esm``, see ``harmonize --stocks``) in ``out``.
 
@@ -143,9 +145,9 @@ def write_freq_tables(out, tables: dict[str, pd.DataFrame], harmonised) -> None:
         out.write_csv(df, f"{name}.csv")
     out.write_json(
         {
-            "data_sha256": harmonised.data_sha256,
-            "synthetic": bool(harmonised.synthetic),
-            "stock_method": getattr(harmonised, "stock_method", "fixed"),
+            "data_sha256": harmonized.data_sha256,
+            "synthetic": bool(harmonized.synthetic),
+            "stock_method": getattr(harmonized, "stock_method", "fixed"),
         },
         PROVENANCE_FILE,
     )

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_soil.defaults import DEFAULT_SEED
+from bayes_soil.frequentist.segmented import _Profile, psi_bounds
 
 CLUSTER_COLUMN = "study_id"
 DEFAULT_B = 999
@@ -144,8 +145,6 @@ def bootstrap_psi(
     NaN where a resample has fewer than 6 rows or 4 distinct driver values, or where its best
     breakpoint leaves fewer than 2 distinct driver values on one side (``segmented``'s rule).
     """
-    from bayes_soil.frequentist.segmented import _Profile, psi_bounds
-
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     codes, uniq = pd.factorize(np.asarray(cluster, dtype=object))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bayes_soil.frequentist.fieller import INTERVAL as FIELLER_INTERVAL
+from bayes_soil.frequentist.fieller import critical_value, fieller_interval, slope_covariance
 from bayes_soil.schema import ALL_LAYERS, ALL_VEGETATION, ELEMENTS, STAGES, VEGETATION
 
 MIN_N = 3
@@ -153,20 +155,13 @@ def _cell_rows(layers: pd.DataFrame | None, element: str, key) -> pd.DataFrame |
 
 def _fieller_columns(c: pd.Series, n: pd.Series, cells) -> dict:
     """Fieller's interval of k_C / k_N and, where it says so, why the ratio is undefined."""
-    from bayes_soil.frequentist.fieller import (
-        INTERVAL,
-        critical_value,
-        fieller_interval,
-        slope_covariance,
-    )
-
     if cells[0] is None:
         cov, how = 0.0, "C and N rows not given; covariance taken as 0"
     else:
         cov, how = slope_covariance(*cells)
     crit = critical_value(int(min(c["n"], n["n"])) - 2)
     lo, hi, bounded = fieller_interval(c["k"], n["k"], c["se"] ** 2, n["se"] ** 2, cov, crit)
-    row = {"ratio_ci95_low": lo, "ratio_ci95_high": hi, "ratio_interval": INTERVAL}
+    row = {"ratio_ci95_low": lo, "ratio_ci95_high": hi, "ratio_interval": FIELLER_INTERVAL}
     row |= {"cov_kc_kn": cov, "covariance_note": how}
     if n["ci_low"] <= 0 <= n["ci_high"]:
         return row | {"status": "undefined", "reason": "N rate's CI includes 0"}

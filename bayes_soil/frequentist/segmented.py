@@ -22,7 +22,7 @@ papers, not its (GPL) source:
 The bootstrap samples come from numpy, not R's generator, so where the RSS profile has several
 near-equal minima R's restarts may settle in a local one that ours do not. We therefore finish
 with the exact global minimum of the profile RSS (closed form between consecutive distinct x
-values, ``profile_minimum``). Measured against R on 3 x 16 harmonised cells and 200 x-y sets:
+values, ``profile_minimum``). Measured against R on 3 x 16 harmonized cells and 200 x-y sets:
 psi agrees within 1% wherever R reached the global minimum; elsewhere (about 6% of x-y sets,
 mostly with no significant break) R's RSS is the higher one. Where the best breakpoint leaves
 fewer than two distinct x values on one side, R warns "No breakpoint estimated"; so do we.

@@ -1,6 +1,6 @@
 """How much the frequentist answers move between fixed-depth and ESM stocks (issue 14).
 
-From an ESM harmonisation alone: its fixed-depth twin (``harmonize.esm.fixed_depth_twin``,
+From an ESM harmonization alone: its fixed-depth twin (``harmonize.esm.fixed_depth_twin``,
 identical to ``harmonize --stocks fixed``) is analysed beside it, and the stage rates
 (vegetation "all") and segmented-regression turning points are put side by side with their
 shifts. Used by the report (a section when the data are ESM) and ``benchmarks/esm_vs_fixed.py``.
@@ -12,6 +12,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
+from bayes_soil.frequentist import run_frequentist
+from bayes_soil.harmonize.esm import fixed_depth_twin
 
 RATE_SHIFT_COLUMNS = (
     "element",
@@ -69,14 +72,11 @@ def esm_vs_fixed(
     changes: pd.DataFrame,
     esm_freq: Mapping[str, pd.DataFrame] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """``rates`` and ``breakpoints`` shift tables for ESM-harmonised ``layers``/``changes``.
+    """``rates`` and ``breakpoints`` shift tables for ESM-harmonized ``layers``/``changes``.
 
     ``esm_freq``: the frequentist tables already made from these data (``rates``,
     ``breakpoints``); computed when absent. The fixed-depth side is computed from the twin.
     """
-    from bayes_soil.frequentist import run_frequentist
-    from bayes_soil.harmonize.esm import fixed_depth_twin
-
     fixed = run_frequentist(*fixed_depth_twin(layers))
     if esm_freq is None or "rates" not in esm_freq or "breakpoints" not in esm_freq:
         e = run_frequentist(layers, changes)

@@ -51,7 +51,7 @@ PARALLEL_ROWS = 2000
 @contextlib.contextmanager
 def quiet_sklearn(report: dict) -> Iterator[None]:
     """Keep scikit-learn's (and numpy's) warnings off the console; their distinct messages go
-    to ``report["library_warnings"]`` so nothing is hidden from the harmonise report."""
+    to ``report["library_warnings"]`` so nothing is hidden from the harmonize report."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
@@ -127,7 +127,7 @@ def make_forest(seed: int = 0, n_trees: int = N_TREES, n_rows: int = 0):
 
 def forest_predict(forest, x: pd.DataFrame) -> np.ndarray:
     """Predict with one thread: with several, sklearn adds the trees' predictions in the order
-    the threads finish, so the last digits (and the data identity of the harmonised tables, a
+    the threads finish, so the last digits (and the data identity of the harmonized tables, a
     hash of their content) would change from run to run. Fitting stays parallel (each tree has
     its own seed, so the fitted forest does not depend on the threads)."""
     return forest.set_params(n_jobs=1).predict(x)
@@ -245,7 +245,7 @@ def impute_bd(
 ) -> tuple[pd.Series, pd.Series, dict]:
     """BD per row: measured where given, else estimated by ``method`` where ``needs_bd``.
 
-    ``df`` needs ``bd_g_cm3`` and ``soc_g_kg`` (the harmonised SOC, after Eq. 3) plus feature
+    ``df`` needs ``bd_g_cm3`` and ``soc_g_kg`` (the harmonized SOC, after Eq. 3) plus feature
     columns. Fallbacks (counted in the report): with ``ptf``, rows without SOC > 0 get the
     forest's prediction; with ``rf`` and too few measured rows to train, the PTF is used.
     Rows left NaN have no BD and no way to estimate it.

@@ -1,6 +1,6 @@
 """Interval stocks -> standard layers (default 0-20, 20-100, 100-200 cm).
 
-Rules (the harmonise report repeats them):
+Rules (the harmonize report repeats them):
 
 - An interval that straddles a layer boundary is split in proportion to thickness, so the
   summed stock inside the layers equals the interval stocks inside them (mass-conserving).

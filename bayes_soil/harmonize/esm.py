@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
+from bayes_soil.harmonize.changes import compute_changes
+from bayes_soil.harmonize.depth import layer_label
 from bayes_soil.io import stock_method_of
 from bayes_soil.schema import CONTROL_KEYS
 
@@ -181,8 +183,6 @@ def apply_esm(
 
     Returns the layers with ESM stocks and :data:`ESM_COLUMNS`, and a report.
     """
-    from bayes_soil.harmonize.depth import layer_label
-
     boundaries = sorted({float(b) for a, b in layer_bounds} | {float(layer_bounds[0][0])})
     lower = {layer_label(a, b): (float(a), float(b)) for a, b in layer_bounds}
     keys = list(CONTROL_KEYS)
@@ -367,10 +367,8 @@ def fixed_depth_twin(layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     ESM keeps every fixed-depth stock in ``fixed_stock_mg_ha`` and the rows are the fixed-depth
     ones, so this is exactly what ``harmonize --stocks fixed`` gives (same data identity; a
-    test checks it), without harmonising again.
+    test checks it), without harmonizing again.
     """
-    from bayes_soil.harmonize.changes import compute_changes
-
     fixed = layers.assign(stock_mg_ha=layers["fixed_stock_mg_ha"]).drop(
         columns=[c for c in ESM_COLUMNS if c in layers.columns]
     )

@@ -1,4 +1,4 @@
-"""The harmonisation pipeline: observations -> layers, changes, rejected rows and a report.
+"""The harmonization pipeline: observations -> layers, changes, rejected rows and a report.
 
 Steps (each in its own module): SOC from SOM (soc), bulk density where missing
 (bulk_density), interval stocks (stocks), standard layers with the coverage rule (depth),
@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,11 +43,13 @@ from bayes_soil.harmonize.esm import (
     soil_mass_mg_ha,
     stock_method_of,
 )
-from bayes_soil.harmonize.soc import harmonised_soc
+from bayes_soil.harmonize.soc import harmonized_soc
 from bayes_soil.harmonize.stocks import interval_stocks
 from bayes_soil.io import (
     DEMO_OBSERVATIONS,
     FIXED_TWIN_ATTR,
+    AtomicOutputs,
+    data_identity,
     is_synthetic,
     sha256_file,
     stamp_identity,
@@ -60,6 +63,7 @@ from bayes_soil.schema import (
     PROFILE_KEYS,
     stage_of,
 )
+from bayes_soil.validate import load_observations
 
 BD_METHODS = ("rf", "ptf")
 #: ``auto`` picks rf or ptf by study-grouped cross-validation on the data at hand
@@ -87,7 +91,7 @@ REASON_NO_QUANTITY += "stn_stock_mg_ha all missing)"
 
 @dataclass
 class HarmonizeResult:
-    """Output of :func:`harmonize` (and :func:`load_harmonised`).
+    """Output of :func:`harmonize` (and :func:`load_harmonized`).
 
     ``data_sha256`` is the data identity, :func:`bayes_soil.io.data_identity` of ``layers`` and
     ``changes``, computed here (not passed in) and recorded in both tables' ``attrs``, so that a
@@ -221,7 +225,7 @@ def harmonize(
 
     # 1. SOC from SOM (Eq. 3)
     t0 = time.perf_counter()
-    df["soc_g_kg"], from_som = harmonised_soc(df)
+    df["soc_g_kg"], from_som = harmonized_soc(df)
     t0 = tick("soc", t0)
 
     # 2. rows that cannot enter any layer
@@ -466,8 +470,6 @@ def harmonize(
         "timings_s": timings,
     }
     if esm_report is not None:
-        from bayes_soil.io import data_identity
-
         # the identity of the same data on fixed depth, so an ESM result names its twin
         esm_report["fixed_data_sha256"] = data_identity(*fixed_depth_twin(layers))
         report["esm"] = esm_report
@@ -563,7 +565,7 @@ def _missing_drivers(
 
 
 def empty_result_reason(result: HarmonizeResult, allow_no_changes: bool = False) -> str | None:
-    """Why a harmonised result is of no use (no layer row, or no change row unless
+    """Why a harmonized result is of no use (no layer row, or no change row unless
     ``allow_no_changes``), else None."""
     rep = result.report
     rows = rep.get("rows", {})
@@ -592,7 +594,7 @@ def empty_result_reason(result: HarmonizeResult, allow_no_changes: bool = False)
 
 
 def summary_lines(report: dict) -> list[str]:
-    """The console summary of a harmonise report: BD choice, control rules, missing drivers."""
+    """The console summary of a harmonize report: BD choice, control rules, missing drivers."""
     out = []
     choice = report.get("bulk_density", {}).get("choice", {})
     r2 = choice.get("group_cv_r2", {})
@@ -675,10 +677,8 @@ def _explain(
     return out
 
 
-def write_harmonised(result: HarmonizeResult, out_dir: str | Path) -> list[Path]:
+def write_harmonized(result: HarmonizeResult, out_dir: str | Path) -> list[Path]:
     """Write layers.csv, changes.csv, rejected.csv and harmonize_report.json atomically."""
-    from bayes_soil.io import AtomicOutputs
-
     out_dir = Path(out_dir)
     with AtomicOutputs(out_dir) as out:
         out.write_csv(result.layers, "layers.csv")
@@ -743,10 +743,10 @@ CACHE_ENV = "BAYES_SOIL_CACHE"
 
 
 def disk_cache_dir() -> Path | None:
-    """Where harmonised results of input files are kept between runs (None: caching off).
+    """Where harmonized results of input files are kept between runs (None: caching off).
 
     ``$BAYES_SOIL_CACHE`` (``0`` or ``off`` disables it), else ``$XDG_CACHE_HOME/bayes_soil``,
-    else ``~/.cache/bayes_soil``. Harmonising the demo costs seconds (the bulk-density forest
+    else ``~/.cache/bayes_soil``. Harmonizing the demo costs seconds (the bulk-density forest
     and its cross-validation); every ``fit`` and ``report`` would otherwise pay it again.
     """
     import os
@@ -761,7 +761,7 @@ def disk_cache_dir() -> Path | None:
 
 
 def _code_hash() -> str:
-    """Hash of the code that makes harmonised tables, so a changed pipeline never reads old ones."""
+    """Hash of the code that makes harmonized tables, so a changed pipeline never reads old ones."""
     here = Path(__file__).resolve().parent
     pkg = here.parent
     files = sorted(here.glob("*.py")) + [pkg / n for n in ("validate.py", "io.py", "schema.py")]
@@ -775,14 +775,14 @@ def _code_hash() -> str:
 def _disk_cached(
     key_sha: str, bd_method: str, exclude: bool, make, stock_method: str = "fixed"
 ) -> HarmonizeResult:
-    """Read the harmonised folder for this input from the disk cache, or make and store it."""
+    """Read the harmonized folder for this input from the disk cache, or make and store it."""
     root = disk_cache_dir()
     if root is None:
         return make()
     name = f"{key_sha[:20]}-{bd_method}-{int(exclude)}-{_code_hash()}"
     if stock_method != "fixed":
         name += f"-{stock_method}"
-    folder = root / "harmonised" / name
+    folder = root / "harmonized" / name
     if (folder / "layers.csv").exists() and (folder / "changes.csv").exists():
         try:
             return _read_directory(folder)
@@ -795,7 +795,7 @@ def _disk_cached(
 
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        write_harmonised(result, tmp)
+        write_harmonized(result, tmp)
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
@@ -804,29 +804,29 @@ def _disk_cached(
         return result
 
 
-def load_harmonised(
+def load_harmonized(
     data: str | Path | None = None,
     *,
     bd_method: str = DEFAULT_BD_METHOD,
     exclude_deep_imputed: bool = False,
     stock_method: str = "fixed",
 ) -> HarmonizeResult:
-    """Harmonised layers and changes from the demo, an observations file or an output folder.
+    """Harmonized layers and changes from the demo, an observations file or an output folder.
 
     ``None`` -> the bundled SYNTHETIC demo; a directory holding layers.csv and changes.csv ->
     read as written by ``harmonize``; any other path -> ``load_observations`` +
     :func:`harmonize`. Either way ``data_sha256`` is :func:`bayes_soil.io.data_identity` of the
-    harmonised layers and changes, so a file and the folder harmonised from it have one
+    harmonized layers and changes, so a file and the folder harmonized from it have one
     identity. Results for files are cached in-process by (path, file hash, settings); callers
     get copies. ``stock_method`` (``fixed``/``esm``) applies to files; a folder is read with
-    the stock method it was harmonised with (``result.stock_method`` says which).
+    the stock method it was harmonized with (``result.stock_method`` says which).
     """
 
     if data is not None and Path(data).is_dir():
         directory = Path(data)
         missing = [n for n in ("layers.csv", "changes.csv") if not (directory / n).exists()]
         if missing:
-            raise InputError(f"{directory}: not a harmonise output folder (missing {missing})")
+            raise InputError(f"{directory}: not a harmonize output folder (missing {missing})")
         return _read_directory(directory)
     path = Path(DEMO_OBSERVATIONS if data is None else data)
     if not path.exists():
@@ -834,7 +834,6 @@ def load_harmonised(
     sha = sha256_file(path)
     key = (str(path.resolve()), sha, bd_method, bool(exclude_deep_imputed), stock_method)
     if key not in _CACHE:
-        from bayes_soil.validate import load_observations
 
         def make() -> HarmonizeResult:
             obs = load_observations(None if data is None else path)
@@ -859,3 +858,23 @@ def load_harmonised(
         rejected=cached.rejected.copy(),
         report=copy.deepcopy(cached.report),
     )
+
+
+# ------------------------------------------------------------------------------------------
+# deprecated British spellings (the CLI says "harmonize"; these names are kept for old code)
+
+
+def load_harmonised(*args, **kwargs) -> HarmonizeResult:
+    """Deprecated alias of :func:`load_harmonized`."""
+    warnings.warn(
+        "load_harmonised is deprecated; use load_harmonized", DeprecationWarning, stacklevel=2
+    )
+    return load_harmonized(*args, **kwargs)
+
+
+def write_harmonised(*args, **kwargs) -> list[Path]:
+    """Deprecated alias of :func:`write_harmonized`."""
+    warnings.warn(
+        "write_harmonised is deprecated; use write_harmonized", DeprecationWarning, stacklevel=2
+    )
+    return write_harmonized(*args, **kwargs)

@@ -17,7 +17,7 @@ def soc_from_som(som_g_kg: pd.Series | np.ndarray | float) -> pd.Series | np.nda
     return SOM_TO_SOC * som_g_kg
 
 
-def harmonised_soc(obs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def harmonized_soc(obs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """SOC concentration per row and whether it came from SOM.
 
     Returns

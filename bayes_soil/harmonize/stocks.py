@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-#: element -> (concentration column after harmonisation, reported-stock column)
+#: element -> (concentration column after harmonization, reported-stock column)
 ELEMENT_COLUMNS = {"C": ("soc_g_kg", "soc_stock_mg_ha"), "N": ("stn_g_kg", "stn_stock_mg_ha")}
 INTERVAL_COLUMNS = (
     "obs_id",
@@ -34,7 +34,7 @@ def interval_stocks(
 
     Parameters
     ----------
-    df : rows with ``obs_id``, ``profile_id``, depths, harmonised ``soc_g_kg``, ``stn_g_kg`` and
+    df : rows with ``obs_id``, ``profile_id``, depths, harmonized ``soc_g_kg``, ``stn_g_kg`` and
         the reported-stock columns (absent columns count as missing).
     bd, bd_source : BD per row and where it came from (``measured``/``rf``/``ptf``/None).
 

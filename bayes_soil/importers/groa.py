@@ -17,7 +17,7 @@ The release has one row per plot x depth interval x variable (SOC stock in Mg C 
   driver.
 - GROA's ``ref`` says how a study compares restored and unrestored plots; ``study_ref`` and
   ``study_chrono`` ("across sites") mean the study's reference plots stand for all its sites, so
-  those rows get ``control_scope = study`` (harmonise may then use the study's year-0 profiles
+  those rows get ``control_scope = study`` (harmonize may then use the study's year-0 profiles
   at another site id as their control, flagged ``control_rule = study reference``); every other
   row gets ``control_scope = site``.
 - Rows of the same plot, age and interval (a stock row beside a %C row, say) are merged into one

@@ -1,7 +1,7 @@
 """The SoilModel base class, the model registry and the one code path that fits every model.
 
 A model declares its defaults in ``bayes_soil/models/<name>.toml`` (installed with the
-package), turns a harmonised table into arrays (``prepare``), builds a PyMC model from them
+package), turns a harmonized table into arrays (``prepare``), builds a PyMC model from them
 (``build``), and adds its derived quantities to the posterior (``derived``). ``fit`` samples,
 adds log-likelihood and posterior predictive draws, checks the diagnostics and stamps the
 provenance attributes; nothing is sampled in ``__init__``.
@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
+from bayes_soil import fits
 from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.errors import InputError
+from bayes_soil.fits import load_fit, save_fit
 from bayes_soil.io import FIXED_TWIN_ATTR, identity_of_table, is_synthetic, stock_method_of
 
 if TYPE_CHECKING:
@@ -33,8 +35,8 @@ if TYPE_CHECKING:
     import xarray as xr
 
 
-class HarmonisedLike(Protocol):
-    """A harmonised result (``bayes_soil.harmonize.HarmonizeResult``): both tables, one id."""
+class HarmonizedLike(Protocol):
+    """A harmonized result (``bayes_soil.harmonize.HarmonizeResult``): both tables, one id."""
 
     layers: pd.DataFrame
     changes: pd.DataFrame
@@ -148,7 +150,7 @@ class SoilModel:
     """Base class: spec handling, sampling, post-processing and provenance for every model."""
 
     name: ClassVar[str] = ""
-    table: ClassVar[str] = "layers"  # which harmonised table the model reads
+    table: ClassVar[str] = "layers"  # which harmonized table the model reads
     observed: ClassVar[tuple[str, ...]] = ()  # names of the observed variables
     diagnostic_vars: ClassVar[tuple[str, ...]] = ()  # posterior variables the gate checks
 
@@ -238,7 +240,7 @@ class SoilModel:
 
     def fit(
         self,
-        table: pd.DataFrame | HarmonisedLike,
+        table: pd.DataFrame | HarmonizedLike,
         *,
         data_sha256: str | None = None,
         synthetic: bool | None = None,
@@ -247,10 +249,10 @@ class SoilModel:
     ) -> xr.DataTree:
         """Sample the model on ``table`` and return the full DataTree with provenance attrs.
 
-        ``table`` is the model's harmonised table, or the whole harmonised result
-        (``load_harmonised(...)``: the model takes its own table). The fit's ``data_sha256``
-        is :func:`bayes_soil.io.data_identity` of the harmonised data, as the CLI, the report
-        and ``load_fit(expected_sha256=...)`` compute it; a table changed after harmonising
+        ``table`` is the model's harmonized table, or the whole harmonized result
+        (``load_harmonized(...)``: the model takes its own table). The fit's ``data_sha256``
+        is :func:`bayes_soil.io.data_identity` of the harmonized data, as the CLI, the report
+        and ``load_fit(expected_sha256=...)`` compute it; a table changed after harmonizing
         (e.g. filtered) is identified as itself. ``settings`` are FitSettings fields (sampler,
         chains, draws, tune, seed, cores, ...); missing ones come from the spec's [sampler] table.
         """
@@ -263,14 +265,14 @@ class SoilModel:
 
     def resolve_data(
         self,
-        data: pd.DataFrame | HarmonisedLike,
+        data: pd.DataFrame | HarmonizedLike,
         data_sha256: str | None = None,
         synthetic: bool | None = None,
     ) -> tuple[pd.DataFrame, str, bool]:
         """The table this model reads, the data identity and the synthetic flag of ``data``.
 
-        ``data``: the model's table or a harmonised result. Explicit arguments win; otherwise
-        the identity is the harmonised data's (:func:`bayes_soil.io.identity_of_table`).
+        ``data``: the model's table or a harmonized result. Explicit arguments win; otherwise
+        the identity is the harmonized data's (:func:`bayes_soil.io.identity_of_table`).
         """
         if isinstance(data, pd.DataFrame):
             table = data
@@ -279,8 +281,8 @@ class SoilModel:
             return table, sha, syn
         if not hasattr(data, self.table):
             raise InputError(
-                f"model {self.name} needs the harmonised {self.table!r} table (a DataFrame or "
-                f"a harmonised result), got {type(data).__name__}"
+                f"model {self.name} needs the harmonized {self.table!r} table (a DataFrame or "
+                f"a harmonized result), got {type(data).__name__}"
             )
         table = getattr(data, self.table)
         sha = data_sha256 or getattr(data, "data_sha256", None) or ""
@@ -300,8 +302,6 @@ class SoilModel:
         synthetic: bool | None,
     ) -> xr.DataTree:
         """Add pointwise groups, derived quantities, diagnostics and attributes to a raw fit."""
-        from bayes_soil import fits
-
         # the gate looks at the sampled quantities; derived ones are functions of them
         diag = fits.check_diagnostics(dt, var_names=self.diagnostic_vars or None)
         self.pointwise(dt, model, data, fs)
@@ -333,15 +333,11 @@ class SoilModel:
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, dt: xr.DataTree, path: str | Path) -> Path:
-        from bayes_soil.fits import save_fit
-
         return save_fit(dt, path)
 
     @classmethod
     def load(cls, path: str | Path, expected_sha256: str | None = None) -> xr.DataTree:
         """Load a fit, checking it was made by this model (and from the given data)."""
-        from bayes_soil.fits import load_fit
-
         dt = load_fit(path, expected_sha256=expected_sha256)
         if dt.attrs.get("model") != cls.name:
             raise InputError(

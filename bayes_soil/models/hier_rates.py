@@ -41,7 +41,18 @@ import numpy as np
 import pandas as pd
 
 from bayes_soil.errors import InputError
-from bayes_soil.models.base import ModelData, SoilModel, index_of, observation_ids, register
+from bayes_soil.models.base import (
+    ModelData,
+    SoilModel,
+    index_of,
+    observation_ids,
+    register,
+    thin_posterior,
+)
+from bayes_soil.posterior import (
+    add_total_layer,
+    years_to_gain,
+)
 from bayes_soil.schema import (
     LAYERS,
     ORIGINS,
@@ -337,11 +348,6 @@ class HierRates(SoilModel):
     def derived(self, posterior: xr.Dataset, data: ModelData) -> xr.Dataset:
         import xarray as xr
 
-        from bayes_soil.posterior import (
-            add_total_layer,
-            years_to_gain,
-        )
-
         scale = xr.DataArray(
             data.meta["scale"],
             dims=("element", "fit_layer"),
@@ -414,8 +420,6 @@ class HierRates(SoilModel):
         would store it, so PSIS-LOO reads it as usual).
         """
         import xarray as xr
-
-        from bayes_soil.models.base import thin_posterior
 
         post = thin_posterior(dt["posterior"].to_dataset(), fs.pointwise_draws_per_chain)
         rng = np.random.default_rng([fs.seed, 1])

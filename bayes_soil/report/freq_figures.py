@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from bayes_soil.frequentist.drivers import COVARY_THRESHOLD
 from bayes_soil.schema import ALL_LAYERS, ALL_VEGETATION, ELEMENTS, STAGES, VEGETATION
 
 COLORS = {"all": "#4d4d4d", "forest": "#1b7837", "shrub": "#b8860b", "grassland": "#5e9ed6"}
@@ -250,8 +251,6 @@ def fig_rate_ratios(rate_ratios: pd.DataFrame, *, synthetic: bool = False) -> pl
 
 def _psi_extras(ax: plt.Axes, b: pd.Series) -> str:
     """Draw psi's cluster bootstrap interval; the label lines for it and co-varying drivers."""
-    from bayes_soil.frequentist.drivers import COVARY_THRESHOLD
-
     text = ""
     lo = pd.to_numeric(b.get("psi_ci95_cluster_low"), errors="coerce")
     hi = pd.to_numeric(b.get("psi_ci95_cluster_high"), errors="coerce")

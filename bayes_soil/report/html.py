@@ -2,8 +2,8 @@
 
 One file: CSS inline, figures inline as base64 PNG, tables as HTML, the CSV tables as
 ``data:`` downloads; no network request, no external font or script, readable offline and
-printable. Nothing here fits or harmonises (``pipeline`` runs what is missing); this module only
-turns results into a page, so it can be tested on fake posteriors.
+printable. Nothing here fits or harmonizes (``bayes_soil.workflow`` runs what is missing); this
+module only turns results into a page, so it can be tested on fake posteriors.
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ import xarray as xr
 
 from bayes_soil import __version__, schema
 from bayes_soil.compare import Comparison, definitions, fit_kind, interval_name
-from bayes_soil.io import SYNTHETIC_LABEL
-from bayes_soil.posterior import break_decision
+from bayes_soil.fits import library_versions
+from bayes_soil.frequentist.kruskal import FACTORS
+from bayes_soil.frequentist.stock_shift import shift_summary
+from bayes_soil.io import SYNTHETIC_LABEL, AtomicOutputs, atomic_path, stock_method_of
+from bayes_soil.posterior import break_decision, years_to_gain_table
 from bayes_soil.report import sentences as S
+
+# freq_figures and posterior_figures load matplotlib: they are imported where figures are drawn
 
 QUICK_LABEL = (
     "QUICK MODE: the fits were run with few draws for a smoke test; the numbers below are not "
@@ -62,10 +67,10 @@ class FitRecord:
 
 @dataclass
 class ReportInputs:
-    """Everything the page shows. ``harmonised`` is a HarmonizeResult (layers, changes,
+    """Everything the page shows. ``harmonized`` is a HarmonizeResult (layers, changes,
     rejected, report, synthetic, data_sha256); ``freq`` the frequentist tables by name."""
 
-    harmonised: Any
+    harmonized: Any
     freq: Mapping[str, pd.DataFrame]
     fits: Sequence[FitRecord] = ()
     comparison: Comparison | None = None
@@ -84,7 +89,7 @@ class ReportInputs:
     def synthetic(self) -> bool:
         from bayes_soil.report.posterior_figures import fit_is_synthetic
 
-        return bool(getattr(self.harmonised, "synthetic", False)) or any(
+        return bool(getattr(self.harmonized, "synthetic", False)) or any(
             fit_is_synthetic(f.dt) for f in self.fits
         )
 
@@ -324,11 +329,9 @@ def _get(d: Mapping, *keys: str, default: Any = None) -> Any:
 # sections
 
 
-def _stock_method_text(harmonised) -> str:
+def _stock_method_text(harmonized) -> str:
     """'fixed depth', or 'equivalent soil mass (ESM; n of m layer rows, the rest fixed depth)'."""
-    from bayes_soil.io import stock_method_of
-
-    layers = getattr(harmonised, "layers", None)
+    layers = getattr(harmonized, "layers", None)
     if stock_method_of(layers) != "esm":
         return "fixed depth"
     n_esm = int((layers["stock_method"] == "esm").sum())
@@ -340,11 +343,11 @@ def _stock_method_text(harmonised) -> str:
 
 def _header(inp: ReportInputs) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    sha = str(getattr(inp.harmonised, "data_sha256", ""))
+    sha = str(getattr(inp.harmonized, "data_sha256", ""))
     parts = [
         f"<h1>{esc(inp.title)}</h1>",
         f"<p class='meta'>Data: {esc(inp.data_label)} · SHA-256 <code>{esc(sha[:16])}…</code> · "
-        f"stocks: <span id='stock-method'>{esc(_stock_method_text(inp.harmonised))}</span> · "
+        f"stocks: <span id='stock-method'>{esc(_stock_method_text(inp.harmonized))}</span> · "
         f"generated {esc(now)} by bayes_soil {esc(__version__)} · intervals: posterior "
         f"{esc(interval_name(inp.hdi_prob))}, OLS 95% CI</p>",
     ]
@@ -397,7 +400,7 @@ def _diag_text(d: Mapping) -> str:
 SECTIONS = (
     ("findings", "Key findings"),
     ("data", "Data and row accounting"),
-    ("harmonisation", "Harmonisation"),
+    ("harmonization", "Harmonization"),
     ("table1", "Table 1: Kruskal-Wallis tests"),
     ("frequentist", "Frequentist rates and breakpoints"),
     ("posterior", "Posterior rates and turning points"),
@@ -487,7 +490,7 @@ def _findings(inp: ReportInputs) -> str:
 
 
 def _data_section(inp: ReportInputs) -> str:
-    h = inp.harmonised
+    h = inp.harmonized
     layers, changes, rejected = h.layers, h.changes, h.rejected
     rep = getattr(h, "report", {}) or {}
     out = []
@@ -602,8 +605,8 @@ def _drivers_and_controls_html(rep: Mapping) -> str:
     return "\n".join(out)
 
 
-def _harmonisation_section(inp: ReportInputs) -> str:
-    rep = getattr(inp.harmonised, "report", {}) or {}
+def _harmonization_section(inp: ReportInputs) -> str:
+    rep = getattr(inp.harmonized, "report", {}) or {}
     out = []
     bd = rep.get("bulk_density", {}) or {}
     settings = rep.get("settings", {}) or {}
@@ -690,7 +693,7 @@ def _harmonisation_section(inp: ReportInputs) -> str:
     if rep:
         out.append(
             _details(
-                "the full harmonisation report (JSON)",
+                "the full harmonization report (JSON)",
                 f"<pre>{esc(json.dumps(rep, indent=1, default=str))}</pre>",
             )
         )
@@ -700,9 +703,7 @@ def _harmonisation_section(inp: ReportInputs) -> str:
 def _esm_part(inp: ReportInputs) -> str:
     """Equivalent soil mass: what it served, why rows stayed on fixed depth, and how much the
     frequentist rates and turning points move (ESM data only)."""
-    from bayes_soil.frequentist.stock_shift import shift_summary
-
-    rep = getattr(inp.harmonised, "report", {}) or {}
+    rep = getattr(inp.harmonized, "report", {}) or {}
     esm = rep.get("esm")
     if not esm:
         return (
@@ -739,8 +740,6 @@ def _esm_part(inp: ReportInputs) -> str:
 
 
 def _table1_section(inp: ReportInputs) -> str:
-    from bayes_soil.frequentist.kruskal import FACTORS
-
     kr = inp.freq.get("kruskal")
     if kr is None or len(kr) == 0:
         return "<p>No Kruskal-Wallis table (frequentist results missing).</p>"
@@ -826,8 +825,8 @@ def _freq_figures(inp: ReportInputs) -> str:
 
     out = []
     syn = inp.synthetic
-    layers = getattr(inp.harmonised, "layers", None)
-    changes = getattr(inp.harmonised, "changes", None)
+    layers = getattr(inp.harmonized, "layers", None)
+    changes = getattr(inp.harmonized, "changes", None)
     rates, ratios, bps = (inp.freq.get(k) for k in ("rates", "rate_ratios", "breakpoints"))
     if layers is not None and len(layers):
         for el in [e for e in schema.ELEMENTS if e in set(layers["element"])]:
@@ -874,7 +873,7 @@ def _posterior_section(inp: ReportInputs) -> str:
     out = []
     name = interval_name(inp.hdi_prob)
     cmp = inp.comparison
-    changes = getattr(inp.harmonised, "changes", None)
+    changes = getattr(inp.harmonized, "changes", None)
     rate_fits = inp.fits_of("rates")
     out.append("<h3>Stage-wise rates (hier_rates)</h3>")
     if not rate_fits or cmp is None or not len(cmp.rates):
@@ -957,8 +956,6 @@ def _years_to_gain(dt: xr.DataTree, hdi_prob: float) -> str:
     if "years_to_gain" not in dt["posterior"].data_vars:
         return ""
     try:
-        from bayes_soil.posterior import years_to_gain_table
-
         tab = years_to_gain_table(dt, hdi_prob)
     except Exception as exc:  # the posterior helper is optional here
         return f"<p class='error'>Years to net gain could not be summarised: {esc(exc)}</p>"
@@ -1157,7 +1154,7 @@ def _calibration_section(inp: ReportInputs) -> str:
 
 
 def _provenance_section(inp: ReportInputs) -> str:
-    h = inp.harmonised
+    h = inp.harmonized
     rep = getattr(h, "report", {}) or {}
     rows = [
         {"item": "data", "value": inp.data_label},
@@ -1165,7 +1162,7 @@ def _provenance_section(inp: ReportInputs) -> str:
         {"item": "synthetic", "value": "yes" if inp.synthetic else "no"},
         {"item": "stock method", "value": _stock_method_text(h)},
         {
-            "item": "harmonisation settings",
+            "item": "harmonization settings",
             "value": json.dumps(rep.get("settings", {}), default=str),
         },
         {"item": "bayes_soil", "value": __version__},
@@ -1209,8 +1206,6 @@ def _provenance_section(inp: ReportInputs) -> str:
             )
     if inp.log:
         out.append("<h3>What this report run did</h3>" + _ul(inp.log, cls="log"))
-    from bayes_soil.fits import library_versions
-
     out.append(
         "<p class='meta'>Libraries used to build this page: "
         + esc(", ".join(f"{k} {v}" for k, v in library_versions().items()))
@@ -1220,7 +1215,7 @@ def _provenance_section(inp: ReportInputs) -> str:
 
 
 def _methods_section(inp: ReportInputs) -> str:
-    rep = getattr(inp.harmonised, "report", {}) or {}
+    rep = getattr(inp.harmonized, "report", {}) or {}
     settings = rep.get("settings", {}) or {}
     bd = settings.get("bd_method", "rf")
     bd_text = (
@@ -1300,7 +1295,7 @@ def build_html(inp: ReportInputs) -> str:
         _toc(),
         _section("findings", _findings(inp), first=True),
         _section("data", _data_section(inp)),
-        _section("harmonisation", _harmonisation_section(inp)),
+        _section("harmonization", _harmonization_section(inp)),
         _section("table1", _table1_section(inp)),
         _section("frequentist", _freq_section(inp)),
         _section("posterior", _posterior_section(inp)),
@@ -1333,8 +1328,6 @@ def write_report(inp: ReportInputs, out: str | Path, *, figure_files: bool = Tru
     """Build the page and write it atomically to ``out``; with ``figure_files`` every figure
     is also written as SVG and 300 dpi PNG to :func:`figures_dir_of` (published with the page,
     or not at all)."""
-    from bayes_soil.io import AtomicOutputs, atomic_path
-
     out = Path(out)
     if not figure_files:
         text = build_html(inp)

@@ -15,6 +15,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from bayes_soil import schema
+from bayes_soil.compare import interval_name
+from bayes_soil.posterior import grid_interval
 
 SYNTHETIC_TAG = "SYNTHETIC data"
 UNITS_RATE = "Mg ha$^{-1}$ yr$^{-1}$"
@@ -203,8 +205,6 @@ def cumulative_change_fan(
     ``vegetation='all'`` uses ``rate_mean``; the data are ``changes.delta_stock_mg_ha`` of the
     element (and vegetation). Bands: 50% and ``hdi_prob`` HDI at each age.
     """
-    from bayes_soil.compare import interval_name
-
     post = dt["posterior"]
     if vegetation == "all":
         rates = post["rate_mean"].sel(element=element)
@@ -282,8 +282,6 @@ def cn_ratio_posteriors(
     The frequentist k_C/k_N (rate_ratios.csv) is overlaid where given. None when the fit has no
     ``rate_ratio``.
     """
-    from bayes_soil.compare import interval_name
-
     if "rate_ratio" not in dt["posterior"].data_vars:
         return None
     ratio = dt["posterior"]["rate_ratio"]
@@ -361,9 +359,6 @@ def turning_point_densities(
     columns: layers; the exact grid posterior where the fit has one, with P(break)), its HDI
     shaded, with the segmented estimate +- 1.96 SE marked where there is one."""
     from arviz_stats.base import array_stats
-
-    from bayes_soil.compare import interval_name
-    from bayes_soil.posterior import grid_interval
 
     psi = dt["posterior"]["psi"]
     pgrid = dt["psi_grid"].to_dataset() if "psi_grid" in dt.children else None

@@ -1,6 +1,11 @@
-"""Gather what the report needs, reusing what exists and running what is missing.
+"""The workflow behind ``report``: harmonize -> frequentist -> fits -> compare.
 
-Order: harmonise (or read a harmonised folder) -> frequentist tables (reuse ``--freq-dir`` when
+This module gathers what the report needs, reusing what exists and running what is missing.
+It lives outside ``bayes_soil.report`` on purpose: ``report/`` only renders results already
+computed (figures, sentences, the HTML page) and can be tested on fake posteriors, while this
+module decides what to run. It returns ``report.html.ReportInputs``, the renderer's input.
+
+Order: harmonize (or read a harmonized folder) -> frequentist tables (reuse ``--freq-dir`` when
 it holds them, otherwise run and, when a folder was named, write them there) -> fits (those
 pointed to, else the newest fit of each model in the store whose ``data_sha256`` matches the
 data, else fit now with the default settings and save into the store) -> comparison -> inputs
@@ -11,11 +16,24 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from bayes_soil import fits
+from bayes_soil.calibrate import load_calibration, report_section
+from bayes_soil.compare import compare, fit_kind, freq_dir_sha256, read_freq_tables
 from bayes_soil.errors import InputError
+from bayes_soil.fits import load_fit, read_attrs
+from bayes_soil.frequentist import run_frequentist, write_freq_tables
+from bayes_soil.frequentist.stock_shift import esm_vs_fixed
+from bayes_soil.harmonize import load_harmonized
+from bayes_soil.io import DEMO_OBSERVATIONS, AtomicOutputs, is_demo
+from bayes_soil.models import get_model
+from bayes_soil.report.html import FitRecord, ReportInputs
 
 MODELS = ("hier_rates", "climate_breakpoints")
 # --quick: enough to exercise every step, far too little for inference (labelled in the page)
@@ -54,8 +72,6 @@ class Progress:
 
 
 def data_label(data: str | Path | None) -> str:
-    from bayes_soil.io import DEMO_OBSERVATIONS, is_demo
-
     if data is None or is_demo(data):
         return f"bundled synthetic demo ({DEMO_OBSERVATIONS.name})"
     return str(data)
@@ -65,33 +81,27 @@ def data_label(data: str | Path | None) -> str:
 # frequentist tables
 
 
-def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -> dict:
+def frequentist_tables(harmonized, freq_dir: str | Path | None, log: Callable) -> dict:
     """Reuse the tables in ``freq_dir`` when present, else run ``run_frequentist``."""
-    from bayes_soil.compare import freq_dir_sha256, read_freq_tables
-
     if freq_dir is not None and (Path(freq_dir) / "rates.csv").exists():
         freq_dir = Path(freq_dir)
         recorded = freq_dir_sha256(freq_dir)
-        if recorded is not None and recorded != harmonised.data_sha256:
+        if recorded is not None and recorded != harmonized.data_sha256:
             raise InputError(
                 f"{freq_dir}: these frequentist tables were made from other data (data_sha256 "
-                f"{recorded[:12]}... vs {harmonised.data_sha256[:12]}...); rerun 'freq' or drop "
+                f"{recorded[:12]}... vs {harmonized.data_sha256[:12]}...); rerun 'freq' or drop "
                 "--freq-dir"
             )
         tables = read_freq_tables(freq_dir, required=("rates",))
         note = "" if recorded else " (the folder records no data hash: not checked)"
         log(f"reused frequentist tables from {freq_dir}{note}")
         return tables
-    from bayes_soil.frequentist import run_frequentist, write_freq_tables
-
     log("running the frequentist analysis (OLS rates, Kruskal-Wallis, segmented regression)")
-    result = run_frequentist(harmonised.layers, harmonised.changes)
+    result = run_frequentist(harmonized.layers, harmonized.changes)
     tables = result.tables()
     if freq_dir is not None:
-        from bayes_soil.io import AtomicOutputs
-
         with AtomicOutputs(freq_dir) as out:
-            write_freq_tables(out, tables, harmonised)
+            write_freq_tables(out, tables, harmonized)
         log(f"wrote the frequentist tables to {freq_dir}")
     return tables
 
@@ -101,8 +111,6 @@ def frequentist_tables(harmonised, freq_dir: str | Path | None, log: Callable) -
 
 
 def _attrs(path: Path) -> dict:
-    from bayes_soil.fits import read_attrs
-
     try:
         return read_attrs(path)
     except Exception:  # unreadable file in the store: skip it, say so
@@ -156,19 +164,16 @@ def find_fit(
 
 def run_fit(
     model_name: str,
-    harmonised,
+    harmonized,
     *,
     fits_dir: str | Path,
     quick: bool,
     seed: int | None,
     log: Callable,
 ) -> Path:
-    """Fit ``model_name`` with its default spec on the harmonised data and save it."""
-    from bayes_soil import fits
-    from bayes_soil.models import get_model
-
+    """Fit ``model_name`` with its default spec on the harmonized data and save it."""
     model = get_model(model_name)
-    table = getattr(harmonised, getattr(model, "table", "layers"))
+    table = getattr(harmonized, getattr(model, "table", "layers"))
     settings = dict(QUICK_SETTINGS) if quick else {}
     if seed is not None:
         settings["seed"] = seed
@@ -180,15 +185,15 @@ def run_fit(
     t0 = time.perf_counter()
     dt = model.fit(
         table,
-        data_sha256=harmonised.data_sha256,
-        synthetic=harmonised.synthetic,
+        data_sha256=harmonized.data_sha256,
+        synthetic=harmonized.synthetic,
         progressbar=sys.stderr.isatty(),  # the sampler's own progress bar on a terminal
         **settings,
     )
     if quick:
         dt.attrs[QUICK_ATTR] = 1
     store = Path(fits_dir) / "quick" if quick else Path(fits_dir)
-    path = fits.fit_path(model_name, fits.new_run_id(harmonised.data_sha256, fs.seed), store)
+    path = fits.fit_path(model_name, fits.new_run_id(harmonized.data_sha256, fs.seed), store)
     fits.save_fit(dt, path)
     log(
         f"fitted {model_name} in {time.perf_counter() - t0:.0f} s: diagnostics "
@@ -198,33 +203,27 @@ def run_fit(
 
 
 def gather_fits(
-    settings: ReportSettings, harmonised, log: Callable, errors: dict | None = None
+    settings: ReportSettings, harmonized, log: Callable, errors: dict | None = None
 ) -> list:
     """Fits pointed to, then matching fits from the store, then new fits (unless reuse_only).
 
     A model whose fit raises is recorded in ``errors`` (model -> message) and left out, so the
     rest of the report is still written and says what failed.
     """
-    from bayes_soil.compare import fit_kind
-    from bayes_soil.fits import load_fit
-    from bayes_soil.report.html import FitRecord
-
     records: list[FitRecord] = []
     have: set[str] = set()
     for p in settings.fit_paths:
-        dt = load_fit(p, expected_sha256=harmonised.data_sha256)
+        dt = load_fit(p, expected_sha256=harmonized.data_sha256)
         records.append(FitRecord(dt, str(p), "given"))
         have.add(str(dt.attrs.get("model", "")))
         log(f"using the fit given: {p} ({dt.attrs.get('model')})")
     for model in settings.models:
         if model in have:
             continue
-        from bayes_soil.models import get_model
-
         path = find_fit(
             settings.fits_dir,
             model,
-            harmonised.data_sha256,
+            harmonized.data_sha256,
             allow_quick=settings.quick,
             log=log,
             spec_json=get_model(model).spec_json(),
@@ -240,7 +239,7 @@ def gather_fits(
             try:
                 path = run_fit(
                     model,
-                    harmonised,
+                    harmonized,
                     fits_dir=settings.fits_dir,
                     quick=settings.quick,
                     seed=settings.seed,
@@ -249,8 +248,6 @@ def gather_fits(
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # a crashed fit must not lose the rest of the report
-                import traceback
-
                 traceback.print_exc(file=sys.stderr)
                 message = f"{type(exc).__name__}: {exc}"
                 log(f"fitting {model} FAILED ({message}); the report is written without it")
@@ -260,7 +257,7 @@ def gather_fits(
             origin = "run now"
         else:
             log(f"reused {model} fit {path}")
-        dt = load_fit(path, expected_sha256=harmonised.data_sha256)
+        dt = load_fit(path, expected_sha256=harmonized.data_sha256)
         records.append(FitRecord(dt, str(path), origin))
     for r in records:
         fit_kind(r.dt)  # refuse a fit with nothing to report early, with its name
@@ -273,10 +270,6 @@ def gather_fits(
 
 def calibration_table(dirs: Sequence[str | Path], log: Callable):
     """One small table of the calibrations in ``dirs`` (None when there are none)."""
-    import pandas as pd
-
-    from bayes_soil.calibrate import load_calibration, report_section
-
     parts = []
     for d in dirs:
         table = load_calibration(d)
@@ -291,21 +284,17 @@ def calibration_table(dirs: Sequence[str | Path], log: Callable):
 
 def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     """Run or reuse every step and return ``html.ReportInputs``."""
-    from bayes_soil.compare import compare
-    from bayes_soil.harmonize import load_harmonised
-    from bayes_soil.report.html import ReportInputs
-
     log = progress or Progress()
     label = data_label(settings.data)
-    log(f"loading and harmonising {label}")
-    harmonised = load_harmonised(settings.data)
+    log(f"loading and harmonizing {label}")
+    harmonized = load_harmonized(settings.data)
     log(
-        f"{len(harmonised.layers)} layer rows, {len(harmonised.changes)} change rows"
-        + (" (SYNTHETIC)" if harmonised.synthetic else "")
+        f"{len(harmonized.layers)} layer rows, {len(harmonized.changes)} change rows"
+        + (" (SYNTHETIC)" if harmonized.synthetic else "")
     )
-    freq = frequentist_tables(harmonised, settings.freq_dir, log)
+    freq = frequentist_tables(harmonized, settings.freq_dir, log)
     fit_errors: dict[str, str] = {}
-    fit_records = gather_fits(settings, harmonised, log, fit_errors)
+    fit_records = gather_fits(settings, harmonized, log, fit_errors)
     comparison = None
     if fit_records:
         log("comparing posterior and frequentist estimates")
@@ -319,15 +308,13 @@ def prepare_report(settings: ReportSettings, progress: Callable | None = None):
     quick = any(int(r.dt.attrs.get(QUICK_ATTR, 0) or 0) for r in fit_records)
     calibration = calibration_table(settings.calibration_dirs, log)
     stock_shift = None
-    if harmonised.stock_method == "esm":
-        from bayes_soil.frequentist.stock_shift import esm_vs_fixed
-
+    if harmonized.stock_method == "esm":
         log("frequentist rates and turning points on the fixed-depth twin (ESM vs fixed)")
-        stock_shift = esm_vs_fixed(harmonised.layers, harmonised.changes, freq)
+        stock_shift = esm_vs_fixed(harmonized.layers, harmonized.changes, freq)
     return ReportInputs(
         stock_shift=stock_shift,
         calibration=calibration,
-        harmonised=harmonised,
+        harmonized=harmonized,
         freq=freq,
         fits=fit_records,
         comparison=comparison,

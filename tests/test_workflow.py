@@ -1,5 +1,5 @@
-"""report's pipeline: what it reuses, what it refuses, what it runs (fake fits, no sampling),
-and (slow) the whole analysis of a small simulated dataset with --quick."""
+"""bayes_soil.workflow (what report runs): what it reuses, what it refuses, what it runs (fake
+fits, no sampling), and (slow) the whole analysis of a small simulated dataset with --quick."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import re
 
 import pandas as pd
 import pytest
-from report_fakes import fake_breakpoints_fit, fake_freq_tables, fake_harmonised, fake_rates_fit
+from report_fakes import fake_breakpoints_fit, fake_freq_tables, fake_harmonized, fake_rates_fit
 
+from bayes_soil import workflow
 from bayes_soil.cli import main
 from bayes_soil.fits import save_fit
-from bayes_soil.harmonize import load_harmonised, write_harmonised
-from bayes_soil.report import pipeline
+from bayes_soil.harmonize import load_harmonized, write_harmonized
 
 
 def _no_figures(make, caption, alt):
@@ -28,10 +28,10 @@ def no_figures(monkeypatch):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A harmonised folder, a freq folder and a fit store holding fits of that data and others."""
+    """A harmonized folder, a freq folder and a fit store holding fits of that data and others."""
     root = tmp_path_factory.mktemp("pipe")
-    write_harmonised(fake_harmonised(), root / "harm")
-    sha = load_harmonised(root / "harm").data_sha256
+    write_harmonized(fake_harmonized(), root / "harm")
+    sha = load_harmonized(root / "harm").data_sha256
     freq = root / "freq"
     freq.mkdir()
     for name, df in fake_freq_tables().items():
@@ -47,7 +47,7 @@ def store(tmp_path_factory):
         spec = get_model(model).spec_json() if spec is None else spec
         dt.attrs.update(data_sha256=data, created_at=created, spec=spec)
         if quick:
-            dt.attrs[pipeline.QUICK_ATTR] = 1
+            dt.attrs[workflow.QUICK_ATTR] = 1
         sub = fits / "quick" / model if quick else fits / model
         return save_fit(dt, sub / f"{name}.nc")
 
@@ -86,7 +86,7 @@ def test_find_fit_takes_the_newest_of_this_data_and_skips_quick_fits(store):
     from bayes_soil.models import get_model
 
     lines = []
-    got = pipeline.find_fit(
+    got = workflow.find_fit(
         store["fits"],
         "hier_rates",
         store["sha"],
@@ -100,7 +100,7 @@ def test_find_fit_takes_the_newest_of_this_data_and_skips_quick_fits(store):
         f"ignored 1 hier_rates fit(s) in {store['fits']} made from other data",
         f"ignored 1 hier_rates fit(s) in {store['fits']} made with another spec",
     ]
-    quick = pipeline.find_fit(
+    quick = workflow.find_fit(
         store["fits"],
         "hier_rates",
         store["sha"],
@@ -108,7 +108,7 @@ def test_find_fit_takes_the_newest_of_this_data_and_skips_quick_fits(store):
         spec_json=get_model("hier_rates").spec_json(),
     )
     assert quick == store["quick"]
-    assert pipeline.find_fit(store["fits"], "hier_rates", "ef" * 32, allow_quick=True) is None
+    assert workflow.find_fit(store["fits"], "hier_rates", "ef" * 32, allow_quick=True) is None
 
 
 def test_report_reuses_fits_and_tables(store, tmp_path, no_figures, capsys):
@@ -248,7 +248,7 @@ def test_missing_freq_tables_are_computed_and_written(store, tmp_path, no_figure
 
 @pytest.mark.slow
 def test_quick_report_of_a_small_simulated_dataset(tmp_path):
-    """The whole analysis from observations: harmonise, freq, both fits (quick), compare,
+    """The whole analysis from observations: harmonize, freq, both fits (quick), compare,
     page; then a second run reuses everything and samples nothing."""
     from bayes_soil.simulate import simulate, write_simulation
 
@@ -286,11 +286,11 @@ def test_a_fit_that_crashes_is_reported_not_lost(store, tmp_path, no_figures, mo
     shutil.copy(store["new"], fits / "hier_rates" / "new.nc")
     calls = []
 
-    def boom(model, harmonised, **kw):
+    def boom(model, harmonized, **kw):
         calls.append(model)
         raise RuntimeError("sampler exploded")
 
-    monkeypatch.setattr(pipeline, "run_fit", boom)
+    monkeypatch.setattr(workflow, "run_fit", boom)
     out = tmp_path / "c.html"
     code = main(
         [
