@@ -33,7 +33,13 @@ from bayes_soil import schema
 from bayes_soil.errors import InputError
 from bayes_soil.fits import load_fit
 from bayes_soil.io import AtomicOutputs
-from bayes_soil.posterior import break_decision, breakpoints_table, psi_diff_table, rates_table
+from bayes_soil.posterior import (
+    BREAK_CERTAIN,
+    break_decision,
+    breakpoints_table,
+    psi_diff_table,
+    rates_table,
+)
 
 FREQ_INTERVAL = "OLS 95% CI"
 SEGMENTED_INTERVAL = "segmented psi +- 1.96 SE (Wald 95% CI)"
@@ -157,7 +163,8 @@ def breakpoint_rule(hdi_prob: float = DEFAULT_HDI_PROB) -> str:
         f"{SEGMENTED_INTERVAL} and the posterior psi {interval_name(hdi_prob)} given a turning "
         "point overlap; 'posterior only' where segmented regression gave no estimate. "
         "break_agreement: segmented claims a break where Davies p < 0.05; the model where "
-        "P(break) >= 0.8, none where P(break) <= 0.2, else the data do not decide"
+        f"P(break) >= {BREAK_CERTAIN:g}, none where P(break) <= {1 - BREAK_CERTAIN:g}, else the "
+        "data do not decide"
     )
 
 
@@ -234,8 +241,8 @@ def definitions(hdi_prob: float = DEFAULT_HDI_PROB) -> dict[str, str]:
             "prior 0.5)"
         ),
         "decision": (
-            "'turning point' where P(break) >= 0.8, 'no turning point' where P(break) <= 0.2, "
-            "else 'the data do not decide'"
+            f"'turning point' where P(break) >= {BREAK_CERTAIN:g}, 'no turning point' where "
+            f"P(break) <= {1 - BREAK_CERTAIN:g}, else 'the data do not decide'"
         ),
         "carried_by": (
             "with both drivers in one model: the most probable of no turning point, MAP only, "
