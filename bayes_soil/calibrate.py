@@ -836,6 +836,7 @@ def write_outputs(
     with atomic_path(out / "calibration.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     files.append(out / "calibration.parquet")
+    per_fit = per_fit_table(table) if len(table) else None
     payload = {
         "label": SYNTHETIC_TITLE,
         "config": json.loads(config.to_json()),
@@ -846,14 +847,11 @@ def write_outputs(
         if len(table)
         else [],
     }
+    if per_fit is not None:
+        payload["per_fit"] = json.loads(per_fit.to_json(orient="records"))
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     files.append(out / "summary.json")
-    per_fit = per_fit_table(table) if len(table) else None
-    if per_fit is not None:
-        payload["per_fit"] = json.loads(per_fit.to_json(orient="records"))
-        with atomic_path(out / "summary.json") as tmp:
-            tmp.write_text(json.dumps(payload, indent=2))
     md = summary_markdown(summary, config)
     if per_fit is not None:
         md += (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import obs_frames
 import pandas as pd
 import pytest
 
@@ -12,27 +13,9 @@ from bayes_soil.harmonize import harmonize
 from bayes_soil.harmonize.esm import cumulative_curve, esm_cumulative
 from bayes_soil.io import stock_method_of
 
-BASE = {
-    "study_id": "S1",
-    "site_id": "A",
-    "plot_id": "p1",
-    "lon": 108.0,
-    "lat": 36.0,
-    "map_mm": 500.0,
-    "mat_c": 9.0,
-    "vegetation": "forest",
-    "origin": "planted",
-    "source": "test",
-}
-NUMERIC = ("bd_g_cm3", "soc_g_kg", "som_g_kg", "soc_stock_mg_ha", "stn_g_kg", "stn_stock_mg_ha")
-
 
 def make_obs(rows: list[dict]) -> pd.DataFrame:
-    full = [{**BASE, "obs_id": f"r{i + 2}", "line": i + 2, **r} for i, r in enumerate(rows)]
-    df = pd.DataFrame(full)
-    for c in NUMERIC:
-        df[c] = df[c].astype(float) if c in df.columns else np.nan
-    return df
+    return obs_frames.make_obs(rows, source="test")
 
 
 def rows(years: float, intervals, **kw) -> list[dict]:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from obs_frames import make_obs
 
 from bayes_soil.harmonize import harmonize
 from bayes_soil.harmonize.bulk_density import impute_bd, ptf_bd
@@ -16,41 +17,6 @@ from bayes_soil.harmonize.depth import apply_coverage_rule, split_into_layers
 from bayes_soil.harmonize.soc import harmonized_soc
 from bayes_soil.harmonize.stocks import stock_mg_ha
 from bayes_soil.schema import LAYER_COLUMNS, stage_of
-
-BASE = {
-    "study_id": "S1",
-    "site_id": "A",
-    "plot_id": "p1",
-    "lon": 108.0,
-    "lat": 36.0,
-    "map_mm": 500.0,
-    "mat_c": 9.0,
-    "vegetation": "forest",
-    "origin": "planted",
-    "years": 10.0,
-}
-
-
-def make_obs(rows: list[dict]) -> pd.DataFrame:
-    """Typed observations as load_observations returns them (obs_id, line, floats)."""
-    full = []
-    for i, r in enumerate(rows):
-        row = {**BASE, "obs_id": f"r{i + 2}", "line": i + 2}
-        row.update(r)
-        full.append(row)
-    df = pd.DataFrame(full)
-    for c in (
-        "bd_g_cm3",
-        "soc_g_kg",
-        "som_g_kg",
-        "soc_stock_mg_ha",
-        "stn_g_kg",
-        "stn_stock_mg_ha",
-    ):
-        if c not in df.columns:
-            df[c] = np.nan
-        df[c] = df[c].astype(float)
-    return df
 
 
 def profile(top_bottom: list[tuple[float, float]], **kw) -> list[dict]:

@@ -119,22 +119,35 @@ def cluster_note(n_studies: int, n_dropped: int, B: int, what: str) -> str:
     return "; ".join(notes)
 
 
+def _interval_columns(
+    bootstrap, x, y, cluster, B: int, rng: np.random.Generator, prefix: str, what: str
+) -> dict:
+    """The cluster-bootstrap columns of one cell: ``bootstrap`` gives B estimates (NaN where a
+    resample cannot give one); the column names start with ``prefix``."""
+    cluster = np.asarray(cluster, dtype=object)
+    n_studies = int(pd.Series(cluster).nunique())
+    row = {
+        "n_studies": n_studies,
+        f"{prefix}cluster_bootstrap_B": B,
+        f"{prefix}cluster_interval": interval_label(B),
+    }
+    if n_studies < 2:
+        return row | {f"{prefix}cluster_note": "one study: a study-level interval cannot be formed"}
+    estimates = bootstrap(x, y, cluster, B, rng)
+    lo, hi = percentile_interval(estimates)
+    dropped = int((~np.isfinite(estimates)).sum())
+    return row | {
+        f"{prefix}ci95_cluster_low": lo,
+        f"{prefix}ci95_cluster_high": hi,
+        f"{prefix}cluster_note": cluster_note(n_studies, dropped, B, what),
+    }
+
+
 def slope_interval(
     x: np.ndarray, y: np.ndarray, cluster: np.ndarray, B: int, rng: np.random.Generator
 ) -> dict:
     """The cluster-bootstrap columns of one rate cell."""
-    cluster = np.asarray(cluster, dtype=object)
-    n_studies = int(pd.Series(cluster).nunique())
-    row = {"n_studies": n_studies, "cluster_bootstrap_B": B, "cluster_interval": interval_label(B)}
-    if n_studies < 2:
-        return row | {
-            "cluster_note": "one study: a study-level interval cannot be formed",
-        }
-    slopes = bootstrap_slopes(x, y, cluster, B, rng)
-    lo, hi = percentile_interval(slopes)
-    dropped = int((~np.isfinite(slopes)).sum())
-    note = cluster_note(n_studies, dropped, B, "slope (one age only)")
-    return row | {"ci95_cluster_low": lo, "ci95_cluster_high": hi, "cluster_note": note}
+    return _interval_columns(bootstrap_slopes, x, y, cluster, B, rng, "", "slope (one age only)")
 
 
 def bootstrap_psi(
@@ -171,20 +184,7 @@ def psi_interval(
     x: np.ndarray, y: np.ndarray, cluster: np.ndarray, B: int, rng: np.random.Generator
 ) -> dict:
     """The cluster-bootstrap columns of one turning-point cell."""
-    cluster = np.asarray(cluster, dtype=object)
-    n_studies = int(pd.Series(cluster).nunique())
-    row = {
-        "n_studies": n_studies,
-        "psi_cluster_bootstrap_B": B,
-        "psi_cluster_interval": interval_label(B),
-    }
-    if n_studies < 2:
-        return row | {"psi_cluster_note": "one study: a study-level interval cannot be formed"}
-    psis = bootstrap_psi(x, y, cluster, B, rng)
-    lo, hi = percentile_interval(psis)
-    dropped = int((~np.isfinite(psis)).sum())
-    note = cluster_note(n_studies, dropped, B, "breakpoint")
-    return row | {"psi_ci95_cluster_low": lo, "psi_ci95_cluster_high": hi, "psi_cluster_note": note}
+    return _interval_columns(bootstrap_psi, x, y, cluster, B, rng, "psi_", "breakpoint")
 
 
 def rate_cluster_columns(
