@@ -114,6 +114,7 @@ class CalibrationConfig:
     chains: int | None = None
     sampler: str | None = None
     bd_method: str = "rf"
+    bd_error: float = 1.0  # simulator: sd of true BD around the PTF, x the demo's
     spec: dict = field(default_factory=dict)  # user spec overrides (--spec TOML)
 
     def validate(self) -> None:
@@ -125,6 +126,8 @@ class CalibrationConfig:
             raise InputError(f"--datasets must be >= 1 (got {self.datasets})")
         if self.scale <= 0:
             raise InputError(f"--scale must be positive (got {self.scale})")
+        if self.bd_error < 0:
+            raise InputError(f"--bd-error must be >= 0 (got {self.bd_error})")
         for name in ("draws", "tune", "chains"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -153,6 +156,8 @@ class CalibrationConfig:
         """SHA-256 of the settings that determine one dataset's rows (not the dataset count)."""
         d = asdict(self)
         d.pop("datasets")
+        if d["bd_error"] == 1.0:  # results made before the setting existed keep their identity
+            d.pop("bd_error")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     def to_json(self) -> str:
@@ -399,7 +404,7 @@ def simulate_and_harmonize(config: CalibrationConfig, seed: int, workdir: str | 
     # while it builds --help
     from bayes_soil.harmonize import harmonize
 
-    sim = simulate(seed=seed, variant=config.variant, scale=config.scale)
+    sim = simulate(seed=seed, variant=config.variant, scale=config.scale, bd_error=config.bd_error)
     obs_path, _ = write_simulation(sim, workdir)
     obs = load_observations(obs_path)
     result = harmonize(obs, bd_method=config.bd_method, seed=0, score_bd=False)

@@ -102,6 +102,12 @@ LAYER_COLUMNS = (
     "deep_imputed",
     "obs_ids",
 )
+#: optional layer columns (harmonize): relative sd of a stock from an estimated bulk density
+#: (sd / stock), the part shared by the study's estimates and the part per row; 0 where BD was
+#: measured or the study reported the stock
+STOCK_SD_COLUMNS = ("stock_rel_sd_bd_study", "stock_rel_sd_bd_row")
+#: optional change column: sd (Mg ha-1 yr-1) of the rate from estimated bulk densities
+RATE_SD_COLUMN = "rate_sd_bd_mg_ha_yr"
 CHANGE_COLUMNS = (
     "profile_id",
     "study_id",

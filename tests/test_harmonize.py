@@ -434,3 +434,64 @@ def test_british_spellings_are_deprecated_aliases(monkeypatch, tmp_path):
     with pytest.warns(DeprecationWarning, match="use write_harmonized"):
         h.write_harmonised("result", tmp_path)
     assert calls == [("load", ("data.csv",)), ("write", ("result", tmp_path))]
+
+
+# ---- estimated bulk density: its predictive sd travels with the stocks -------------------------
+def test_bd_predictive_sd_splits_study_and_row_parts_from_the_two_cvs():
+    from bayes_soil.harmonize.bulk_density import ASSUMED_REL_SD, bd_predictive_sd
+
+    cv = {"kfold": {"rf": {"rmse": 0.10}}, "group_kfold": {"rf": {"rmse": 0.20}}}
+    sd = bd_predictive_sd(cv, "rf", pd.Series([1.0, 1.5]))  # mean measured BD 1.25
+    assert sd["row"] == pytest.approx(0.10 / 1.25)
+    assert sd["study"] == pytest.approx(math.sqrt(0.20**2 - 0.10**2) / 1.25)
+    # grouped CV no worse than K-fold: no study part; no CV at all: the documented assumption
+    cv["group_kfold"]["rf"]["rmse"] = 0.08
+    assert bd_predictive_sd(cv, "rf", pd.Series([1.25]))["study"] == 0.0
+    none = bd_predictive_sd(None, "ptf", pd.Series([], dtype=float))
+    assert (none["study"], none["row"]) == (ASSUMED_REL_SD["study"], ASSUMED_REL_SD["row"])
+    assert none["source"].startswith("assumed")
+
+
+def test_stocks_on_estimated_bd_carry_its_sd_into_layers_and_changes():
+    from bayes_soil.schema import RATE_SD_COLUMN, STOCK_SD_COLUMNS
+
+    rows = []
+    for plot, years, soc, bd in (("c", 0.0, 10.0, 1.3), ("t", 20.0, 14.0, None)):
+        rows.append(
+            {
+                "plot_id": plot,
+                "years": years,
+                "depth_top_cm": 0,
+                "depth_bottom_cm": 20,
+                "soc_g_kg": soc,
+                **({"bd_g_cm3": bd} if bd else {}),
+            }
+        )
+    res = harmonize(make_obs(rows), bd_method="ptf", score_bd=False)
+    rel = res.report["bulk_density"]["predictive_sd_relative"]
+    assert rel["source"].startswith("assumed")  # one measured BD: nothing to cross-validate
+    lay = res.layers.set_index("plot_id")
+    study_col, row_col = STOCK_SD_COLUMNS
+    assert lay.loc["c", study_col] == 0.0 and lay.loc["c", row_col] == 0.0  # measured BD
+    stock_t = lay.loc["t", "stock_mg_ha"]
+    assert lay.loc["t", study_col] == pytest.approx(rel["study"])
+    assert lay.loc["t", row_col] == pytest.approx(rel["row"])
+    # the change: the treated side's study and row parts (its control was measured), / years
+    want = math.hypot(rel["study"] * stock_t, rel["row"] * stock_t) / 20.0
+    assert res.changes[RATE_SD_COLUMN].item() == pytest.approx(want)
+
+
+def test_rate_sd_cancels_the_study_part_shared_with_the_control():
+    from bayes_soil.harmonize.changes import rate_sd_from_bd
+
+    rows = pd.DataFrame(
+        {
+            "_sd_study": [2.0],
+            "_row_var": [9.0],
+            "_baseline_sd_study": [1.0],
+            "_baseline_row_var": [4.0],
+            "n_controls": [2],
+            "years": [10.0],
+        }
+    )
+    assert rate_sd_from_bd(rows)[0] == pytest.approx(math.sqrt((2 - 1) ** 2 + 9 + 4 / 2) / 10)

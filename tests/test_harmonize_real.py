@@ -332,7 +332,15 @@ def test_demo_harmonized_by_auto_is_the_forest_and_unchanged():
     choice = res.report["bulk_density"]["choice"]
     assert choice["requested"] == "auto" and choice["chosen"] == "rf"
     assert "control_rule" not in res.changes.columns
-    assert res.data_sha256 == "04acb6c70c25927fad92bd69511bb2cbb8cff380b51afe83366d69c5d1900202"
+    # the tables of before, plus the BD-estimation sd columns (imputed values carry their sd)
+    from bayes_soil.io import data_identity
+    from bayes_soil.schema import RATE_SD_COLUMN, STOCK_SD_COLUMNS
+
+    before = data_identity(
+        res.layers.drop(columns=list(STOCK_SD_COLUMNS)), res.changes.drop(columns=[RATE_SD_COLUMN])
+    )
+    assert before == "04acb6c70c25927fad92bd69511bb2cbb8cff380b51afe83366d69c5d1900202"
+    assert res.data_sha256 == "adeac34bb1da9f0cce2fa4742a3875d8624a87f5c86c8e69ed9871a4285af4d3"
 
 
 def test_report_section_names_missing_drivers_rules_and_bd_choice():

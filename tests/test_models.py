@@ -102,6 +102,26 @@ def test_climate_prepare_bounds_psi_inside_observed_range():
         get_model("climate_breakpoints").prepare(ch.drop(columns=["map_mm"]))
 
 
+@pytest.mark.parametrize("model_name", ["hier_rates", "climate_breakpoints"])
+def test_deep_imputed_rows_are_missing_by_default_and_data_on_request(model_name):
+    """Imputed values are not data: both models leave out rows resting on the deep fill."""
+    model = get_model(model_name)
+    table = make_layers(seed=3, n_studies=12) if model.table == "layers" else None
+    if table is None:
+        table = make_changes(seed=1, n_studies=20)
+    deep = table["layer"].isin(["100-200", "0-200"]).to_numpy()
+    flagged = deep & (np.random.default_rng(0).random(len(table)) < 0.3)
+    table = table.assign(deep_imputed=flagged)
+    d = model.prepare(table)
+    n_used = table["layer"].isin(d.coords.get("fit_layer", d.coords.get("layer"))).to_numpy()
+    assert d.meta["n_deep_imputed_left_out"] == int(flagged[n_used].sum()) > 0
+    assert d.n_obs == int((n_used & ~flagged).sum())
+    kept = get_model(model_name, {"data": {"deep_imputed": "as_data"}}).prepare(table)
+    assert kept.n_obs == int(n_used.sum()) and kept.meta["n_deep_imputed_left_out"] == 0
+    with pytest.raises(InputError, match="deep_imputed must be one of"):
+        get_model(model_name, {"data": {"deep_imputed": "fill"}}).prepare(table)
+
+
 # ---- model tier: build, finite logp and gradient at the initial point ----------------------
 def _finite_logp(model) -> None:
     ip = model.initial_point()
@@ -180,11 +200,21 @@ def test_hier_rates_prior_predictive_is_on_the_standardised_scale():
 @pytest.mark.model
 @pytest.mark.parametrize("unit_slopes", [True, False])
 @pytest.mark.parametrize("site_slopes", [True, False])
-def test_hier_rates_marginal_likelihood_equals_dense_gaussian(unit_slopes, site_slopes):
-    """The closed-form marginal (effects integrated out) equals the dense multivariate normal."""
+@pytest.mark.parametrize("bd_estimated", [False, True])
+def test_hier_rates_marginal_likelihood_equals_dense_gaussian(
+    unit_slopes, site_slopes, bd_estimated
+):
+    """The closed-form marginal (effects integrated out) equals the dense multivariate normal,
+    with the known variances of stocks on estimated bulk density where there are some."""
     from scipy.stats import multivariate_normal
 
+    from bayes_soil.schema import STOCK_SD_COLUMNS
+
     layers = make_layers(seed=11, n_studies=4, elements=("C",))
+    if bd_estimated:  # two of the four studies estimated their BD
+        est = layers["study_id"].isin(sorted(layers["study_id"].unique())[:2])
+        for col, rel in zip(STOCK_SD_COLUMNS, (0.1, 0.15), strict=True):
+            layers[col] = np.where(est, rel, 0.0)
     spec = {"data": {"elements": ["C"], "min_rows_per_layer": 3}}
     spec["structure"] = {"unit_slopes": unit_slopes, "site_slopes": site_slopes}
     m = get_model("hier_rates", spec)
@@ -210,10 +240,11 @@ def test_hier_rates_marginal_likelihood_equals_dense_gaussian(unit_slopes, site_
     same_unit = cell[:, None] == cell[None, :]
     site = a["unit_cell_site"][cell]
     same_site = site[:, None] == site[None, :]
-    sd_unit = val["sd_unit"][el]
+    var_unit = val["sd_unit"][el] ** 2 + a["unit_cell_var_bd_level"][cell]
     sd_site = val["sd_site"][el]
-    cov = np.diag(val["sigma"][el] ** 2)
-    cov = cov + same_unit * np.outer(sd_unit, sd_unit)
+    cov = np.diag(val["sigma"][el] ** 2 + a["unit_cell_var_bd_row"][cell])
+    assert (a["unit_cell_var_bd_level"].max() > 0) == bd_estimated
+    cov = cov + same_unit * np.sqrt(np.outer(var_unit, var_unit))
     cov = cov + same_site * np.outer(sd_site, sd_site)
     if unit_slopes:
         sw = val["sd_unit_slope"][el] * t
@@ -251,6 +282,8 @@ def _tiny_changes(n_sites: int = 4, per_site: int = 3, seed: int = 0, both: bool
                     "mat_c": 6.0 + 1.3 * u + (0.8 if u == 2 else 0.0),
                     "vegetation": ["forest", "shrub"][k % 2],
                     "stage": "6-10",
+                    # study s1 estimated its bulk density: its rates carry a known sd
+                    "rate_sd_bd_mg_ha_yr": 0.15 * ((u + k) % 2),
                 }
             )
     return pd.DataFrame(rows)
@@ -288,6 +321,9 @@ def _tiny_pieces(m, d, point):
     egl = (a["element_idx"] * n_gr + a["group_idx"]) * n_l + a["layer_idx"]
     r = a["rate"] - c[egl] - u[a["study_cell_idx"]]
     s2 = ex["sigma"].item() ** 2 + (ex["sigma_meas"].item() * a["inv_decades"]) ** 2
+    # the known variance from estimated BD, on the standardised scale (one cell: one scale)
+    df = _tiny_changes(both=len(d.coords["driver"]) == 2)
+    s2 = s2 + (df["rate_sd_bd_mg_ha_yr"].to_numpy() / df["rate_mg_ha_yr"].std(ddof=0)) ** 2
     pri = m.spec["priors"]
     sd_site = abs(point["sd_site_signed"]).item()  # sampled signed: sd_site = |z|
     return r, s2, sd_site, pri["slope_sd"], pri["change_sd"]

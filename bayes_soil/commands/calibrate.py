@@ -41,6 +41,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="simulated studies and sites as a multiple of the demo's (default 0.5)",
     )
+    parser.add_argument(
+        "--bd-error",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="simulator: sd of true bulk density around the pedotransfer function, as a multiple "
+        "of the demo's (default 1; 4-5 gives imputed-BD errors like real compilations)",
+    )
+    parser.add_argument(
+        "--bd-method",
+        choices=("auto", "rf", "ptf"),
+        default="rf",
+        help="harmonize: how BD is estimated where a study lacks it (default rf)",
+    )
     parser.add_argument("--draws", type=int, default=None, help="draws per chain (spec default)")
     parser.add_argument("--tune", type=int, default=None, help="tuning steps (spec default)")
     parser.add_argument("--chains", type=int, default=None, help="chains (spec default)")
@@ -96,6 +110,8 @@ def _config(args: argparse.Namespace):
         datasets=args.datasets if args.sbc is None else 1,
         seed_start=args.seed_start,
         scale=args.scale,
+        bd_error=args.bd_error,
+        bd_method=args.bd_method,
         element=args.element,
         driver=args.driver,
         draws=args.draws,

@@ -23,9 +23,36 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_soil.schema import CHANGE_COLUMNS, CONTROL_KEYS, CONTROL_RULES, STUDY_CONTROL_KEYS
+from bayes_soil.schema import (
+    CHANGE_COLUMNS,
+    CONTROL_KEYS,
+    CONTROL_RULES,
+    RATE_SD_COLUMN,
+    STOCK_SD_COLUMNS,
+    STUDY_CONTROL_KEYS,
+)
 
 SAME_SITE, STUDY_REFERENCE = CONTROL_RULES
+STUDY_SD, ROW_SD = STOCK_SD_COLUMNS
+RATE_SD = RATE_SD_COLUMN
+
+
+def rate_sd_from_bd(rows: pd.DataFrame) -> np.ndarray:
+    """sd of (stock - baseline) / years from the BD estimates of both sides.
+
+    ``rows``: change rows with the absolute sds of the stock (``_sd_study``, ``_row_var``) and
+    of the baseline (``_baseline_sd_study``, ``_baseline_row_var``: mean over its controls).
+
+    The study-shared error is one relative error for the treated profile and its controls (same
+    study, same estimator), so it enters as the difference of the two sds; the per-row parts are
+    independent, the baseline's averaged over its ``n_controls`` profiles.
+    """
+    study = rows["_sd_study"].to_numpy(float) - rows["_baseline_sd_study"].to_numpy(float)
+    n_controls = rows["n_controls"].to_numpy(float)
+    row_var = (
+        rows["_row_var"].to_numpy(float) + rows["_baseline_row_var"].to_numpy(float) / n_controls
+    )
+    return np.sqrt(study**2 + row_var) / rows["years"].to_numpy(float)
 
 
 def _controls(layers: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -34,6 +61,9 @@ def _controls(layers: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         "n_controls": ("profile_id", "nunique"),
         "baseline_deep_imputed": ("deep_imputed", "any"),
     }
+    if "_sd_study" in layers.columns:  # BD sds: study part averaged, row part in quadrature
+        agg["_baseline_sd_study"] = ("_sd_study", "mean")
+        agg["_baseline_row_var"] = ("_row_var", "mean")
     if "_esm" in layers.columns:  # ESM tables: the fixed-depth baseline too, and whether all
         agg["_baseline_fixed"] = ("fixed_stock_mg_ha", "mean")  # controls are ESM
         agg["_baseline_esm"] = ("_esm", "all")
@@ -59,6 +89,12 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     is_control = layers["years"] == 0
     with_scope = "control_scope" in layers.columns
     esm = "stock_method" in layers.columns
+    with_sd = STUDY_SD in layers.columns
+    if with_sd:  # absolute sds (Mg ha-1) of each stock
+        stock = layers["stock_mg_ha"].abs()
+        layers = layers.assign(
+            _sd_study=layers[STUDY_SD] * stock, _row_var=(layers[ROW_SD] * stock) ** 2
+        )
     if esm:
         layers = layers.assign(_esm=layers["stock_method"].eq("esm"))
     controls = _controls(layers, site_keys)
@@ -83,6 +119,7 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             )
             idx = merged.index[eligible]
             cols = ["baseline_stock_mg_ha", "n_controls", "baseline_deep_imputed"]
+            cols += ["_baseline_sd_study", "_baseline_row_var"] if with_sd else []
             for col in cols + (["_baseline_fixed", "_baseline_esm"] if esm else []):
                 merged.loc[idx, col] = alt[col].to_numpy()
             got = alt["baseline_stock_mg_ha"].notna().to_numpy()
@@ -109,6 +146,9 @@ def compute_changes(layers: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     )
     if with_scope:
         extra.append("control_rule")
+    if with_sd:
+        out[RATE_SD] = rate_sd_from_bd(out)
+        extra.append(RATE_SD)
     out = out[[*CHANGE_COLUMNS, *extra]].reset_index(drop=True)
     by_rule = merged.loc[has, "control_rule"]
     no_control_reason = "no year-0 control for study/site/vegetation/origin" + (

@@ -25,7 +25,13 @@ import pandas as pd
 
 from bayes_soil import __version__
 from bayes_soil.errors import InputError
-from bayes_soil.harmonize.bulk_density import impute_bd, quiet_sklearn, score_bd_methods
+from bayes_soil.harmonize.bulk_density import (
+    add_stock_sd,
+    bd_predictive_sd,
+    impute_bd,
+    quiet_sklearn,
+    score_bd_methods,
+)
 from bayes_soil.harmonize.changes import compute_changes
 from bayes_soil.harmonize.deep import fill_deep_layer
 from bayes_soil.harmonize.depth import (
@@ -264,7 +270,8 @@ def harmonize(
             work = work.assign(**{c: np.nan})
     warnings_out: list[str] = []
     cv = None
-    if score_bd or bd_method == "auto":
+    # an estimated BD needs its predictive sd, which the cross-validation gives
+    if score_bd or bd_method == "auto" or bool(needs_bd.any()):
         cv = score_bd_methods(work, groups=work["study_id"], seed=seed)
     t0 = tick("bd_cv", t0)
     choice = choose_bd_method(bd_method, cv)
@@ -272,6 +279,8 @@ def harmonize(
     if cv is not None:
         bd_report["cv"] = cv
     bd_report["choice"] = choice
+    rel_sd = bd_predictive_sd(cv, choice["chosen"], bd[bd_source.eq("measured")])
+    bd_report["predictive_sd_relative"] = rel_sd
     if choice.get("warning") and int(needs_bd.sum()) > 0:
         warnings_out.append(choice["warning"])
     t0 = tick("bd_impute", t0)
@@ -364,6 +373,8 @@ def harmonize(
     # control_scope travels only when the input has it (the demo's tables stay as they were)
     extra_columns += ["control_scope"] if with_scope else []
     layers = layers[[*LAYER_COLUMNS, *extra_columns]].reset_index(drop=True)
+    # 8b. the sd each stock has from an estimated BD (imputed values are not data)
+    layers = add_stock_sd(layers, work["obs_id"], bd_source, rel_sd)
 
     # 9. changes against the year-0 controls
     changes, changes_report = compute_changes(layers)

@@ -442,6 +442,26 @@ def observation_ids(df: pd.DataFrame) -> pd.Series:
     return obs_id
 
 
+DEEP_IMPUTED_MODES = ("missing", "as_data")
+
+
+def drop_deep_imputed(df: pd.DataFrame, mode: str) -> tuple[pd.DataFrame, int]:
+    """Leave out rows whose stock (or change) rests on the shallow-to-deep fill.
+
+    Imputed values are not data: with ``mode = "missing"`` (every model's default) such a row
+    is a missing cell; ``"as_data"`` keeps it as if measured (the paper's practice, which the
+    frequentist reproduction follows). Returns the kept rows and how many were left out.
+    """
+    if mode not in DEEP_IMPUTED_MODES:
+        raise InputError(
+            f"data.deep_imputed must be one of {', '.join(DEEP_IMPUTED_MODES)}, not {mode!r}"
+        )
+    if mode == "as_data" or "deep_imputed" not in df.columns:
+        return df, 0
+    imputed = df["deep_imputed"].astype(str).str.lower().isin(("true", "1"))
+    return df[~imputed], int(imputed.sum())
+
+
 def index_of(values: pd.Series | np.ndarray, labels: list) -> np.ndarray:
     """Integer codes of ``values`` in ``labels`` (every value must be present)."""
     lookup = {lab: i for i, lab in enumerate(labels)}

@@ -5,7 +5,7 @@ standardised per cell, each driver x_d standardised over the fitted rows:
 
     y_i = alpha[e, group_i, l] + u~[study cell_i] + v[c, site_i]
           + sum_d ( kbar[c, d] x_di + b[c, d] h_cd(x_di; psi[c, d]) ) + eps_i
-    eps_i ~ Normal(0, s_i^2),   s_i^2 = sigma_c^2 + (sigma_meas_c * 10 / years_i)^2
+    eps_i ~ Normal(0, s_i^2),   s_i^2 = sigma_c^2 + (sigma_meas_c * 10 / years_i)^2 + v_i
     u~ = u - (mean of u over the study cells of c)     (study effects sum to zero in a cell)
     u ~ Normal(0, sd_study_c^2)                         (centred)
     v[c, site] ~ Normal(0, sd_site^2)                   integrated out in closed form
@@ -14,6 +14,12 @@ standardised per cell, each driver x_d standardised over the fitted rows:
     h_cd(x; psi) = |x - psi| minus its least-squares line on [1, x_d] over the rows of c
     h_cd(x; none) = 0
     psi[c, d] in {none} U grid_d,  P(none) = 1 - prior_p_break (0.5), uniform over the grid
+
+v_i is the known variance of the rate from estimated bulk densities (harmonize's
+``rate_sd_bd_mg_ha_yr``, standardised; 0 where BD was measured or the stock reported): imputed
+values are not data, so they enter with their predictive uncertainty (``data.bd_estimated``;
+"as_data" sets v = 0). Likewise a change resting on the shallow-to-deep fill is left out
+(``data.deep_imputed = "missing"``).
 
 ``grid_d`` has ``grid_size`` points (40 for the first driver, 20 for the second when both are
 fitted) evenly spaced between the ``psi_quantiles`` (10th and 90th percentiles) of the driver,
@@ -87,12 +93,13 @@ from bayes_soil.models.base import (
     FitSettings,
     ModelData,
     SoilModel,
+    drop_deep_imputed,
     index_of,
     observation_ids,
     register,
     thin_posterior,
 )
-from bayes_soil.schema import ALL_LAYERS, DRIVERS
+from bayes_soil.schema import ALL_LAYERS, DRIVERS, RATE_SD_COLUMN
 
 if TYPE_CHECKING:
     import pymc as pm
@@ -260,7 +267,8 @@ class ClimateBreakpoints(SoilModel):
         missing = need - set(table.columns)
         if missing:
             raise InputError(f"changes table lacks column(s): {', '.join(sorted(missing))}")
-        df = table.copy()
+        # a change whose stock (or control) rests on the shallow-to-deep fill is not data
+        df, n_deep_dropped = drop_deep_imputed(table.copy(), spec["data"]["deep_imputed"])
         for c in ("years", "rate_mg_ha_yr", *drivers):
             df[c] = pd.to_numeric(df[c], errors="coerce")
         ok = np.isfinite(df["rate_mg_ha_yr"]) & (df["years"] > spec["data"].get("min_years", 0))
@@ -296,6 +304,13 @@ class ClimateBreakpoints(SoilModel):
         y = (df["rate_mg_ha_yr"].to_numpy() - y_loc.loc[keys].to_numpy()) / y_scale.loc[
             keys
         ].to_numpy()
+        bd_mode = spec["data"]["bd_estimated"]
+        if bd_mode not in ("uncertain", "as_data"):
+            raise InputError(f"data.bd_estimated must be 'uncertain' or 'as_data', not {bd_mode!r}")
+        var_bd = np.zeros(len(df))
+        if bd_mode == "uncertain" and RATE_SD_COLUMN in df.columns:
+            sd = pd.to_numeric(df[RATE_SD_COLUMN], errors="coerce").fillna(0.0).to_numpy(float)
+            var_bd = (sd / y_scale.loc[keys].to_numpy()) ** 2
         x_loc = np.array([df[d].mean() for d in drivers])
         x_scale = np.array([df[d].std(ddof=0) or 1.0 for d in drivers])
         x = (df[drivers].to_numpy(float) - x_loc) / x_scale
@@ -346,6 +361,8 @@ class ClimateBreakpoints(SoilModel):
             "rate": y,
             "x": x,
             "inv_decades": 10.0 / df["years"].to_numpy(float),
+            # known variance (standardised) of the rate from estimated bulk densities
+            "var_bd": var_bd,
             "element_idx": element_idx,
             "layer_idx": layer_idx,
             "cell_idx": cell_idx,
@@ -383,6 +400,10 @@ class ClimateBreakpoints(SoilModel):
             "n_sites": len(x_sites),
             "dropped_layers": dropped,
             "rows_without_driver": no_driver,
+            "deep_imputed": spec["data"]["deep_imputed"],
+            "n_deep_imputed_left_out": n_deep_dropped,
+            "bd_estimated": bd_mode,
+            "n_rows_bd_estimated": int((var_bd > 0).sum()),
             "element_of_obs": df["element"].to_numpy(),
         }
         return ModelData(coords=coords, arrays=arrays, meta=meta, n_obs=len(df))
@@ -458,7 +479,11 @@ class ClimateBreakpoints(SoilModel):
                 t2 = pt.repeat(sd_site**2, n_l)
             else:
                 t2 = sd_site.flatten() ** 2
-            s2 = sigma.flatten()[cell] ** 2 + (sigma_meas.flatten()[cell] * inv_dec) ** 2
+            s2 = (
+                sigma.flatten()[cell] ** 2
+                + (sigma_meas.flatten()[cell] * inv_dec) ** 2
+                + a["var_bd"]
+            )
             r = y - c.flatten()[egl] - u[a["study_cell_idx"]]
             w = 1.0 / s2
             rows = -0.5 * (LOG2PI + pt.log(s2) + w * r**2)
@@ -524,7 +549,7 @@ class ClimateBreakpoints(SoilModel):
         cell = a["cell_idx"]
         mu0 = c[:, egl] + u[:, a["study_cell_idx"]]
         r = a["rate"][None, :] - mu0
-        s2 = sig[:, cell] ** 2 + (sme[:, cell] * a["inv_decades"][None, :]) ** 2
+        s2 = sig[:, cell] ** 2 + (sme[:, cell] * a["inv_decades"][None, :]) ** 2 + a["var_bd"]
         w = 1.0 / s2
         n = len(cell)
         seg = sparse.csr_matrix((np.ones(n), (np.arange(n), a["cell_site_idx"])), (n, n_c * n_u))
@@ -799,6 +824,10 @@ class ClimateBreakpoints(SoilModel):
                 {data.coords["driver"][j]: len(data.meta["grids"][j]) for j in self._hinged(data)}
             ),
             "n_sites": int(data.meta["n_sites"]),
+            "deep_imputed": data.meta["deep_imputed"],
+            "n_deep_imputed_left_out": int(data.meta["n_deep_imputed_left_out"]),
+            "bd_estimated": data.meta["bd_estimated"],
+            "n_rows_bd_estimated": int(data.meta["n_rows_bd_estimated"]),
         }
         return attrs
 

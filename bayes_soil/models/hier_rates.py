@@ -44,6 +44,7 @@ from bayes_soil.errors import InputError
 from bayes_soil.models.base import (
     ModelData,
     SoilModel,
+    drop_deep_imputed,
     index_of,
     observation_ids,
     register,
@@ -59,6 +60,7 @@ from bayes_soil.schema import (
     STAGE_LOWER,
     STAGE_UPPER,
     STAGES,
+    STOCK_SD_COLUMNS,
     VEGETATION,
 )
 
@@ -67,7 +69,9 @@ if TYPE_CHECKING:
     import xarray as xr
 
 UNIT_KEYS = ("study_id", "site_id", "vegetation", "origin")
-DEEP_IMPUTED_MODES = ("missing", "as_data")
+#: "uncertain": stocks on an estimated BD carry its predictive variance (harmonize's sd columns);
+#: "as_data": they are fitted as if measured
+BD_ESTIMATED_MODES = ("uncertain", "as_data")
 
 
 def stage_basis(years: np.ndarray, n_stages: int) -> np.ndarray:
@@ -125,15 +129,12 @@ class HierRates(SoilModel):
         df["years"] = pd.to_numeric(df["years"], errors="coerce")
         df = df[np.isfinite(df["stock_mg_ha"]) & np.isfinite(df["years"]) & (df["years"] >= 0)]
         mode = spec["data"]["deep_imputed"]
-        if mode not in DEEP_IMPUTED_MODES:
+        df, n_deep_dropped = drop_deep_imputed(df, mode)
+        bd_mode = spec["data"]["bd_estimated"]
+        if bd_mode not in BD_ESTIMATED_MODES:
             raise InputError(
-                f"data.deep_imputed must be one of {', '.join(DEEP_IMPUTED_MODES)}, not {mode!r}"
+                f"data.bd_estimated must be one of {', '.join(BD_ESTIMATED_MODES)}, not {bd_mode!r}"
             )
-        n_deep_dropped = 0
-        if mode == "missing" and "deep_imputed" in df.columns:
-            imputed = df["deep_imputed"].astype(str).str.lower().isin(("true", "1"))
-            n_deep_dropped = int(imputed.sum())
-            df = df[~imputed]
         elements = [e for e in spec["data"]["elements"] if (df["element"] == e).any()]
         if not elements:
             raise InputError(
@@ -196,12 +197,22 @@ class HierRates(SoilModel):
         basis = stage_basis(df["years"].to_numpy(float), n_stages)
         cell_idx = index_of(ucell_key, ucells)
         stats = cell_statistics(y, t, basis, cell_idx, len(ucells))
+        var_level, var_row = _bd_variances(df, scale.loc[keys].to_numpy(), cell_idx, len(ucells))
+        if bd_mode == "as_data":
+            var_level, var_row = np.zeros_like(var_level), np.zeros_like(var_row)
+        estimated = var_row > 0
 
         # rate groups: cells sharing one rate vector (element x vegetation x layer x origin)
+        # and one residual variance (cells with estimated BD apart)
         unit_rate = (e_idx * n_v + v_idx) * n_l + l_idx
         planted = first["planted"].to_numpy(bool)
-        group_key = unit_rate * 2 + planted
+        group_key = (unit_rate * 2 + planted) * 2 + estimated
         groups, unit_group = np.unique(group_key, return_inverse=True)
+        # one extra row variance per group: the mean of its cells' (weighted by rows)
+        n_cell = stats["n"]
+        group_var_row = np.bincount(unit_group, weights=var_row * n_cell) / np.bincount(
+            unit_group, weights=n_cell
+        )
         group_stats = {}
         for k in ("n", "y1", "y2", "b1", "by", "bb"):
             acc = np.zeros((len(groups), *stats[k].shape[1:]))
@@ -223,9 +234,12 @@ class HierRates(SoilModel):
             "unit_cell_rate": unit_rate,
             "unit_cell_planted": planted.astype(float),
             "unit_cell_group": unit_group,
-            "group_rate": groups // 2,
-            "group_planted": (groups % 2).astype(float),
-            "group_element_layer": (groups // 2 // (n_v * n_l)) * n_l + (groups // 2) % n_l,
+            "group_rate": groups // 4,
+            "group_planted": ((groups // 2) % 2).astype(float),
+            "group_element_layer": (groups // 4 // (n_v * n_l)) * n_l + (groups // 4) % n_l,
+            "group_var_bd_row": group_var_row,
+            "unit_cell_var_bd_row": group_var_row[unit_group],
+            "unit_cell_var_bd_level": var_level,
             **group_stats,
             "site_cell_element": index_of(pd.Series(scells).str.split("#").str[0], elements),
             "site_cell_layer": index_of(pd.Series(scells).str.split("#").str[-1], fit_layers),
@@ -256,6 +270,8 @@ class HierRates(SoilModel):
             "origins": origins,
             "deep_imputed": mode,
             "n_deep_imputed_left_out": n_deep_dropped,
+            "bd_estimated": bd_mode,
+            "n_rows_bd_estimated": int(estimated[cell_idx].sum()),
         }
         return ModelData(coords=coords, arrays=arrays, meta=meta, n_obs=len(df))
 
@@ -390,6 +406,8 @@ class HierRates(SoilModel):
         attrs = {
             "deep_imputed": data.meta["deep_imputed"],
             "n_deep_imputed_left_out": int(data.meta["n_deep_imputed_left_out"]),
+            "bd_estimated": data.meta["bd_estimated"],
+            "n_rows_bd_estimated": int(data.meta["n_rows_bd_estimated"]),
             "fit_layers": json.dumps(list(data.coords["fit_layer"])),
             "dropped_layers": json.dumps(data.meta["dropped_layers"]),
             "observed_max_age": json.dumps(
@@ -446,8 +464,8 @@ class HierRates(SoilModel):
         """Per draw and row: E[y | rates, drawn effects] and the residual sd (standardised)."""
         a = data.arrays
         c = _cell_draws({k: post[k].values for k in post.data_vars}, data)
-        theta, alpha, s2 = c["theta"], c["alpha"], c["sigma"] ** 2
-        su2, sw2 = c["sd_unit"] ** 2, c["sd_unit_slope"] ** 2
+        theta, alpha, s2 = c["theta"], c["alpha"], c["s2"]
+        su2, sw2 = c["su2"], c["sd_unit_slope"] ** 2
         st = {k: a[k][None] for k in a if k.startswith("stat_")}
         _, q = _unit_terms(theta, alpha, s2, su2, sw2, st, np)
         site = a["unit_cell_site"]
@@ -493,20 +511,43 @@ class HierRates(SoilModel):
         n_u, n_s = len(a["unit_cell_element"]), len(a["site_cell_element"])
         v = c["sd_site"] * rng.standard_normal((draws, n_s))
         us = c["sd_site_slope"] * rng.standard_normal((draws, n_s))
-        au = c["sd_unit"] * rng.standard_normal((draws, n_u))
+        au = np.sqrt(c["su2"]) * rng.standard_normal((draws, n_u))
         wu = c["sd_unit_slope"] * rng.standard_normal((draws, n_u))
         cell, site = a["unit_cell_idx"], a["unit_cell_site"]
         level = c["alpha"] + v[:, site] + au
         slope = wu + us[:, site]
         mean = level[:, cell] + slope[:, cell] * a["years"] / 10.0
         mean = mean + (c["theta"][:, cell] * a["basis"][None]).sum(-1)
-        sig = c["sigma"][:, cell]
+        sig = np.sqrt(c["s2"])[:, cell]
         y = mean + sig * rng.standard_normal(mean.shape)
         pp = xr.Dataset(
             {"stock": (("chain", "draw", "obs_id"), y[None])},
             coords={"chain": [0], "draw": np.arange(draws), "obs_id": data.coords["obs_id"]},
         )
         return xr.DataTree.from_dict({"prior": p, "prior_predictive": pp})
+
+
+def _bd_variances(
+    df: pd.DataFrame, scale: np.ndarray, cell: np.ndarray, n_cells: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per chronosequence cell, the known variances (standardised) from estimated bulk density.
+
+    A study's estimated BDs share one relative error, which moves the whole chronosequence's
+    stocks together: a variance of the cell's level (its mean squared study-part sd). The
+    per-row part is residual variance (the cell's mean). Zero for cells whose stocks rest on
+    measured BD or reported stocks; zero without harmonize's sd columns (older tables).
+    """
+    if not set(STOCK_SD_COLUMNS) <= set(df.columns):
+        return np.zeros(n_cells), np.zeros(n_cells)
+    stock = df["stock_mg_ha"].abs().to_numpy(float)
+    study, row = (
+        pd.to_numeric(df[c], errors="coerce").fillna(0.0).to_numpy(float) * stock / scale
+        for c in STOCK_SD_COLUMNS
+    )
+    n = np.bincount(cell, minlength=n_cells)
+    level = (np.bincount(cell, weights=study, minlength=n_cells) / n) ** 2
+    row_var = np.bincount(cell, weights=row**2, minlength=n_cells) / n
+    return level, row_var
 
 
 def _cell_draws(draws: dict[str, np.ndarray], data: ModelData) -> dict[str, np.ndarray]:
@@ -531,6 +572,9 @@ def _cell_draws(draws: dict[str, np.ndarray], data: ModelData) -> dict[str, np.n
         out[k] = s.get(k, zero)[:, ue, ul]
     for k in ("sd_site", "sd_site_slope"):
         out[k] = s.get(k, zero)[:, se, sl]
+    # variances with the known parts from estimated bulk densities (zero where measured)
+    out["s2"] = out["sigma"] ** 2 + a["unit_cell_var_bd_row"]
+    out["su2"] = out["sd_unit"] ** 2 + a["unit_cell_var_bd_level"]
     return out
 
 
@@ -644,11 +688,13 @@ def marginal_loglik(theta, alpha, sigma, sd_unit, sd_w, sd_site, sd_site_w, a, g
     """
     import pytensor.tensor as pt
 
-    s2 = sigma**2
+    # known variances from estimated bulk densities: per row (residual) and per cell (level)
+    s2 = sigma**2 + a["unit_cell_var_bd_row"]
+    su2 = sd_unit**2 + a["unit_cell_var_bd_level"]
     theta_u = theta[a["unit_cell_group"]]
-    part, q = _unit_terms(theta_u, alpha, s2, sd_unit**2, sd_w**2, a, pt)
+    part, q = _unit_terms(theta_u, alpha, s2, su2, sd_w**2, a, pt)
     gs = {k[len("group_stat_") :]: v for k, v in a.items() if k.startswith("group_stat_")}
-    rr = _group_rr(theta, group_par[0], group_par[1] ** 2, gs)
+    rr = _group_rr(theta, group_par[0], group_par[1] ** 2 + a["group_var_bd_row"], gs)
     n_site = len(a["site_cell_element"])
     site_term, _, _ = _site_terms(
         q, a["unit_cell_site"], n_site, sd_site**2, sd_site_w**2, _pt_segment_sum, pt
