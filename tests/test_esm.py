@@ -251,10 +251,11 @@ def test_simulator_fixed_outputs_unchanged_and_esm_close_to_truth(sim_pair):
 def test_report_header_and_provenance_state_the_stock_method():
     from report_fakes import fake_report_inputs
 
-    from bayes_soil.report.html import _header, _provenance_section
+    from bayes_soil.report.sections_provenance import provenance_section
+    from bayes_soil.report.sections_summary import header_html
 
     inp = fake_report_inputs()
-    assert "stocks: <span id='stock-method'>fixed depth</span>" in _header(inp)
+    assert "stocks: <span id='stock-method'>fixed depth</span>" in header_html(inp)
     lay = inp.harmonized.layers
     inp.harmonized.layers = lay.assign(
         stock_method=np.where(np.arange(len(lay)) % 4 == 0, "fixed", "esm"),
@@ -262,8 +263,8 @@ def test_report_header_and_provenance_state_the_stock_method():
     )
     n_esm = int((inp.harmonized.layers["stock_method"] == "esm").sum())
     text = f"equivalent soil mass (ESM; {n_esm} of {len(lay)} layer rows"
-    assert text in _header(inp)
-    assert text in _provenance_section(inp)
+    assert text in header_html(inp)
+    assert text in provenance_section(inp)
 
 
 def test_compare_names_the_stock_methods_of_fits_from_different_data():
@@ -335,10 +336,10 @@ def test_fixed_depth_twin_is_the_fixed_harmonization(sim_pair):
 def test_report_harmonization_section_shows_the_esm_shift():
     from report_fakes import fake_report_inputs
 
-    from bayes_soil.report.html import _harmonization_section
+    from bayes_soil.report.sections_data import harmonization_section
 
     inp = fake_report_inputs()
-    assert "Stocks on fixed depth" in _harmonization_section(inp)
+    assert "Stocks on fixed depth" in harmonization_section(inp)
     inp.harmonized.report["esm"] = {
         "method": "cumulative-mass ESM",
         "layer_rows_esm": 7,
@@ -361,7 +362,7 @@ def test_report_harmonization_section_shows_the_esm_shift():
         }
     )
     inp.stock_shift = {"rates": rates, "breakpoints": pd.DataFrame()}
-    html = _harmonization_section(inp)
+    html = harmonization_section(inp)
     assert "7 layer rows on ESM, 3 kept on fixed depth" in html
     assert "median shift from fixed depth to ESM was 1.00 SE" in html
     assert "1 sign flip(s), 1 change(s) of significance" in html

@@ -346,12 +346,12 @@ def test_demo_harmonized_by_auto_is_the_forest_and_unchanged():
 def test_report_section_names_missing_drivers_rules_and_bd_choice():
     from types import SimpleNamespace
 
-    from bayes_soil.report.html import _harmonization_section
+    from bayes_soil.report.sections_data import harmonization_section
 
     df = _two_site_study("study")
     df.loc[df["site_id"] == "B", "mat_c"] = np.nan
     res = harmonize(df, score_bd=False)
-    page = _harmonization_section(SimpleNamespace(harmonized=res))
+    page = harmonization_section(SimpleNamespace(harmonized=res))
     assert "Rows without a climate driver" in page and "mat_c" in page
     assert "study reference 4 rows (1 profiles)" in page
     assert "Method chosen" in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from importlib.resources import files
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,13 +32,13 @@ EXTERNAL = re.compile(
 
 
 def _no_figures(make, caption, alt):
-    """Stand-in for html.figure_html: the text checks need no pixels (the browser test draws)."""
+    """Stand-in for figure_embed.figure_html: text checks need no pixels (browser tests draw)."""
     return f"<figure><figcaption>{alt}</figcaption></figure>"
 
 
 def text_only(inputs) -> str:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("bayes_soil.report.html.figure_html", _no_figures)
+        mp.setattr("bayes_soil.report.figure_embed.figure_html", _no_figures)
         return build_html(inputs)
 
 
@@ -230,6 +231,9 @@ def test_page_is_self_contained(page):
     assert "<link" not in page.lower()
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.IGNORECASE)
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    # the stylesheet (package data) is inlined and every slot of the page template filled
+    css = (files("bayes_soil.report") / "report.css").read_text(encoding="utf-8")
+    assert f"<style>\n{css}</style>" in page and "$" not in page
     # every figure the page asks for (drawn for real in test_report_browser.py)
     for alt in (
         "forest plot C",

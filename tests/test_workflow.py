@@ -23,7 +23,7 @@ def _no_figures(make, caption, alt):
 @pytest.fixture
 def no_figures(monkeypatch):
     """The page's text is what these tests read; pixels are the browser test's job."""
-    monkeypatch.setattr("bayes_soil.report.html.figure_html", _no_figures)
+    monkeypatch.setattr("bayes_soil.report.figure_embed.figure_html", _no_figures)
 
 
 @pytest.fixture(scope="module")
