@@ -495,3 +495,20 @@ def test_rate_sd_cancels_the_study_part_shared_with_the_control():
         }
     )
     assert rate_sd_from_bd(rows)[0] == pytest.approx(math.sqrt((2 - 1) ** 2 + 9 + 4 / 2) / 10)
+
+
+def test_relative_error_sd_recovers_study_and_row_parts():
+    from bayes_soil.harmonize.bulk_density import bd_predictive_sd, relative_error_sd
+
+    rng = np.random.default_rng(4)
+    studies = np.repeat(np.arange(300), 8)
+    y = rng.uniform(1.0, 1.6, studies.size)
+    rel = rng.normal(0, 0.10, 300)[studies] + rng.normal(0, 0.15, studies.size)
+    got = relative_error_sd(y, y * (1 + rel), studies)
+    assert got["study"] == pytest.approx(0.10, abs=0.01)
+    assert got["row"] == pytest.approx(0.15, abs=0.01)
+    # the grouped CV's split is what bd_predictive_sd uses when it exists
+    cv = {"kfold": {"rf": {"rmse": 0.1}}, "group_kfold": {"rf": {"relative_error_sd": got}}}
+    sd = bd_predictive_sd(cv, "rf", pd.Series([1.3]))
+    assert (sd["study"], sd["row"]) == (got["study"], got["row"])
+    assert relative_error_sd(y[:16], y[:16], studies[:16]) is None  # 2 studies: too few

@@ -340,7 +340,7 @@ def test_demo_harmonized_by_auto_is_the_forest_and_unchanged():
         res.layers.drop(columns=list(STOCK_SD_COLUMNS)), res.changes.drop(columns=[RATE_SD_COLUMN])
     )
     assert before == "04acb6c70c25927fad92bd69511bb2cbb8cff380b51afe83366d69c5d1900202"
-    assert res.data_sha256 == "adeac34bb1da9f0cce2fa4742a3875d8624a87f5c86c8e69ed9871a4285af4d3"
+    assert res.data_sha256 == "6cd51f5000e4cba53561b9f99b607b6bc2f88c2ca43a432c6a6104763df3a84e"
 
 
 def test_report_section_names_missing_drivers_rules_and_bd_choice():

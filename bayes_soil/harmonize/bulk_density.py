@@ -182,6 +182,26 @@ def _scores(y, rf_pred, ptf_pred, splits) -> dict:
     return out
 
 
+def relative_error_sd(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict | None:
+    """Study-shared and per-row sd of the relative error pred / y - 1 (what a stock on that BD
+    is off by), from out-of-fold predictions of studies left out whole.
+
+    One-way random-effects moments: the per-row variance is the pooled within-study variance;
+    the study variance is the mean squared study mean error (bias included) less what the rows'
+    own noise puts into a mean of n rows. None with fewer than 3 studies.
+    """
+    ok = np.isfinite(y) & np.isfinite(pred) & (y > 0)
+    rel = pd.Series(pred[ok] / y[ok] - 1.0)
+    g = pd.Series(np.asarray(groups, dtype=object)[ok])
+    n = rel.groupby(g.to_numpy()).size()
+    if len(n) < 3 or (n > 1).sum() == 0:
+        return None
+    means = rel.groupby(g.to_numpy()).mean()
+    within = float(((rel - means.reindex(g).to_numpy()) ** 2).sum() / max(len(rel) - len(n), 1))
+    between = float(np.mean(means**2) - within * np.mean(1.0 / n))
+    return {"study": float(np.sqrt(max(between, 0.0))), "row": float(np.sqrt(within))}
+
+
 def score_bd_methods(
     df: pd.DataFrame,
     groups: pd.Series | np.ndarray | None = None,
@@ -235,6 +255,8 @@ def score_bd_methods(
                 gsplits = list(gk.split(x, y, groups=g))
                 grf = _oof_forest(x, y, gsplits, seed, n_trees)
                 out["group_kfold"] = _scores(y, grf, ptf_pred, gsplits)
+                for name, pred in (("rf", grf), ("ptf", ptf_pred)):
+                    out["group_kfold"][name]["relative_error_sd"] = relative_error_sd(y, pred, g)
             else:
                 out["group_kfold_skipped"] = f"only {n_groups} study with measured BD; need 2"
     return out
@@ -327,12 +349,12 @@ def bd_predictive_sd(cv: dict | None, method: str, measured_bd: pd.Series) -> di
     """Relative predictive sd of an estimated BD, split into a study-shared and a per-row part.
 
     Why two parts: a study's BDs are estimated from the same covariates and method, so their
-    errors move together (study-grouped CV RMSE is larger than plain K-fold RMSE). Plain K-fold
-    keeps other rows of the study in training, so its RMSE is the per-row part; the rest of the
-    grouped mean square error is the study part:
-    ``row^2 = rmse_kfold^2``, ``study^2 = max(rmse_grouped^2 - rmse_kfold^2, 0)``, both divided
-    by the mean measured BD. Without a CV (fewer than MIN_TRAIN_ROWS measured rows) the
-    documented :data:`ASSUMED_REL_SD` is used and said so.
+    errors move together. Best: the out-of-fold relative errors of whole left-out studies
+    (study-grouped CV), split by :func:`relative_error_sd`: that is the situation of a study
+    without BD. Without it (one study only): ``row^2 = rmse_kfold^2``, ``study^2 =
+    max(rmse_grouped^2 - rmse_kfold^2, 0)``, both divided by the mean measured BD. Without a CV
+    (fewer than MIN_TRAIN_ROWS measured rows) the documented :data:`ASSUMED_REL_SD` is used
+    and said so.
     """
     mean_bd = float(pd.to_numeric(measured_bd, errors="coerce").mean())
     key = "ptf" if method == "ptf" else "rf"
@@ -342,6 +364,14 @@ def bd_predictive_sd(cv: dict | None, method: str, measured_bd: pd.Series) -> di
         return None if v is None or not np.isfinite(v) else float(v)
 
     kfold, grouped = rmse("kfold"), rmse("group_kfold")
+    direct = ((cv or {}).get("group_kfold") or {}).get(key, {}).get("relative_error_sd")
+    if direct:
+        return {
+            "study": direct["study"],
+            "row": direct["row"],
+            "source": f"{key} study-grouped cross-validation: relative errors of left-out "
+            "studies split into a study mean and a per-row part",
+        }
     if kfold is None or not np.isfinite(mean_bd) or mean_bd <= 0:
         return {
             **ASSUMED_REL_SD,

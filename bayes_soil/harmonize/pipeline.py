@@ -618,6 +618,14 @@ def summary_lines(report: dict) -> list[str]:
             f"bulk density: {choice.get('chosen')} (requested {choice.get('requested')}); "
             f"study-grouped CV R^2 rf {f(r2.get('rf'))}, ptf {f(r2.get('ptf'))}"
         )
+    n_est = report.get("bulk_density", {}).get("n_rows_needing_estimate", 0)
+    sd = report.get("bulk_density", {}).get("predictive_sd_relative")
+    if n_est and sd:
+        out.append(
+            f"{n_est} rows on an estimated bulk density: relative sd {sd['study']:.1%} shared by "
+            f"the study, {sd['row']:.1%} per row (carried into the Bayesian models as "
+            "uncertainty, not as measurements)"
+        )
     ch = report.get("changes", {})
     rules = {k: v for k, v in ch.get("by_control_rule", {}).items() if v["change_rows"]}
     if rules:

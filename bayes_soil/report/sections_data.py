@@ -176,6 +176,13 @@ def harmonization_section(inp: ReportInputs) -> str:
             f"<p>Method chosen: <strong>{esc(choice.get('chosen'))}</strong> (requested "
             f"{esc(choice.get('requested'))}): {esc(choice['reason'])}.</p>"
         )
+    sd = bd.get("predictive_sd_relative") or {}
+    if sd:
+        out.append(
+            "<p>Predictive uncertainty of an estimated bulk density (relative sd, carried into "
+            f"the Bayesian models with every stock that rests on it): {sd['study']:.1%} shared "
+            f"by a study's estimates, {sd['row']:.1%} per row ({esc(sd.get('source', ''))}).</p>"
+        )
     for warning in rep.get("warnings") or []:
         out.append(f"<p class='warning'><strong>Warning:</strong> {esc(warning)}</p>")
     out.append(_drivers_and_controls_html(rep))

@@ -83,6 +83,37 @@ def provenance_section(inp: ReportInputs) -> str:
     return "\n".join(out)
 
 
+def imputation_text(attrs: dict, rows: str) -> str:
+    """What a fit did with imputed values (deep-layer fill, estimated bulk density)."""
+    n_deep = attrs.get("n_deep_imputed_left_out")
+    if attrs.get("deep_imputed", "missing") == "missing":
+        deep = (
+            f"Imputed values are not data: the {n_deep} {rows} resting on the shallow-to-deep "
+            "fill of 100-200 cm were left out of this fit (missing cells), while the frequentist "
+            "reproduction keeps the paper's fill."
+        )
+    else:
+        deep = (
+            f"The {rows} resting on the shallow-to-deep fill were fitted as if measured "
+            "(data.deep_imputed = 'as_data')."
+        )
+    n_bd = attrs.get("n_rows_bd_estimated")
+    if n_bd is None:  # fits made before the setting existed
+        return deep
+    if attrs.get("bd_estimated", "uncertain") == "uncertain":
+        bd = (
+            f" The {n_bd} {rows} on an estimated bulk density entered with that estimate's "
+            "predictive variance (a part shared by the study's estimates and a part per row, "
+            "from study-grouped and 10-fold cross-validation), not as measurements."
+        )
+    else:
+        bd = (
+            f" {rows.capitalize()} on an estimated bulk density were fitted as if measured "
+            "(data.bd_estimated = 'as_data')."
+        )
+    return deep + bd
+
+
 def methods_section(inp: ReportInputs) -> str:
     rep = getattr(inp.harmonized, "report", {}) or {}
     settings = rep.get("settings", {}) or {}
@@ -115,17 +146,8 @@ def methods_section(inp: ReportInputs) -> str:
             f"({s.get('chains', '?')} chains x {s.get('draws', '?')} draws after "
             f"{s.get('tune', '?')} tuning steps, seed {rec.dt.attrs.get('seed', '?')})"
         )
+        imputed = imputation_text(rec.dt.attrs, "stocks" if rec.kind == "rates" else "changes")
         if rec.kind == "rates":
-            deep_mode = rec.dt.attrs.get("deep_imputed", "missing")
-            n_left = rec.dt.attrs.get("n_deep_imputed_left_out")
-            deep_text = (
-                f"Imputed values are not data: the {n_left} 100-200 cm stocks filled by the "
-                "shallow-to-deep function were left out of this fit (missing cells), while the "
-                "frequentist reproduction keeps the paper's fill."
-                if deep_mode == "missing"
-                else "The 100-200 cm stocks filled by the shallow-to-deep function were fitted "
-                "as if measured (data.deep_imputed = 'as_data')."
-            )
             parts.append(
                 "The hierarchical model hier_rates describes each layer stock as a continuous, "
                 "piecewise-linear trajectory in years since revegetation with one rate per "
@@ -134,7 +156,7 @@ def methods_section(inp: ReportInputs) -> str:
                 "baseline and on the rate absorb differences between places and studies (they are "
                 "integrated out exactly), and errors are Gaussian. The 0-200 cm rate is the sum "
                 "of the layer rates in every draw, and the pooled ('all') rate is the "
-                f"equal-weight mean over vegetation types. {deep_text} It was sampled with {samp}."
+                f"equal-weight mean over vegetation types. {imputed} It was sampled with {samp}."
             )
         else:
             parts.append(
@@ -144,7 +166,7 @@ def methods_section(inp: ReportInputs) -> str:
                 "of the driver and summed out exactly, with study effects, per-site effects and "
                 "an error that shrinks with the length of the chronosequence; it gives the "
                 "probability of a turning point per cell, and with both drivers in one model "
-                f"which driver carries it. It was sampled with {samp}."
+                f"which driver carries it. {imputed} It was sampled with {samp}."
             )
     parts.append(
         f"Posterior results are given as means with {name}s (highest density intervals) and "
