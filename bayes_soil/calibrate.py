@@ -1023,22 +1023,19 @@ def run_sbc(
     *,
     progressbar: bool = True,
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Prior SBC of the model built on one small simulated dataset, with ``simuk``.
+    """Prior SBC (Talts et al. 2018) of the model built on one small simulated dataset.
 
-    The design (covariates, groupings) comes from dataset ``seed_start`` at ``scale``; simuk
-    draws parameters from the model's prior, simulates the observed stocks/rates from them,
-    refits and ranks each prior draw among its posterior draws. Writes ``sbc_ranks.nc``
-    (simuk's DataTree), ``sbc_summary.csv`` (per scalar-ish variable: number of ranks and a
-    chi-square uniformity p-value on 10 bins) and ``figures/sbc_ecdf.png`` (arviz-plots' PIT
-    ECDF-difference plot with its simultaneous uniformity test) for the main variables.
-
-    simuk needs an observed variable to draw prior predictive data and to condition on; a model
-    whose likelihood is a ``pm.Potential`` (marginalised effects) is refused with a clear error.
+    The design (covariates, groupings) comes from dataset ``seed_start`` at ``scale``. Each
+    simulation draws parameters from the model's prior, simulates the observed stocks/rates
+    from them, refits and ranks each prior draw among its posterior draws: uniform ranks when
+    the fitting is right. A model with an observed variable goes through ``simuk``; a model
+    whose likelihood is a ``pm.Potential`` (effects integrated out, as both of the package's
+    models) through :func:`sbc_marginal` (the model's own prior predictive draws and one
+    compiled model whose response data are swapped). Writes ``sbc_ranks.nc`` (group
+    ``prior_sbc``: rank per simulation and cell), ``sbc_summary.csv`` (per variable: number of
+    ranks and a chi-square uniformity p-value on 10 bins) and ``figures/sbc_ecdf.png``
+    (arviz-plots' PIT ECDF-difference plot with its simultaneous band) for the main variables.
     """
-    try:
-        import simuk
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise InputError("--sbc needs the simuk package: pip install 'bayes_soil[sbc]'") from exc
     from scipy import stats
 
     config.validate()
@@ -1050,36 +1047,19 @@ def run_sbc(
     model = get_model(config.model, config.spec_overrides())
     data = model.prepare(getattr(result, model.table))
     pm_model = model.build(data)
-    if not pm_model.observed_RVs:
-        raise InputError(
-            f"--sbc: the {config.model} model has no observed variable (its likelihood is a "
-            "pm.Potential, e.g. marginalised effects), so simuk cannot draw prior predictive data "
-            "or condition the model on it; SBC needs the model to expose an observed variable"
-        )
     fs = model.settings(
         sampler=config.sampler, chains=config.chains, draws=config.draws, tune=config.tune
     )
-    sample_kwargs = dict(
-        draws=fs.draws,
-        tune=fs.tune,
-        chains=fs.chains,
-        cores=1,
-        nuts_sampler=fs.sampler,
-        progressbar=False,
-        compute_convergence_checks=False,
-    )
-    sbc = simuk.SBC(
-        pm_model,
-        num_simulations=simulations,
-        sample_kwargs=sample_kwargs,
-        seed=seed,
-        keep_fits=False,
-        progress_bar=progressbar,
-    )
-    sbc.run_simulations()
-    ranks = sbc.simulations
+    if pm_model.observed_RVs:
+        ranks, n_post = _sbc_simuk(pm_model, fs, simulations, seed, progressbar)
+    elif hasattr(model, "with_response") and hasattr(model, "prior_predictive"):
+        ranks, n_post = sbc_marginal(model, data, pm_model, fs, simulations, seed, progressbar)
+    else:
+        raise InputError(
+            f"--sbc: the {config.model} model has no observed variable (its likelihood is a "
+            "pm.Potential) and no prior predictive of its own to draw data from"
+        )
     group = ranks["prior_sbc"].to_dataset()
-    n_post = fs.draws * fs.chains
     rows = []
     main = []
     for v in group.data_vars:
@@ -1103,6 +1083,87 @@ def run_sbc(
     if fig_path is not None:
         files.append(fig_path)
     return summary, files
+
+
+def _sbc_simuk(pm_model, fs, simulations: int, seed: int, progressbar: bool):
+    """SBC of a model with an observed variable, by ``simuk``: (ranks DataTree, draws ranked)."""
+    try:
+        import simuk
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise InputError("--sbc needs the simuk package: pip install 'bayes_soil[sbc]'") from exc
+    sample_kwargs = dict(
+        draws=fs.draws,
+        tune=fs.tune,
+        chains=fs.chains,
+        cores=1,
+        nuts_sampler=fs.sampler,
+        progressbar=False,
+        compute_convergence_checks=False,
+    )
+    sbc = simuk.SBC(
+        pm_model,
+        num_simulations=simulations,
+        sample_kwargs=sample_kwargs,
+        seed=seed,
+        keep_fits=False,
+        progress_bar=progressbar,
+    )
+    sbc.run_simulations()
+    return sbc.simulations, fs.draws * fs.chains
+
+
+#: posterior draws each prior draw is ranked among (evenly thinned: SBC needs nearly
+#: independent draws, Talts et al. 2018 section 5)
+SBC_RANKED_DRAWS = 99
+
+
+def sbc_marginal(model, data, pm_model, fs, simulations: int, seed: int, progressbar: bool):
+    """SBC for a model whose likelihood is a Potential: (ranks DataTree, draws ranked).
+
+    The model supplies ``prior_predictive(data, draws, seed)`` (parameters and the observed
+    response drawn from the prior, effects included) and ``with_response(data, y)`` (the same
+    design with response y); the response arrays are ``pm.Data`` (the model's
+    ``response_data``), so one nutpie compilation serves every simulation. Each posterior is
+    thinned evenly to :data:`SBC_RANKED_DRAWS` draws; a rank is the number of them below the
+    prior draw (0..99). Ranked: every sampled parameter present in both prior and posterior.
+    """
+    import nutpie
+    import xarray as xr
+
+    prior = model.prior_predictive(data, draws=simulations, seed=seed)
+    pri = prior["prior"].to_dataset()
+    response = prior["prior_predictive"].to_dataset()
+    (obs_var,) = list(response.data_vars)
+    names = [v.name for v in pm_model.free_RVs if v.name in pri]
+    compiled = nutpie.compile_pymc_model(pm_model)
+    ranks: dict[str, list[np.ndarray]] = {v: [] for v in names}
+    from rich.progress import track
+
+    steps = range(simulations)
+    for i in track(steps, description="SBC fits", disable=not progressbar):
+        y = response[obs_var].values[0, i]
+        new = model.with_response(data, y)
+        upd = {k: new.arrays[k] for k in model.response_data}
+        trace = nutpie.sample(
+            compiled.with_data(**upd),
+            draws=fs.draws,
+            tune=fs.tune,
+            chains=fs.chains,
+            seed=seed * 1000 + i,
+            progress_bar=False,
+        )
+        post = trace["posterior"].to_dataset()
+        flat = post.stack(sample=("chain", "draw"))
+        keep = np.linspace(0, flat.sizes["sample"] - 1, SBC_RANKED_DRAWS).round().astype(int)
+        for v in names:
+            draws_v = flat[v].isel(sample=keep).transpose("sample", ...).values
+            truth = pri[v].isel(chain=0, draw=i).values
+            ranks[v].append((draws_v < truth[None]).sum(axis=0))
+    ds = xr.Dataset(
+        {v: (("chain", "draw", *pri[v].dims[2:]), np.stack(r)[None]) for v, r in ranks.items()},
+        coords={k: pri.coords[k] for k in pri.coords if k not in ("chain", "draw")},
+    )
+    return xr.DataTree.from_dict({"prior_sbc": ds}), SBC_RANKED_DRAWS
 
 
 def _sbc_figure(ranks, var_names, n_post, fig_dir: Path, config, simulations) -> Path | None:

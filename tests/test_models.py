@@ -122,6 +122,41 @@ def test_deep_imputed_rows_are_missing_by_default_and_data_on_request(model_name
         get_model(model_name, {"data": {"deep_imputed": "fill"}}).prepare(table)
 
 
+def test_hier_with_response_rebuilds_the_prepared_sufficient_statistics():
+    """SBC swaps the response: the same y must give exactly prepare's arrays, another y its own."""
+    layers = make_layers(seed=3, n_studies=9)
+    m = get_model("hier_rates")
+    d = m.prepare(layers)
+    same = m.with_response(d, d.arrays["stock"])
+    for k, v in d.arrays.items():
+        np.testing.assert_allclose(same.arrays[k], v, rtol=0, atol=1e-12, err_msg=k)
+    y2 = d.arrays["stock"] * 2.0 + 1.0
+    other = m.with_response(d, y2)
+    np.testing.assert_allclose(other.arrays["stat_y1"].sum(), y2.sum())
+    np.testing.assert_allclose(other.arrays["group_stat_y2"].sum(), (y2**2).sum())
+    assert set(m.response_data) <= set(d.arrays)
+
+
+@pytest.mark.model
+def test_hier_swapped_response_data_equal_a_model_built_on_them():
+    """One compiled model serves every SBC simulation: setting the response data gives the
+    logp of a model built on that response."""
+    import pymc as pm
+
+    layers = make_layers(seed=3, n_studies=6, elements=("C",))
+    m = get_model("hier_rates", {"data": {"elements": ["C"], "min_rows_per_layer": 3}})
+    d = m.prepare(layers)
+    y2 = np.random.default_rng(1).normal(size=d.arrays["stock"].shape)
+    d2 = m.with_response(d, y2)
+    model, fresh = m.build(d), m.build(d2)
+    point = model.initial_point()
+    with model:
+        pm.set_data({k: d2.arrays[k] for k in m.response_data})
+    got = model.compile_logp()(point)
+    assert got == pytest.approx(fresh.compile_logp()(point), rel=1e-10)
+    assert got != pytest.approx(m.build(d).compile_logp()(point), rel=1e-6)
+
+
 # ---- model tier: build, finite logp and gradient at the initial point ----------------------
 def _finite_logp(model) -> None:
     ip = model.initial_point()

@@ -69,6 +69,11 @@ if TYPE_CHECKING:
     import xarray as xr
 
 UNIT_KEYS = ("study_id", "site_id", "vegetation", "origin")
+CELL_STATS = ("n", "t1", "t2", "y1", "ty", "b1", "bt")
+GROUP_STATS = ("n", "y1", "y2", "b1", "by", "bb")
+#: the prepared arrays that depend on the response (the rest is the design): pm.Data in the
+#: model, so one compiled model serves new data of the same design (simulation-based calibration)
+RESPONSE_ARRAYS = ("stat_y1", "stat_ty", "group_stat_y1", "group_stat_y2", "group_stat_by")
 #: "uncertain": stocks on an estimated BD carry its predictive variance (harmonize's sd columns);
 #: "as_data": they are fitted as if measured
 BD_ESTIMATED_MODES = ("uncertain", "as_data")
@@ -116,6 +121,7 @@ class HierRates(SoilModel):
     name = "hier_rates"
     table = "layers"
     observed = ("stock",)
+    response_data = RESPONSE_ARRAYS  # pm.Data names that carry the response (SBC)
 
     # ---- data -------------------------------------------------------------------------
     def prepare(self, table: pd.DataFrame) -> ModelData:
@@ -213,11 +219,7 @@ class HierRates(SoilModel):
         group_var_row = np.bincount(unit_group, weights=var_row * n_cell) / np.bincount(
             unit_group, weights=n_cell
         )
-        group_stats = {}
-        for k in ("n", "y1", "y2", "b1", "by", "bb"):
-            acc = np.zeros((len(groups), *stats[k].shape[1:]))
-            np.add.at(acc, unit_group, stats[k])
-            group_stats[f"group_stat_{k}"] = acc
+        group_stats = _group_statistics(stats, unit_group, len(groups))
 
         obs_id = observation_ids(df)
         arrays = {
@@ -244,7 +246,7 @@ class HierRates(SoilModel):
             "site_cell_element": index_of(pd.Series(scells).str.split("#").str[0], elements),
             "site_cell_layer": index_of(pd.Series(scells).str.split("#").str[-1], fit_layers),
             # per cell only what the Woodbury terms read; the r'r sums live per rate group
-            **{f"stat_{k}": stats[k] for k in ("n", "t1", "t2", "y1", "ty", "b1", "bt")},
+            **{f"stat_{k}": stats[k] for k in CELL_STATS},
         }
         n_rows = (
             df.assign(stage=pd.Categorical(_stage_labels(df["years"], n_stages), stages))
@@ -275,6 +277,20 @@ class HierRates(SoilModel):
         }
         return ModelData(coords=coords, arrays=arrays, meta=meta, n_obs=len(df))
 
+    def with_response(self, data: ModelData, y: np.ndarray) -> ModelData:
+        """The same design with another (standardised) response: for simulation-based
+        calibration, where y is drawn from the prior predictive."""
+        a = data.arrays
+        n_cells = len(a["unit_cell_element"])
+        stats = cell_statistics(y, a["years"] / 10.0, a["basis"], a["unit_cell_idx"], n_cells)
+        new = {
+            **a,
+            "stock": np.asarray(y, float),
+            **{f"stat_{k}": stats[k] for k in CELL_STATS},
+            **_group_statistics(stats, a["unit_cell_group"], len(a["group_rate"])),
+        }
+        return ModelData(coords=data.coords, arrays=new, meta=data.meta, n_obs=data.n_obs)
+
     # ---- model ------------------------------------------------------------------------
     def build(self, data: ModelData) -> pm.Model:
         import pymc as pm
@@ -289,6 +305,9 @@ class HierRates(SoilModel):
         ue, ul = a["unit_cell_element"], a["unit_cell_layer"]
         uel = ue * len(coords["fit_layer"]) + ul
         with pm.Model(coords=coords) as model:
+            # the response enters only through these sums: data, so new data of the same design
+            # need no new compilation (nutpie's with_data)
+            a = {**a, **{k: pm.Data(k, a[k]) for k in RESPONSE_ARRAYS}}
             alpha = pm.Normal("alpha", 0.0, pri["alpha_sd"], dims=("element", "fit_layer"))
             sd_site = pm.HalfNormal("sd_site", pri["sd_site"], dims=("element", "fit_layer"))
             sd_unit = pm.HalfNormal("sd_unit", pri["sd_unit"], dims=("element", "fit_layer"))
@@ -527,6 +546,16 @@ class HierRates(SoilModel):
         return xr.DataTree.from_dict({"prior": p, "prior_predictive": pp})
 
 
+def _group_statistics(stats: dict, unit_group: np.ndarray, n_groups: int) -> dict:
+    """Sufficient statistics summed per rate group (for the r'r term)."""
+    out = {}
+    for k in GROUP_STATS:
+        acc = np.zeros((n_groups, *stats[k].shape[1:]))
+        np.add.at(acc, unit_group, stats[k])
+        out[f"group_stat_{k}"] = acc
+    return out
+
+
 def _bd_variances(
     df: pd.DataFrame, scale: np.ndarray, cell: np.ndarray, n_cells: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -699,7 +728,7 @@ def marginal_loglik(theta, alpha, sigma, sd_unit, sd_w, sd_site, sd_site_w, a, g
     site_term, _, _ = _site_terms(
         q, a["unit_cell_site"], n_site, sd_site**2, sd_site_w**2, _pt_segment_sum, pt
     )
-    const = -0.5 * np.log(2 * np.pi) * float(a["stat_n"].sum())
+    const = -0.5 * np.log(2 * np.pi) * float(np.asarray(a["stat_n"]).sum())
     return const + part.sum() + rr.sum() + site_term.sum()
 
 

@@ -1,0 +1,108 @@
+"""Where the time of one ``fit`` goes: each phase of the fit path timed on its own.
+
+Runs, in one fresh process, the steps ``SoilModel.fit`` runs for a model on the bundled
+SYNTHETIC demo (harmonized beforehand, from the machine's cache): import, prepare, build,
+nutpie compilation, sampling, the diagnostics gate, pointwise log-likelihood / predictive
+draws, derived quantities and saving. Then it times the logp + gradient alone (the cost of one
+leapfrog step) and compiles the same model a second time in the same process (what a cache
+would save). Each run prints one JSON record and appends it to benchmarks/profile.jsonl with
+the load average before and after.
+
+    .venv/bin/python benchmarks/profile_fit.py --model hier_rates --element C
+    .venv/bin/python benchmarks/profile_fit.py --model climate_breakpoints --element both
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="hier_rates")
+    p.add_argument("--element", default="C", choices=("C", "N", "both"))
+    p.add_argument("--driver", default="both", choices=("map_mm", "mat_c", "both"))
+    p.add_argument("--out", default=str(HERE / "profile.jsonl"))
+    args = p.parse_args()
+    load_before = os.getloadavg()
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    import numpy as np
+    import nutpie
+
+    from bayes_soil import fits
+    from bayes_soil.harmonize import load_harmonized
+    from bayes_soil.models import get_model
+    from bayes_soil.models.base import sample_model
+
+    t["import"] = time.perf_counter() - t0
+    harm = load_harmonized(None)
+    elements = ["C", "N"] if args.element == "both" else [args.element]
+    spec: dict = {"data": {"elements": elements}}
+    if args.model == "climate_breakpoints":
+        spec["data"]["drivers"] = ["map_mm", "mat_c"] if args.driver == "both" else [args.driver]
+    m = get_model(args.model, spec)
+    fs = m.settings()
+    table, sha, syn = m.resolve_data(harm)
+
+    def step(name, fn):
+        s = time.perf_counter()
+        out = fn()
+        t[name] = time.perf_counter() - s
+        return out
+
+    data = step("prepare", lambda: m.prepare(table))
+    model = step("build", lambda: m.build(data))
+    compiled = step("compile (nutpie)", lambda: nutpie.compile_pymc_model(model))
+    step("compile again, same process", lambda: nutpie.compile_pymc_model(model))
+    # one logp + gradient evaluation (a leapfrog step's cost), averaged
+    logp_dlogp = model.compile_logp(), model.compile_dlogp()
+    point = model.initial_point()
+    n_eval = 200
+    s = time.perf_counter()
+    for _ in range(n_eval):
+        logp_dlogp[0](point)
+        logp_dlogp[1](point)
+    t["logp+grad, one eval, PyTensor C backend (ms)"] = (time.perf_counter() - s) / n_eval * 1e3
+    dt = step("sample (compile + sampling, as fit does)", lambda: sample_model(model, fs, False))
+    stats = dt["sample_stats"]
+    steps = float(np.asarray(stats["n_steps"]).mean()) if "n_steps" in stats else float("nan")
+    t["sampling alone (estimate)"] = (
+        t["sample (compile + sampling, as fit does)"] - t["compile (nutpie)"]
+    )
+    step(
+        "finish (gate, pointwise, derived, attrs)",
+        lambda: m.finish(dt, model, data, fs, table, sha, syn),
+    )
+    path = Path("/tmp") / f"profile_{args.model}.nc"
+    step("save", lambda: fits.save_fit(dt, path))
+    t["total"] = time.perf_counter() - t0
+    del compiled
+    rec = {
+        "model": args.model,
+        "element": args.element,
+        "driver": args.driver if args.model == "climate_breakpoints" else None,
+        "n_obs": int(data.n_obs),
+        "chains": fs.chains,
+        "draws": fs.draws,
+        "tune": fs.tune,
+        "leapfrog_steps_per_draw": round(steps, 1),
+        "seconds": {k: round(v, 3) for k, v in t.items()},
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    print(json.dumps(rec, indent=1))
+    with open(args.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
