@@ -153,15 +153,36 @@ class CalibrationConfig:
         return spec
 
     def fingerprint(self) -> str:
-        """SHA-256 of the settings that determine one dataset's rows (not the dataset count)."""
+        """SHA-256 of what determines one dataset's rows (not the dataset count): the settings,
+        the model's whole spec (its defaults included) and the modelling code, so a folder
+        made by another version of a model is never resumed as if it were this one."""
         d = asdict(self)
         d.pop("datasets")
-        if d["bd_error"] == 1.0:  # results made before the setting existed keep their identity
-            d.pop("bd_error")
+        d["resolved_spec"] = get_model(self.model, self.spec_overrides()).spec
+        d["code"] = modelling_code_hash()
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
+
+
+def modelling_code_hash() -> str:
+    """Hash of the code a calibration result depends on: simulator, harmonize, models, scoring."""
+    pkg = Path(__file__).resolve().parent
+    files = sorted(
+        [
+            *pkg.glob("models/*.py"),
+            *pkg.glob("models/*.toml"),
+            *pkg.glob("harmonize/*.py"),
+            pkg / "simulate.py",
+            pkg / "calibrate.py",
+            pkg / "posterior.py",
+        ]
+    )
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def demo_seed() -> int:

@@ -224,6 +224,24 @@ def test_resume_skips_finished_datasets(tmp_path, fake_pipeline):
         cal.run_calibration(other, tmp_path, figures=False)
 
 
+def test_results_of_other_model_code_or_defaults_are_not_resumed(
+    tmp_path, fake_pipeline, monkeypatch
+):
+    """A model changed since a folder was written (its code or its spec defaults) is refused."""
+    cfg = cal.CalibrationConfig(model="hier_rates", datasets=1, seed_start=5)
+    cal.run_calibration(cfg, tmp_path, figures=False)
+    assert cal.finished_datasets(tmp_path, cfg) == [0]
+    monkeypatch.setattr(cal, "modelling_code_hash", lambda: "edited model")
+    with pytest.raises(InputError, match="other calibration settings"):
+        cal.finished_datasets(tmp_path, cfg)
+    monkeypatch.undo()
+    spec = cal.get_model("hier_rates").spec
+    changed = {**spec, "priors": {**spec["priors"], "sigma": 2.0}}
+    monkeypatch.setattr(cal, "get_model", lambda name, s=None: SimpleNamespace(spec=changed))
+    with pytest.raises(InputError, match="other calibration settings"):
+        cal.finished_datasets(tmp_path, cfg)
+
+
 def test_failed_fit_is_reported_and_retried(tmp_path, fake_pipeline, monkeypatch):
     def broken(model, table, config, seed):
         raise RuntimeError("sampler exploded")

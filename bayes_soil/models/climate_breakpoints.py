@@ -236,6 +236,7 @@ class ClimateBreakpoints(SoilModel):
     name = "climate_breakpoints"
     table = "changes"
     observed = ("rate",)
+    response_data = ("rate",)  # pm.Data that carries the response (SBC swaps it)
     # the gate judges the sampled continuous parameters and P(break)
     diagnostic_vars = (
         "c",
@@ -451,7 +452,8 @@ class ClimateBreakpoints(SoilModel):
             pm.Data("layer_idx", a["layer_idx"], dims="obs_id")
             inv_dec = pm.Data("inv_decades", a["inv_decades"], dims="obs_id")
             del x
-            y = a["rate"]
+            # the response as data: new data of the same design need no new compilation (SBC)
+            y = pm.Data("rate", a["rate"], dims="obs_id")
             cell = a["cell_idx"]
             egl = (a["element_idx"] * n_gr + a["group_idx"]) * n_l + a["layer_idx"]
             # intercept per element x group (vegetation x stage) x layer: the change rate also
@@ -508,6 +510,51 @@ class ClimateBreakpoints(SoilModel):
             pbt = pt.stack(pb, axis=-1).reshape((n_e, n_l, len(pb))).transpose(0, 2, 1)
             pm.Deterministic("p_break", pbt, dims=("element", "driver", "layer"))
         return model
+
+    def with_response(self, data: ModelData, y: np.ndarray) -> ModelData:
+        """The same design with another (standardised) response (simulation-based calibration)."""
+        arrays = {**data.arrays, "rate": np.asarray(y, float)}
+        return ModelData(coords=data.coords, arrays=arrays, meta=data.meta, n_obs=data.n_obs)
+
+    def prior_predictive(self, data: ModelData, draws: int = 200, seed: int = 1) -> xr.DataTree:
+        """Prior draws of the parameters and of the standardised change rates.
+
+        The sampled parameters come from PyMC's prior; what the likelihood integrates out is
+        drawn here from its prior: per cell the site effects, the linear slopes on every driver,
+        and per hinged driver the turning point (none with probability 1 - p_break, else a grid
+        point) with its change of slope; then y = mean + Normal(0, s_i^2).
+        """
+        import warnings
+
+        import pymc as pm
+        import xarray as xr
+
+        a = data.arrays
+        with self.build(data), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the Potential is the likelihood
+            prior = pm.sample_prior_predictive(draws=draws, random_seed=seed)["prior"]
+        p = prior.to_dataset()
+        st = self._stats(p, data)
+        rng = np.random.default_rng([seed, 2])
+        cell, site = a["cell_idx"], a["site_idx"]
+        n_c, n_u = st["t2"].shape[1], int(data.meta["n_sites"])
+        slope_var, change_var = self._variances()
+        v = np.sqrt(st["t2"])[:, :, None] * rng.standard_normal((draws, n_c, n_u))
+        mean = st["mu0"] + v[:, cell, site]
+        x_sites = a["x_sites"]
+        kbar = np.sqrt(slope_var) * rng.standard_normal((draws, n_c, x_sites.shape[1]))
+        mean = mean + (kbar[:, cell, :] * x_sites[site][None]).sum(-1)
+        for j, lp in zip(self._hinged(data), self._log_priors(data), strict=True):
+            H = data.meta["hinge_bases"][j]  # (C, U, G + 1), column 0 = no turning point
+            g = rng.choice(len(lp), size=(draws, n_c), p=np.exp(lp) / np.exp(lp).sum())
+            b = np.sqrt(change_var) * rng.standard_normal((draws, n_c))
+            mean = mean + b[:, cell] * H[cell[None, :], site[None, :], g[:, cell]]
+        y = mean + np.sqrt(st["s2"]) * rng.standard_normal(mean.shape)
+        pp = xr.Dataset(
+            {"rate": (("chain", "draw", "obs_id"), y[None])},
+            coords={"chain": [0], "draw": np.arange(draws), "obs_id": data.coords["obs_id"]},
+        )
+        return xr.DataTree.from_dict({"prior": p, "prior_predictive": pp})
 
     def derived(self, posterior: xr.Dataset, data: ModelData) -> xr.Dataset:
         """Nothing left to derive: psi, k1, k2 and psi_diff need seeded random draws and are
