@@ -323,3 +323,26 @@ def test_table_cells_are_escaped():
 
     out = table_html(pd.DataFrame({"reason": ["<script>alert(1)</script>"], "n": [3]}))
     assert "<script>" not in out and "&lt;script&gt;" in out
+
+
+def test_methods_say_what_each_fit_did_with_imputed_values():
+    from bayes_soil.report.sections_provenance import imputation_text
+
+    default = imputation_text(
+        {
+            "deep_imputed": "missing",
+            "n_deep_imputed_left_out": 12,
+            "bd_estimated": "uncertain",
+            "n_rows_bd_estimated": 340,
+        },
+        "stocks",
+    )
+    assert "12 stocks resting on the shallow-to-deep fill" in default
+    assert "340 stocks on an estimated bulk density entered with that estimate's" in default
+    as_data = imputation_text(
+        {"deep_imputed": "as_data", "bd_estimated": "as_data", "n_rows_bd_estimated": 3}, "changes"
+    )
+    assert "fitted as if measured (data.deep_imputed" in as_data
+    assert "Changes on an estimated bulk density were fitted as if measured" in as_data
+    # fits made before the setting existed say nothing about bulk density
+    assert "bulk density" not in imputation_text({"n_deep_imputed_left_out": 1}, "stocks")
