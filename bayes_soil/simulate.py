@@ -243,6 +243,18 @@ def _correlated_normals(rng: np.random.Generator, size: tuple[int, ...]) -> np.n
     return np.stack([z[..., 0], r * z[..., 0] + np.sqrt(1 - r * r) * z[..., 1]], axis=-1)
 
 
+@dataclass
+class _Sites:
+    """The simulated sites (one entry each): climate, coordinates, share of the studies."""
+
+    ids: list[str]
+    map_mm: np.ndarray
+    mat_c: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    pop: np.ndarray
+
+
 def simulate(
     seed: int = DEFAULT_SEED,
     variant: str = "base",
@@ -288,7 +300,42 @@ def simulate(
     rng = np.random.default_rng(seed)
     climate = _climate_params(variant)
 
-    # --- sites: a MAP gradient like the plateau's; wetter is warmer, further south-east --------
+    # one random stream, drawn in this order (sites, studies, chronosequences, site/unit/plot
+    # effects, BD noise): keep the order, or every dataset of a seed (the demo too) changes
+    sites = _sites(rng, n_si)
+    studies = _studies(rng, n_st, sites)
+    units, chronos = _chronosequences(rng, studies)
+    # climate centring: mean zero over the study x site units of this dataset
+    clim_c = _climate_centring(climate, sites.map_mm[[s for _, s in units]])
+    prof = _profile_table(chronos, studies)
+    stocks, n_floored = _layer_stocks(rng, prof, studies, sites, len(units), climate, clim_c)
+    o = _intervals(prof, studies, stocks)
+    bd, soc, stn = _bd_and_concentrations(rng, o, studies, bd_error)
+    out = _reported(o, studies, sites, bd, soc, stn, source_label(seed, variant))
+
+    settings = {
+        "seed": seed,
+        "variant": variant,
+        "n_studies": int(n_studies),
+        "n_sites": int(n_sites),
+        "scale": float(scale),
+        "simulator_version": SIMULATOR_VERSION,
+    }
+    if bd_error != 1.0:  # only when set: the demo's stored settings stay as they were
+        settings["bd_error"] = float(bd_error)
+    truth = _truth(
+        settings, climate, clim_c, out, prof, studies, chronos, units, sites.map_mm, n_floored
+    )
+    return Simulation(
+        observations=out,
+        truth=truth,
+        settings=settings,
+        true_layers=_true_layers(prof, stocks, studies, sites.ids),
+    )
+
+
+def _sites(rng: np.random.Generator, n_si: int) -> _Sites:
+    """Sites on a MAP gradient like the plateau's; wetter is warmer, further south-east."""
     # stratified over 250-750 mm so the whole gradient is covered at any size
     map_mm = np.round(250.0 + 500.0 * (rng.permutation(n_si) + rng.uniform(0, 1, n_si)) / n_si)
     mat_c = np.round(np.clip(9.0 + 0.016 * (map_mm - 500.0) + rng.normal(0, 1.3, n_si), 4, 14), 1)
@@ -298,46 +345,52 @@ def simulate(
     )
     site_ids = [f"site{i + 1:02d}" for i in range(n_si)]
     site_pop = rng.dirichlet(np.full(n_si, 1.5))  # some sites host many studies
+    return _Sites(site_ids, map_mm, mat_c, lat, lon, site_pop)
 
-    # --- studies --------------------------------------------------------------------------------
+
+def _studies(rng: np.random.Generator, n_st: int, sites: _Sites) -> list[dict]:
+    """Studies: their sites, vegetation, depth scheme, reporting type, plots and ages."""
+    n_si = len(sites.ids)
     primary = np.empty(n_st, dtype=int)
     first = min(n_st, n_si)
     primary[:first] = rng.permutation(n_si)[:first]  # every site hosts at least one study
-    primary[first:] = rng.choice(n_si, size=n_st - first, p=site_pop)
+    primary[first:] = rng.choice(n_si, size=n_st - first, p=sites.pop)
     study_sites: list[list[int]] = []
     for i in range(n_st):
         n_extra = rng.choice([0, 1, 2], p=[0.86, 0.10, 0.04]) if n_si > 2 else 0
         others = [s for s in rng.permutation(n_si) if s != primary[i]][:n_extra]
         study_sites.append([int(primary[i]), *[int(s) for s in others]])
-    scheme_names = list(_SCHEMES)
-    studies = []
-    for i in range(n_st):
-        n_veg = rng.choice([1, 2], p=[0.9, 0.1])
-        vegs = list(rng.choice(len(VEGETATION), size=n_veg, replace=False, p=[0.36, 0.30, 0.34]))
-        p_planted = {0: 0.95, 1: 0.7, 2: 0.3}
-        studies.append(
-            {
-                "study_id": f"S{i + 1:03d}",
-                "sites": study_sites[i],
-                "vegs": [int(v) for v in vegs],
-                "origin": {
-                    int(v): ("planted" if rng.random() < p_planted[int(v)] else "natural")
-                    for v in vegs
-                },
-                "scheme": scheme_names[rng.choice(len(scheme_names), p=_SCHEME_P)],
-                "only_100": bool(rng.random() < P_ONLY_100),
-                "reporting": REPORTING_TYPES[rng.choice(len(REPORTING_TYPES), p=_REPORTING_P)],
-                "n_missing": bool(rng.random() < P_N_MISSING),
-                "plots": int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1])),
-                "max_age": float(
-                    rng.choice([12, 20, 30, 40, 50, 60], p=[0.1, 0.2, 0.25, 0.2, 0.15, 0.1])
-                ),
-                "bd_offset": float(rng.normal(0, 0.04)),
-                "rate_dev": rng.standard_normal((2, 3)),  # element x layer, scaled below
-            }
-        )
+    return [_study(rng, i, study_sites[i]) for i in range(n_st)]
 
-    # --- chronosequences (study x site x vegetation) and their study x site units ----------------
+
+def _study(rng: np.random.Generator, i: int, sites: list[int]) -> dict:
+    """One study's design (the draws in the order of the dict's entries)."""
+    scheme_names = list(_SCHEMES)
+    n_veg = rng.choice([1, 2], p=[0.9, 0.1])
+    vegs = list(rng.choice(len(VEGETATION), size=n_veg, replace=False, p=[0.36, 0.30, 0.34]))
+    p_planted = {0: 0.95, 1: 0.7, 2: 0.3}
+    return {
+        "study_id": f"S{i + 1:03d}",
+        "sites": sites,
+        "vegs": [int(v) for v in vegs],
+        "origin": {
+            int(v): ("planted" if rng.random() < p_planted[int(v)] else "natural") for v in vegs
+        },
+        "scheme": scheme_names[rng.choice(len(scheme_names), p=_SCHEME_P)],
+        "only_100": bool(rng.random() < P_ONLY_100),
+        "reporting": REPORTING_TYPES[rng.choice(len(REPORTING_TYPES), p=_REPORTING_P)],
+        "n_missing": bool(rng.random() < P_N_MISSING),
+        "plots": int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1])),
+        "max_age": float(rng.choice([12, 20, 30, 40, 50, 60], p=[0.1, 0.2, 0.25, 0.2, 0.15, 0.1])),
+        "bd_offset": float(rng.normal(0, 0.04)),
+        "rate_dev": rng.standard_normal((2, 3)),  # element x layer, scaled below
+    }
+
+
+def _chronosequences(
+    rng: np.random.Generator, studies: list[dict]
+) -> tuple[list[tuple[int, int]], list[dict]]:
+    """Chronosequences (study x site x vegetation, their sampled ages) and study x site units."""
     units: list[tuple[int, int]] = []  # (study index, site index)
     chronos = []
     for i, st in enumerate(studies):
@@ -351,26 +404,41 @@ def simulate(
                 chronos.append(
                     {"study": i, "site": s, "unit": len(units) - 1, "veg": v, "ages": ages}
                 )
-    n_units = len(units)
-    unit_map = map_mm[[s for _, s in units]]
+    return units, chronos
 
-    # climate centring: mean zero over the study x site units of this dataset
-    clim_c = {
+
+def _climate_centring(climate: dict, unit_map: np.ndarray) -> dict[str, list[float]]:
+    """c[l] per element: the climate term's mean over the units, so that beta are the rates."""
+    return {
         e: [float(np.mean(_climate_term(climate, e, li, unit_map))) for li in range(3)]
         for e in ELEMENTS
     }
 
-    site_z = _correlated_normals(rng, (n_si, 3))
-    unit_z = _correlated_normals(rng, (n_units, 3))
 
-    # --- profiles -------------------------------------------------------------------------------
+def _profile_table(chronos: list[dict], studies: list[dict]) -> pd.DataFrame:
+    """One row per profile: each age of each chronosequence, times the study's plots."""
     prof_rows = []
     for c in chronos:
         st = studies[c["study"]]
         for t in c["ages"]:
             for p in range(st["plots"]):
                 prof_rows.append((c["study"], c["site"], c["unit"], c["veg"], float(t), p))
-    prof = pd.DataFrame(prof_rows, columns=["study", "site", "unit", "veg", "years", "plot"])
+    return pd.DataFrame(prof_rows, columns=["study", "site", "unit", "veg", "years", "plot"])
+
+
+def _layer_stocks(
+    rng: np.random.Generator,
+    prof: pd.DataFrame,
+    studies: list[dict],
+    sites: _Sites,
+    n_units: int,
+    climate: dict,
+    clim_c: dict,
+) -> tuple[np.ndarray, int]:
+    """True stocks (profile x layer x element) from the generative model, floored at 10% of
+    alpha; and how many were floored."""
+    site_z = _correlated_normals(rng, (len(sites.ids), 3))
+    unit_z = _correlated_normals(rng, (n_units, 3))
     n_prof = len(prof)
     basis = stage_basis(prof["years"].to_numpy())
     t = prof["years"].to_numpy()
@@ -385,7 +453,7 @@ def simulate(
         beta = beta_array(e)
         sd = _SD[e]
         for li in range(3):
-            clim = _climate_term(climate, e, li, map_mm[prof["site"]]) - clim_c[e][li]
+            clim = _climate_term(climate, e, li, sites.map_mm[prof["site"]]) - clim_c[e][li]
             dev = np.array([studies[i]["rate_dev"][ei, li] for i in prof["study"]])
             mu = (
                 _ALPHA[e][li]
@@ -399,10 +467,13 @@ def simulate(
             floor = 0.1 * _ALPHA[e][li]
             n_floored += int((mu < floor).sum())
             stocks[:, li, ei] = np.maximum(mu, floor)
+    return stocks, n_floored
 
-    # --- intervals: what the literature reports -------------------------------------------------
+
+def _intervals(prof: pd.DataFrame, studies: list[dict], stocks: np.ndarray) -> pd.DataFrame:
+    """C and N stock of each sampled interval of the study's depth scheme, as the literature
+    reports them (a share of each layer's stock under the exponential density)."""
     obs = []
-    label = source_label(seed, variant)
     for k, row in enumerate(prof.itertuples(index=False)):
         st = studies[row.study]
         bounds = _SCHEMES[st["scheme"]]
@@ -425,9 +496,15 @@ def simulate(
                     n_stock,
                 )
             )
-    o = pd.DataFrame(
+    return pd.DataFrame(
         obs, columns=["study", "site", "veg", "years", "plot", "top", "bottom", "c", "n"]
     )
+
+
+def _bd_and_concentrations(
+    rng: np.random.Generator, o: pd.DataFrame, studies: list[dict], bd_error: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True BD (loosely the pedotransfer function) and the SOC and N concentrations it gives."""
     thick = (o["bottom"] - o["top"]).to_numpy(dtype=float)
     mid = 0.5 * (o["top"] + o["bottom"]).to_numpy(dtype=float)
     bd_noise = bd_error * rng.normal(0.0, 0.04, len(o))
@@ -441,22 +518,34 @@ def simulate(
     bd = np.round(bd, 3)
     soc = o["c"].to_numpy() / (bd * thick / 10.0)
     stn = o["n"].to_numpy() / (bd * thick / 10.0)
+    return bd, soc, stn
 
+
+def _reported(
+    o: pd.DataFrame,
+    studies: list[dict],
+    sites: _Sites,
+    bd: np.ndarray,
+    soc: np.ndarray,
+    stn: np.ndarray,
+    label: str,
+) -> pd.DataFrame:
+    """The observations table: each study's reporting type decides which quantities it gives."""
     reporting = np.array([studies[i]["reporting"] for i in o["study"]])
     n_missing = np.array([studies[i]["n_missing"] for i in o["study"]])
     nan = np.full(len(o), np.nan)
     is_conc = np.isin(reporting, ["conc_bd", "conc_no_bd", "som_only"])
     som_bd = np.array([int(i) % 2 == 0 for i in o["study"]])  # half the SOM studies give BD
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "obs_id": [f"o{j + 1:05d}" for j in range(len(o))],
             "study_id": [studies[i]["study_id"] for i in o["study"]],
-            "site_id": [site_ids[s] for s in o["site"]],
+            "site_id": [sites.ids[s] for s in o["site"]],
             "plot_id": [f"p{p}" for p in o["plot"]],
-            "lon": lon[o["site"]],
-            "lat": lat[o["site"]],
-            "map_mm": map_mm[o["site"]],
-            "mat_c": mat_c[o["site"]],
+            "lon": sites.lon[o["site"]],
+            "lat": sites.lat[o["site"]],
+            "map_mm": sites.map_mm[o["site"]],
+            "mat_c": sites.mat_c[o["site"]],
             "vegetation": [VEGETATION[v] for v in o["veg"]],
             "origin": [studies[i]["origin"][v] for i, v in zip(o["study"], o["veg"], strict=True)],
             "years": o["years"].to_numpy(dtype=float),
@@ -476,24 +565,6 @@ def simulate(
             ),
             "source": label,
         }
-    )
-
-    settings = {
-        "seed": seed,
-        "variant": variant,
-        "n_studies": int(n_studies),
-        "n_sites": int(n_sites),
-        "scale": float(scale),
-        "simulator_version": SIMULATOR_VERSION,
-    }
-    if bd_error != 1.0:  # only when set: the demo's stored settings stay as they were
-        settings["bd_error"] = float(bd_error)
-    truth = _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm, n_floored)
-    return Simulation(
-        observations=out,
-        truth=truth,
-        settings=settings,
-        true_layers=_true_layers(prof, stocks, studies, site_ids),
     )
 
 
@@ -536,56 +607,133 @@ def true_rates(element: str) -> np.ndarray:
     return np.concatenate([b, b.sum(axis=2, keepdims=True)], axis=2)
 
 
+_RATES_DEFINITION = (
+    "rate = beta[element, vegetation, stage, layer], the slope of the continuous "
+    "piecewise-linear trajectory F(t) = sum_g beta_g * clip(t - a_g, 0, b_g - a_g) with "
+    "knots 0, 5, 10, 20, 30 yr; the climate term years * clim(MAP) has mean zero over "
+    "the study x site units of this dataset, so these are exactly the population stage "
+    "rates. vegetation 'all' = equal-weight mean of forest, shrub, grassland; layer "
+    "'0-200' = sum of the three layers. Units Mg ha-1 yr-1."
+)
+_TURNING_POINTS_DEFINITION = (
+    "rate deviation at MAP x = k1 * min(x - psi, 0) + k2 * max(x - psi, 0) - c "
+    "(Mg ha-1 yr-1; k per mm or per degC). MAT co-varies with MAP but has no effect of "
+    "its own (has_break false, k = 0), so a MAT turning point found by segmented "
+    "regression is a shadow of MAP. The 0-200 entry for MAP is the least-squares "
+    "single-break approximation of the sum of the three layer terms over the units' "
+    "MAP values (approximate: true)."
+)
+_CLIMATE_MEAN_DEFINITION = (
+    "mean over the chronosequences of each vegetation type of the centred climate "
+    "term (Mg ha-1 yr-1): how far a model without climate would see that "
+    "vegetation's rates shifted from beta (vegetation is drawn independently of MAP, "
+    "so these are small)"
+)
+_SDS_DEFINITION = (
+    "site: site intercept; unit: study x site intercept; rate: per-study rate deviation "
+    "(Mg ha-1 yr-1); plot: scale of Student-t plot noise with nu = plot_nu"
+)
+
+
 def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm, n_floored):
-    vegs = (*VEGETATION, ALL_VEGETATION)
-    layers = (*LAYERS, TOTAL_LAYER)
+    """truth.json: what generated the data, for checking every analysis against it."""
+    unit_map = map_mm[[s for _, s in units]]
+    return {
+        "synthetic": True,
+        "label": "SYNTHETIC data from the bayes_soil simulator - not real observations",
+        "seed": settings["seed"],
+        "variant": settings["variant"],
+        "settings": settings,
+        "rates_definition": _RATES_DEFINITION,
+        "rates": _true_rate_rows(),
+        "turning_points_definition": _TURNING_POINTS_DEFINITION,
+        "turning_points": _true_turning_points(climate, clim_c, settings["variant"], unit_map),
+        "effect_sizes": {
+            "rate_ratios": _true_rate_ratios(),
+            "years_to_gain": _true_years_to_gain(),
+            "years_to_gain_definition": (
+                f"first t after which F(t) > 0 up to {MAX_AGE:g} yr (null: not within "
+                f"{MAX_AGE:g} yr)"
+            ),
+            "origin_effect": 0.0,
+            "climate_mean_by_vegetation": _climate_by_vegetation(climate, clim_c, chronos, map_mm),
+            "climate_mean_by_vegetation_definition": _CLIMATE_MEAN_DEFINITION,
+        },
+        "alpha": {e: dict(zip(LAYERS, _ALPHA[e], strict=True)) for e in ELEMENTS},
+        "sds": {
+            e: {k: dict(zip(LAYERS, v, strict=True)) for k, v in _SD[e].items()} for e in ELEMENTS
+        },
+        "sds_definition": _SDS_DEFINITION,
+        "plot_nu": PLOT_NU,
+        "cn_correlation": CN_CORRELATION,
+        "counts": _truth_counts(out, prof, studies, chronos, units, n_floored),
+    }
+
+
+def _true_rate_rows() -> list[dict]:
+    """The true stage rates, one row per element x vegetation (and all) x stage x layer."""
     rates = []
-    ratios = []
-    gain = []
-    full = {e: true_rates(e) for e in ELEMENTS}
     for e in ELEMENTS:
-        for vi, v in enumerate(vegs):
+        full = true_rates(e)
+        for vi, v in enumerate((*VEGETATION, ALL_VEGETATION)):
             for gi, g in enumerate(STAGES):
-                for li, lay in enumerate(layers):
+                for li, lay in enumerate((*LAYERS, TOTAL_LAYER)):
                     rates.append(
                         {
                             "element": e,
                             "vegetation": v,
                             "stage": g,
                             "layer": lay,
-                            "rate": float(full[e][vi, gi, li]),
+                            "rate": float(full[vi, gi, li]),
                         }
                     )
-            for li, lay in enumerate(layers):
+    return rates
+
+
+def _true_years_to_gain() -> list[dict]:
+    """Per element x vegetation x layer, the years after which the trajectory stays a gain."""
+    gain = []
+    for e in ELEMENTS:
+        full = true_rates(e)
+        for vi, v in enumerate((*VEGETATION, ALL_VEGETATION)):
+            for li, lay in enumerate((*LAYERS, TOTAL_LAYER)):
                 gain.append(
                     {
                         "element": e,
                         "vegetation": v,
                         "layer": lay,
-                        "years_to_gain": _years_to_gain(full[e][vi, :, li]),
+                        "years_to_gain": _years_to_gain(full[vi, :, li]),
                     }
                 )
-    for vi, v in enumerate(vegs):
+    return gain
+
+
+def _true_rate_ratios() -> list[dict]:
+    """C:N ratios of the true rates (None where the N rate is zero)."""
+    c, n = true_rates("C"), true_rates("N")
+    ratios = []
+    for vi, v in enumerate((*VEGETATION, ALL_VEGETATION)):
         for gi, g in enumerate(STAGES):
-            for li, lay in enumerate(layers):
-                kn = full["N"][vi, gi, li]
+            for li, lay in enumerate((*LAYERS, TOTAL_LAYER)):
+                kn = n[vi, gi, li]
                 ratios.append(
                     {
                         "vegetation": v,
                         "stage": g,
                         "layer": lay,
-                        "ratio": None
-                        if abs(kn) < 1e-12
-                        else round(float(full["C"][vi, gi, li] / kn), 4),
+                        "ratio": None if abs(kn) < 1e-12 else round(float(c[vi, gi, li] / kn), 4),
                     }
                 )
+    return ratios
 
-    unit_map = map_mm[[s for _, s in units]]
+
+def _true_turning_points(climate, clim_c, variant: str, unit_map: np.ndarray) -> list[dict]:
+    """The true climate terms: MAP per layer and 0-200 (approximated); MAT has no effect."""
     turning = []
     for e in ELEMENTS:
+        p = climate[e]
+        brk = variant == "base"
         for li, lay in enumerate(LAYERS):
-            p = climate[e]
-            brk = settings["variant"] == "base"
             turning.append(
                 {
                     "element": e,
@@ -598,8 +746,8 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
                     "c": clim_c[e][li],
                 }
             )
-        turning.append(_total_turning_point(e, climate, settings["variant"], unit_map))
-        for lay in layers:
+        turning.append(_total_turning_point(e, climate, variant, unit_map))
+        for lay in (*LAYERS, TOTAL_LAYER):
             turning.append(
                 {
                     "element": e,
@@ -612,73 +760,25 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
                     "c": 0.0,
                 }
             )
+    return turning
 
-    reporting_counts = {
-        r: int(sum(1 for s in studies if s["reporting"] == r)) for r in REPORTING_TYPES
-    }
+
+def _truth_counts(out, prof, studies, chronos, units, n_floored) -> dict:
+    """How big the dataset came out: rows, studies, sites, units, profiles, reporting types."""
     return {
-        "synthetic": True,
-        "label": "SYNTHETIC data from the bayes_soil simulator - not real observations",
-        "seed": settings["seed"],
-        "variant": settings["variant"],
-        "settings": settings,
-        "rates_definition": (
-            "rate = beta[element, vegetation, stage, layer], the slope of the continuous "
-            "piecewise-linear trajectory F(t) = sum_g beta_g * clip(t - a_g, 0, b_g - a_g) with "
-            "knots 0, 5, 10, 20, 30 yr; the climate term years * clim(MAP) has mean zero over "
-            "the study x site units of this dataset, so these are exactly the population stage "
-            "rates. vegetation 'all' = equal-weight mean of forest, shrub, grassland; layer "
-            "'0-200' = sum of the three layers. Units Mg ha-1 yr-1."
-        ),
-        "rates": rates,
-        "turning_points_definition": (
-            "rate deviation at MAP x = k1 * min(x - psi, 0) + k2 * max(x - psi, 0) - c "
-            "(Mg ha-1 yr-1; k per mm or per degC). MAT co-varies with MAP but has no effect of "
-            "its own (has_break false, k = 0), so a MAT turning point found by segmented "
-            "regression is a shadow of MAP. The 0-200 entry for MAP is the least-squares "
-            "single-break approximation of the sum of the three layer terms over the units' "
-            "MAP values (approximate: true)."
-        ),
-        "turning_points": turning,
-        "effect_sizes": {
-            "rate_ratios": ratios,
-            "years_to_gain": gain,
-            "years_to_gain_definition": (
-                f"first t after which F(t) > 0 up to {MAX_AGE:g} yr (null: not within "
-                f"{MAX_AGE:g} yr)"
-            ),
-            "origin_effect": 0.0,
-            "climate_mean_by_vegetation": _climate_by_vegetation(climate, clim_c, chronos, map_mm),
-            "climate_mean_by_vegetation_definition": (
-                "mean over the chronosequences of each vegetation type of the centred climate "
-                "term (Mg ha-1 yr-1): how far a model without climate would see that "
-                "vegetation's rates shifted from beta (vegetation is drawn independently of MAP, "
-                "so these are small)"
-            ),
+        "rows": len(out),
+        "studies": int(out["study_id"].nunique()),
+        "sites": int(out["site_id"].nunique()),
+        "units": len(units),
+        "chronosequences": len(chronos),
+        "profiles": len(prof),
+        "controls_chronosequences": int(sum(1 for c in chronos if c["ages"][0] == 0)),
+        "studies_only_to_100cm": int(sum(s["only_100"] for s in studies)),
+        "studies_n_missing": int(sum(s["n_missing"] for s in studies)),
+        "reporting_types": {
+            r: int(sum(1 for s in studies if s["reporting"] == r)) for r in REPORTING_TYPES
         },
-        "alpha": {e: dict(zip(LAYERS, _ALPHA[e], strict=True)) for e in ELEMENTS},
-        "sds": {
-            e: {k: dict(zip(LAYERS, v, strict=True)) for k, v in _SD[e].items()} for e in ELEMENTS
-        },
-        "sds_definition": (
-            "site: site intercept; unit: study x site intercept; rate: per-study rate deviation "
-            "(Mg ha-1 yr-1); plot: scale of Student-t plot noise with nu = plot_nu"
-        ),
-        "plot_nu": PLOT_NU,
-        "cn_correlation": CN_CORRELATION,
-        "counts": {
-            "rows": len(out),
-            "studies": int(out["study_id"].nunique()),
-            "sites": int(out["site_id"].nunique()),
-            "units": len(units),
-            "chronosequences": len(chronos),
-            "profiles": len(prof),
-            "controls_chronosequences": int(sum(1 for c in chronos if c["ages"][0] == 0)),
-            "studies_only_to_100cm": int(sum(s["only_100"] for s in studies)),
-            "studies_n_missing": int(sum(s["n_missing"] for s in studies)),
-            "reporting_types": reporting_counts,
-            "floored_layer_stocks": n_floored,
-        },
+        "floored_layer_stocks": n_floored,
     }
 
 

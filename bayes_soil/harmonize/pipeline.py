@@ -179,6 +179,89 @@ def _unique_join(ids: str) -> str:
     return ";".join(dict.fromkeys(ids.split(";")))
 
 
+@dataclass(frozen=True)
+class _Options:
+    """harmonize's settings, checked once and handed whole to the steps that read them."""
+
+    bd_method: str
+    stock_method: str
+    exclude_deep_imputed: bool
+    seed: int
+    layer_bounds: tuple[tuple[float, float], ...]
+    coverage_tolerance: float
+    score_bd: bool
+
+    def __post_init__(self) -> None:
+        if self.bd_method not in BD_CHOICES:
+            raise ValueError(f"bd_method must be one of {BD_CHOICES}, not {self.bd_method!r}")
+        if self.stock_method not in STOCK_METHODS:
+            raise ValueError(
+                f"stock_method must be one of {STOCK_METHODS}, not {self.stock_method!r}"
+            )
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer_label(a, b) for a, b in self.layer_bounds]
+
+    @property
+    def total_label(self) -> str:
+        return layer_label(self.layer_bounds[0][0], self.layer_bounds[-1][1])
+
+    @property
+    def max_depth(self) -> float:
+        return float(self.layer_bounds[-1][1])
+
+
+class _Timer:
+    """Seconds per step for the report's ``timings_s``: a tick closes the step since the last."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def mark(self) -> None:
+        self._last = time.perf_counter()
+
+    def tick(self, name: str) -> None:
+        t = time.perf_counter()
+        self.seconds[name] = round(t - self._last, 3)
+        self._last = t
+
+    def close(self) -> None:
+        self.seconds["total"] = round(time.perf_counter() - self._start, 3)
+
+
+@dataclass
+class _BulkDensity:
+    """Step 3's output: the usable rows, their BD (measured or estimated) and its report."""
+
+    work: pd.DataFrame
+    bd: pd.Series
+    source: pd.Series
+    rel_sd: dict
+    report: dict
+    warnings: list[str]
+
+
+@dataclass
+class _LayerBook:
+    """What steps 4-7 made and left out, for the report and the row accounting."""
+
+    kept: pd.DataFrame  # layer rows the coverage rule kept (before the deep fill)
+    dropped: pd.DataFrame  # layer rows it left out, with a reason
+    dropped_el: pd.DataFrame  # element rows of intervals without a BD
+    esm_intervals: pd.DataFrame | None  # interval stocks with their soil mass (esm only)
+    n_interval_rows: int
+    n_duplicates: int
+    n_raw_layers: int
+    n_inconsistent: int = 0  # profiles whose rows disagree on lon, lat, MAP or MAT
+    n_filled: int = 0  # deepest-layer rows from the shallow-to-deep function
+    deep_report: dict = field(default_factory=dict)
+    n_total: int = 0
+    n_deep_imputed: int = 0  # deep-imputed rows, the totals included, before any exclusion
+    esm_report: dict | None = None
+
+
 def harmonize(
     obs: pd.DataFrame,
     *,
@@ -210,31 +293,60 @@ def harmonize(
         soil mass against the chronosequence's year-0 controls, see ``harmonize.esm``; rows ESM
         cannot serve keep the fixed-depth stock and say why in ``esm_status``).
     """
-    if bd_method not in BD_CHOICES:
-        raise ValueError(f"bd_method must be one of {BD_CHOICES}, not {bd_method!r}")
-    if stock_method not in STOCK_METHODS:
-        raise ValueError(f"stock_method must be one of {STOCK_METHODS}, not {stock_method!r}")
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def tick(name: str, t0: float) -> float:
-        t = time.perf_counter()
-        timings[name] = round(t - t0, 3)
-        return t
-
+    opts = _Options(
+        bd_method=bd_method,
+        stock_method=stock_method,
+        exclude_deep_imputed=exclude_deep_imputed,
+        seed=seed,
+        layer_bounds=layer_bounds,
+        coverage_tolerance=coverage_tolerance,
+        score_bd=score_bd,
+    )
+    timer = _Timer()
     df = _prepare(obs)
-    n_input = len(df)
-    layer_names = [layer_label(a, b) for a, b in layer_bounds]
-    total_label = layer_label(layer_bounds[0][0], layer_bounds[-1][1])
-    max_depth = float(layer_bounds[-1][1])
-    row_reason = pd.Series(None, index=df.index, dtype=object)
-
+    timer.mark()
     # 1. SOC from SOM (Eq. 3)
-    t0 = time.perf_counter()
     df["soc_g_kg"], from_som = harmonized_soc(df)
-    t0 = tick("soc", t0)
-
+    timer.tick("soc")
     # 2. rows that cannot enter any layer
+    row_reason = _screen_rows(df, opts.max_depth)
+    usable = row_reason.isna()
+    timer.tick("screen")
+    # 3. bulk density where a concentration needs one (ticks bd_cv and bd_impute)
+    bulk = _bulk_density(df.loc[usable], opts, timer)
+    # 4-5. interval stocks (Eq. 1-2), standard layers and the coverage rule
+    book = _interval_and_layer_stocks(bulk, opts, timer)
+    # 6. shallow-to-deep fill of the deepest layer
+    profiles, book.n_inconsistent = _profiles(df.loc[usable])
+    layers = _fill_deep(book, profiles, opts)
+    timer.tick("deep")
+    # 7. total layer, only where every standard layer exists
+    layers = _total_layer(layers, book, opts)
+    timer.tick("total_layer")
+    # 7b. equivalent soil mass in place of fixed depth, where the profile allows it
+    if stock_method == "esm":
+        layers, book.esm_report = apply_esm(
+            layers, book.esm_intervals, profiles, layer_bounds, opts.total_label
+        )
+        timer.tick("esm")
+    # 8. profile attributes, stage, column order; the sd each stock has from an estimated BD
+    layers = _finish_layers(layers, profiles, bulk, opts)
+    # 9. changes against the year-0 controls
+    changes, changes_report = compute_changes(layers)
+    timer.tick("changes")
+    # 10. row accounting, every input row used or rejected with a reason
+    rejected = _row_accounting(df, row_reason, layers, book, exclude_deep_imputed)
+    timer.tick("accounting")
+    report = _report(
+        df, usable, from_som, rejected, layers, changes, changes_report, bulk, book, opts, timer
+    )
+    report["synthetic"] = is_synthetic(obs)
+    timer.close()
+    return HarmonizeResult(layers, changes, rejected, report, synthetic=report["synthetic"])
+
+
+def _screen_rows(df: pd.DataFrame, max_depth: float) -> pd.Series:
+    """Step 2: why each row cannot enter any layer (None where it can); numeric depths, ids."""
     top = pd.to_numeric(df["depth_top_cm"], errors="coerce").astype(float)
     bottom = pd.to_numeric(df["depth_bottom_cm"], errors="coerce").astype(float)
     df["depth_top_cm"], df["depth_bottom_cm"] = top, bottom
@@ -246,14 +358,15 @@ def harmonize(
         (years.isna() | (years < 0), "years missing or negative"),
         (top >= max_depth, f"interval entirely below {max_depth:g} cm (ignored)"),
     ]
+    row_reason = pd.Series(None, index=df.index, dtype=object)
     for mask, reason in checks:
         row_reason = row_reason.where(~(mask & row_reason.isna()), reason)
-    usable = row_reason.isna()
     df["profile_id"] = profile_ids(df)
-    t0 = tick("screen", t0)
+    return row_reason
 
-    # 3. bulk density where a concentration needs one
-    work = df.loc[usable]
+
+def _bulk_density(work: pd.DataFrame, opts: _Options, timer: _Timer) -> _BulkDensity:
+    """Step 3: a BD for every row whose concentration needs one, by the method CV favours."""
 
     def _num(name: str) -> pd.Series:
         if name not in work.columns:
@@ -265,55 +378,74 @@ def harmonize(
     )
     if "bd_g_cm3" not in work.columns:
         work = work.assign(bd_g_cm3=np.nan)
-    for c in ("stn_g_kg",):
-        if c not in work.columns:
-            work = work.assign(**{c: np.nan})
-    warnings_out: list[str] = []
+    if "stn_g_kg" not in work.columns:
+        work = work.assign(stn_g_kg=np.nan)
     cv = None
     # an estimated BD needs its predictive sd, which the cross-validation gives
-    if score_bd or bd_method == "auto" or bool(needs_bd.any()):
-        cv = score_bd_methods(work, groups=work["study_id"], seed=seed)
-    t0 = tick("bd_cv", t0)
-    choice = choose_bd_method(bd_method, cv)
-    bd, bd_source, bd_report = impute_bd(work, needs_bd, method=choice["chosen"], seed=seed)
+    if opts.score_bd or opts.bd_method == "auto" or bool(needs_bd.any()):
+        cv = score_bd_methods(work, groups=work["study_id"], seed=opts.seed)
+    timer.tick("bd_cv")
+    choice = choose_bd_method(opts.bd_method, cv)
+    bd, bd_source, bd_report = impute_bd(work, needs_bd, method=choice["chosen"], seed=opts.seed)
     if cv is not None:
         bd_report["cv"] = cv
     bd_report["choice"] = choice
     rel_sd = bd_predictive_sd(cv, choice["chosen"], bd[bd_source.eq("measured")])
     bd_report["predictive_sd_relative"] = rel_sd
+    warnings_out = []
     if choice.get("warning") and int(needs_bd.sum()) > 0:
         warnings_out.append(choice["warning"])
-    t0 = tick("bd_impute", t0)
+    timer.tick("bd_impute")
+    return _BulkDensity(work, bd, bd_source, rel_sd, bd_report, warnings_out)
 
-    # 4. interval stocks (Eq. 1-2)
-    intervals, dropped_el = interval_stocks(work, bd, bd_source)
+
+def _interval_and_layer_stocks(bulk: _BulkDensity, opts: _Options, timer: _Timer) -> _LayerBook:
+    """Steps 4-5: stocks per sampled interval (Eq. 1-2), cut into the standard layers kept."""
+    work = bulk.work
+    intervals, dropped_el = interval_stocks(work, bulk.bd, bulk.source)
     n_interval_rows = len(intervals)
-    if stock_method == "esm":  # soil mass per input row, before duplicates are merged
+    esm_intervals = None
+    if opts.stock_method == "esm":  # soil mass per input row, before duplicates are merged
         thickness = work["depth_bottom_cm"] - work["depth_top_cm"]
-        mass = pd.Series(soil_mass_mg_ha(bd, thickness).to_numpy(), index=work["obs_id"])
+        mass = pd.Series(soil_mass_mg_ha(bulk.bd, thickness).to_numpy(), index=work["obs_id"])
         esm_intervals = intervals.assign(soil_mass_mg_ha=intervals["obs_id"].map(mass))
     intervals, n_dup = merge_duplicate_intervals(intervals)
-    t0 = tick("stocks", t0)
-
-    # 5. standard layers and the coverage rule
-    raw_layers = split_into_layers(intervals, layer_bounds)
-    kept, dropped_layers = apply_coverage_rule(raw_layers, coverage_tolerance)
+    timer.tick("stocks")
+    raw_layers = split_into_layers(intervals, opts.layer_bounds)
+    kept, dropped_layers = apply_coverage_rule(raw_layers, opts.coverage_tolerance)
     kept["deep_imputed"] = False
-    t0 = tick("layers", t0)
+    timer.tick("layers")
+    return _LayerBook(
+        kept=kept,
+        dropped=dropped_layers,
+        dropped_el=dropped_el,
+        esm_intervals=esm_intervals,
+        n_interval_rows=n_interval_rows,
+        n_duplicates=n_dup,
+        n_raw_layers=len(raw_layers),
+    )
 
-    # 6. shallow-to-deep fill of the deepest layer
-    with_scope = "control_scope" in df.columns
+
+def _profiles(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row of attributes per profile, and how many profiles' rows disagree on them."""
+    with_scope = "control_scope" in rows.columns
     profile_attrs = [*PROFILE_ATTRS, *(["control_scope"] if with_scope else [])]
-    profiles = df.loc[usable].groupby("profile_id", sort=False)[profile_attrs].first().reset_index()
+    profiles = rows.groupby("profile_id", sort=False)[profile_attrs].first().reset_index()
     attrs = ["lon", "lat", "map_mm", "mat_c"]
     n_inconsistent = int(
-        (df.loc[usable].groupby("profile_id")[attrs].nunique(dropna=False) > 1).any(axis=1).sum()
+        (rows.groupby("profile_id")[attrs].nunique(dropna=False) > 1).any(axis=1).sum()
     )
+    return profiles, n_inconsistent
+
+
+def _fill_deep(book: _LayerBook, profiles: pd.DataFrame, opts: _Options) -> pd.DataFrame:
+    """Step 6: the deepest layer predicted from the shallower ones where it was not sampled."""
     lib_warnings: dict = {}
     with quiet_sklearn(lib_warnings):  # scikit-learn's warnings go to the report, not stderr
-        filled, deep_report = fill_deep_layer(kept, profiles, layer_names, seed=seed)
+        filled, deep_report = fill_deep_layer(book.kept, profiles, opts.layer_names, seed=opts.seed)
     if lib_warnings:
         deep_report["library_warnings"] = lib_warnings["library_warnings"]
+    dropped_layers = book.dropped
     if len(filled):
         # the sampled fraction of a partly covered deepest layer stays visible in coverage
         part = dropped_layers.set_index(["profile_id", "element", "layer"])["coverage"]
@@ -323,11 +455,13 @@ def harmonize(
         dropped_layers.loc[replaced, "reason"] += (
             "; the layer was predicted by the shallow-to-deep function instead"
         )
-    layers = pd.concat([kept.drop(columns="layer_index"), filled], ignore_index=True)
-    t0 = tick("deep", t0)
+    book.n_filled, book.deep_report = len(filled), deep_report
+    return pd.concat([book.kept.drop(columns="layer_index"), filled], ignore_index=True)
 
-    # 7. total layer, only where every standard layer exists
-    widths = {layer_label(a, b): b - a for a, b in layer_bounds}
+
+def _total_layer(layers: pd.DataFrame, book: _LayerBook, opts: _Options) -> pd.DataFrame:
+    """Step 7: the whole-depth total where every layer exists; deep-imputed rows out if asked."""
+    widths = {layer_label(a, b): b - a for a, b in opts.layer_bounds}
     per = layers.assign(_w=layers["layer"].map(widths))
     per["_cw"] = per["coverage"] * per["_w"]
     tot = per.groupby(["profile_id", "element"], sort=False).agg(
@@ -341,28 +475,25 @@ def harmonize(
         obs_ids=("obs_ids", ";".join),
     )
     tot.loc[tot["n_methods"] > 1, "bd_method"] = "mixed"
-    tot = tot[tot["n_layers"] == len(layer_names)].drop(columns="n_methods").reset_index()
-    tot["layer"] = total_label
+    tot = tot[tot["n_layers"] == len(opts.layer_names)].drop(columns="n_methods").reset_index()
+    tot["layer"] = opts.total_label
     tot["coverage"] = tot["_cw"] / sum(widths.values())
     layers = pd.concat([layers, tot.drop(columns=["n_layers", "_cw"])], ignore_index=True)
-    n_deep_imputed_rows = int(layers["deep_imputed"].sum())
-    if exclude_deep_imputed:
+    book.n_total = len(tot)
+    book.n_deep_imputed = int(layers["deep_imputed"].sum())
+    if opts.exclude_deep_imputed:
         layers = layers.loc[~layers["deep_imputed"]]
     layers["obs_ids"] = [_unique_join(s) for s in layers["obs_ids"]]
-    t0 = tick("total_layer", t0)
+    return layers
 
-    # 7b. equivalent soil mass in place of fixed depth, where the profile allows it
-    esm_report = None
-    extra_columns = list(LAYER_EXTRA_COLUMNS)
-    if stock_method == "esm":
-        layers, esm_report = apply_esm(layers, esm_intervals, profiles, layer_bounds, total_label)
-        extra_columns += list(ESM_COLUMNS)
-        t0 = tick("esm", t0)
 
-    # 8. profile attributes, stage, column order
+def _finish_layers(
+    layers: pd.DataFrame, profiles: pd.DataFrame, bulk: _BulkDensity, opts: _Options
+) -> pd.DataFrame:
+    """Step 8: the output table: profile attributes, stage, row and column order, BD's sd."""
     layers = layers.merge(profiles, on="profile_id", how="left", validate="many_to_one")
     layers["stage"] = stage_of(layers["years"]).to_numpy()
-    order = {name: i for i, name in enumerate([*layer_names, total_label])}
+    order = {name: i for i, name in enumerate([*opts.layer_names, opts.total_label])}
     layers = (
         layers.assign(_o=layers["layer"].map(order))
         .sort_values(["study_id", "site_id", "profile_id", "element", "_o"], kind="stable")
@@ -370,19 +501,25 @@ def harmonize(
     )
     layers["deep_imputed"] = layers["deep_imputed"].astype(bool)
     layers["coverage_scaled"] = layers["coverage_scaled"].astype(bool)
+    extra_columns = list(LAYER_EXTRA_COLUMNS)
+    if opts.stock_method == "esm":
+        extra_columns += list(ESM_COLUMNS)
     # control_scope travels only when the input has it (the demo's tables stay as they were)
-    extra_columns += ["control_scope"] if with_scope else []
+    if "control_scope" in profiles.columns:
+        extra_columns.append("control_scope")
     layers = layers[[*LAYER_COLUMNS, *extra_columns]].reset_index(drop=True)
     # 8b. the sd each stock has from an estimated BD (imputed values are not data)
-    layers = add_stock_sd(layers, work["obs_id"], bd_source, rel_sd)
+    return add_stock_sd(layers, bulk.work["obs_id"], bulk.source, bulk.rel_sd)
 
-    # 9. changes against the year-0 controls
-    changes, changes_report = compute_changes(layers)
-    t0 = tick("changes", t0)
 
-    missing_drivers = _missing_drivers(df, usable, layers, changes)
-
-    # 10. row accounting
+def _row_accounting(
+    df: pd.DataFrame,
+    row_reason: pd.Series,
+    layers: pd.DataFrame,
+    book: _LayerBook,
+    exclude_deep_imputed: bool,
+) -> pd.DataFrame:
+    """Step 10: the rejected rows, each with its reason; asserts that no input row is lost."""
     used_ids = set(";".join(layers["obs_ids"]).split(";")) if len(layers) else set()
     used = df["obs_id"].isin(used_ids)
     reason = row_reason.copy()
@@ -391,9 +528,9 @@ def harmonize(
     if need.any():
         reason.loc[need] = _explain(
             df.loc[need],
-            dropped_el,
-            dropped_layers,
-            kept,
+            book.dropped_el,
+            book.dropped,
+            book.kept,
             exclude_deep_imputed,
         )
     rejected = pd.DataFrame(
@@ -403,97 +540,114 @@ def harmonize(
             "reason": reason.loc[~used],
         }
     ).reset_index(drop=True)
-    n_used = int(used.sum())
-    assert n_input == n_used + len(rejected), "row accounting broken"
+    assert len(df) == int(used.sum()) + len(rejected), "row accounting broken"
     assert rejected["reason"].notna().all(), "a rejected row has no reason"
-    t0 = tick("accounting", t0)
+    return rejected[list(REJECTED_COLUMNS)]
 
+
+def _step_counts(
+    df: pd.DataFrame,
+    usable: pd.Series,
+    from_som: pd.Series,
+    layers: pd.DataFrame,
+    book: _LayerBook,
+    opts: _Options,
+) -> dict:
+    """The report's ``steps``: how many rows each step took in, made and left out."""
+    top, bottom, max_depth = df["depth_top_cm"], df["depth_bottom_cm"], opts.max_depth
     dropped_counts = (
-        dropped_layers.groupby(["reason", "element", "layer"]).size()
-        if len(dropped_layers)
+        book.dropped.groupby(["reason", "element", "layer"]).size()
+        if len(book.dropped)
         else pd.Series(dtype=int)
     )
+    return {
+        "soc_from_som": int((from_som & usable).sum()),
+        "rows_usable": int(usable.sum()),
+        "interval_element_rows": book.n_interval_rows,
+        "duplicate_intervals_averaged": book.n_duplicates,
+        "element_rows_without_bd": len(book.dropped_el),
+        "intervals_below_bottom": int((top >= max_depth).sum()),
+        "intervals_partly_below_bottom": int(((top < max_depth) & (bottom > max_depth)).sum()),
+        "layer_rows_from_intervals": book.n_raw_layers,
+        "layer_rows_kept": len(book.kept),
+        "layer_rows_coverage_scaled": int(book.kept["coverage_scaled"].sum()),
+        "layer_rows_dropped": {" | ".join(map(str, k)): int(v) for k, v in dropped_counts.items()},
+        "deep_layer_rows_imputed": book.n_filled,
+        "deep_imputed_rows_incl_total": book.n_deep_imputed,
+        "deep_imputed_excluded": bool(opts.exclude_deep_imputed),
+        "total_layer_rows": book.n_total,
+        "final_layer_rows": len(layers),
+        "final_layer_rows_by_element_layer": {
+            f"{e} {lay}": int(n)
+            for (e, lay), n in layers.groupby(["element", "layer"], sort=False).size().items()
+        },
+        "profiles": int(layers["profile_id"].nunique()),
+        "profiles_with_varying_lon_lat_map_mat": book.n_inconsistent,
+    }
+
+
+def _report(
+    df: pd.DataFrame,
+    usable: pd.Series,
+    from_som: pd.Series,
+    rejected: pd.DataFrame,
+    layers: pd.DataFrame,
+    changes: pd.DataFrame,
+    changes_report: dict,
+    bulk: _BulkDensity,
+    book: _LayerBook,
+    opts: _Options,
+    timer: _Timer,
+) -> dict:
+    """The harmonize report: row accounting, step counts, BD, depth rules, settings, timings."""
+    total_label, tolerance = opts.total_label, opts.coverage_tolerance
     report = {
         "rows": {
-            "input": n_input,
-            "used": n_used,
+            "input": len(df),
+            "used": len(df) - len(rejected),
             "rejected": len(rejected),
             "rejected_by_reason": {
                 str(k): int(v) for k, v in rejected["reason"].value_counts().items()
             },
         },
-        "steps": {
-            "soc_from_som": int((from_som & usable).sum()),
-            "rows_usable": int(usable.sum()),
-            "interval_element_rows": n_interval_rows,
-            "duplicate_intervals_averaged": n_dup,
-            "element_rows_without_bd": len(dropped_el),
-            "intervals_below_bottom": int((top >= max_depth).sum()),
-            "intervals_partly_below_bottom": int(((top < max_depth) & (bottom > max_depth)).sum()),
-            "layer_rows_from_intervals": len(raw_layers),
-            "layer_rows_kept": len(kept),
-            "layer_rows_coverage_scaled": int(kept["coverage_scaled"].sum()),
-            "layer_rows_dropped": {
-                " | ".join(map(str, k)): int(v) for k, v in dropped_counts.items()
-            },
-            "deep_layer_rows_imputed": len(filled),
-            "deep_imputed_rows_incl_total": n_deep_imputed_rows,
-            "deep_imputed_excluded": bool(exclude_deep_imputed),
-            "total_layer_rows": len(tot),
-            "final_layer_rows": len(layers),
-            "final_layer_rows_by_element_layer": {
-                f"{e} {lay}": int(n)
-                for (e, lay), n in layers.groupby(["element", "layer"], sort=False).size().items()
-            },
-            "profiles": int(layers["profile_id"].nunique()),
-            "profiles_with_varying_lon_lat_map_mat": n_inconsistent,
-        },
-        "bulk_density": bd_report,
-        "missing_drivers": missing_drivers,
+        "steps": _step_counts(df, usable, from_som, layers, book, opts),
+        "bulk_density": bulk.report,
+        "missing_drivers": _missing_drivers(df, usable, layers, changes),
         "bd_method_counts": {str(k): int(v) for k, v in layers["bd_method"].value_counts().items()},
         "depth": {
-            "layer_bounds_cm": [list(map(float, b)) for b in layer_bounds],
+            "layer_bounds_cm": [list(map(float, b)) for b in opts.layer_bounds],
             "total_layer": total_label,
-            "coverage_tolerance": coverage_tolerance,
+            "coverage_tolerance": tolerance,
             "coverage_rule": (
-                f"a layer with coverage >= {coverage_tolerance:g} is kept with its stock scaled "
+                f"a layer with coverage >= {tolerance:g} is kept with its stock scaled "
                 "by 1/coverage (coverage_scaled = true); lower coverage, or overlapping "
                 "intervals (coverage > 1), leave the layer out with a reason; exact duplicate "
                 "intervals in a profile are averaged; the part of an interval below the deepest "
                 f"boundary is ignored; {total_label} only where every layer exists"
             ),
         },
-        "shallow_to_deep": deep_report,
+        "shallow_to_deep": book.deep_report,
         "changes": changes_report,
         "stages": "years in [0,5] -> 0-5, (5,10] -> 6-10, (10,20] -> 11-20, (20,30] -> 21-30, "
         "(30,inf) -> >30",
-        "warnings": warnings_out,
+        "warnings": bulk.warnings,
         "settings": {
-            "bd_method": choice["chosen"],
-            "bd_method_requested": bd_method,
-            "stock_method": stock_method,
-            "exclude_deep_imputed": bool(exclude_deep_imputed),
-            "seed": seed,
-            "coverage_tolerance": coverage_tolerance,
-            "layer_bounds_cm": [list(map(float, b)) for b in layer_bounds],
+            "bd_method": bulk.report["choice"]["chosen"],
+            "bd_method_requested": opts.bd_method,
+            "stock_method": opts.stock_method,
+            "exclude_deep_imputed": bool(opts.exclude_deep_imputed),
+            "seed": opts.seed,
+            "coverage_tolerance": tolerance,
+            "layer_bounds_cm": [list(map(float, b)) for b in opts.layer_bounds],
             "bayes_soil_version": __version__,
         },
-        "timings_s": timings,
+        "timings_s": timer.seconds,
     }
-    if esm_report is not None:
+    if book.esm_report is not None:
         # the identity of the same data on fixed depth, so an ESM result names its twin
-        esm_report["fixed_data_sha256"] = data_identity(*fixed_depth_twin(layers))
-        report["esm"] = esm_report
-    synthetic = is_synthetic(obs)
-    report["synthetic"] = synthetic
-    timings["total"] = round(time.perf_counter() - t_start, 3)
-    return HarmonizeResult(
-        layers=layers,
-        changes=changes,
-        rejected=rejected[list(REJECTED_COLUMNS)],
-        report=report,
-        synthetic=synthetic,
-    )
+        book.esm_report["fixed_data_sha256"] = data_identity(*fixed_depth_twin(layers))
+        report["esm"] = book.esm_report
+    return report
 
 
 def choose_bd_method(requested: str, cv: dict | None) -> dict:

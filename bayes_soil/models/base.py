@@ -17,6 +17,7 @@ import copy
 import importlib.util
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -466,3 +467,61 @@ def index_of(values: pd.Series | np.ndarray, labels: list) -> np.ndarray:
     """Integer codes of ``values`` in ``labels`` (every value must be present)."""
     lookup = {lab: i for i, lab in enumerate(labels)}
     return np.asarray([lookup[v] for v in values], dtype=np.int64)
+
+
+# ---- steps of the models' prepare ------------------------------------------------------------
+def coerce_numeric(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """``df`` with ``columns`` as numbers, changed in place (text that is no number -> NaN)."""
+    for c in columns:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def elements_present(df: pd.DataFrame, wanted: Iterable[str]) -> list[str]:
+    """The ``wanted`` elements that have a row in ``df``, in the order asked for."""
+    return [e for e in wanted if (df["element"] == e).any()]
+
+
+def layers_with_enough_rows(
+    df: pd.DataFrame, elements: list[str], layers: Iterable[str], min_rows: int
+) -> tuple[list[str], list[str]]:
+    """The ``layers`` (in that order) where every element has ``min_rows`` rows or more, and
+    those present in ``df`` that fall short: a cell with too few rows cannot be fitted, and a
+    layer is fitted for every element or for none."""
+    layers = list(layers)
+    counts = df.groupby(["element", "layer"]).size()
+    kept = [lay for lay in layers if all(counts.get((e, lay), 0) >= min_rows for e in elements)]
+    short = [lay for lay in layers if lay not in kept and (df["layer"] == lay).any()]
+    return kept, short
+
+
+@dataclass
+class CellStandardisation:
+    """A response standardised per element x layer cell (what the models' priors are scaled to).
+
+    ``y`` = (value - cell mean) / cell sd, the sd with ddof 0 and 1 where a cell is constant;
+    ``loc`` and ``scale`` are those per cell (indexed by element, layer) and ``row_scale`` each
+    row's cell sd (to standardise the row's known variances alike).
+    """
+
+    y: np.ndarray
+    loc: pd.Series
+    scale: pd.Series
+    row_scale: np.ndarray
+
+    def grids(self, elements: list[str], layers: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``loc`` and ``scale`` as (element, layer) arrays, to undo the standardisation."""
+        loc = np.array([[self.loc[(e, lay)] for lay in layers] for e in elements])
+        scale = np.array([[self.scale[(e, lay)] for lay in layers] for e in elements])
+        return loc, scale
+
+
+def standardise_by_cell(df: pd.DataFrame, column: str) -> CellStandardisation:
+    """Standardise ``df[column]`` per element x layer (see :class:`CellStandardisation`)."""
+    grp = df.groupby(["element", "layer"])[column]
+    loc = grp.mean()
+    scale = grp.std(ddof=0).replace(0.0, 1.0)
+    keys = list(zip(df["element"], df["layer"], strict=True))
+    row_scale = scale.loc[keys].to_numpy()
+    y = (df[column].to_numpy() - loc.loc[keys].to_numpy()) / row_scale
+    return CellStandardisation(y=y, loc=loc, scale=scale, row_scale=row_scale)

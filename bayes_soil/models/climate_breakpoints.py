@@ -93,10 +93,14 @@ from bayes_soil.models.base import (
     FitSettings,
     ModelData,
     SoilModel,
+    coerce_numeric,
     drop_deep_imputed,
+    elements_present,
     index_of,
+    layers_with_enough_rows,
     observation_ids,
     register,
+    standardise_by_cell,
     thin_posterior,
 )
 from bayes_soil.schema import ALL_LAYERS, DRIVERS, RATE_SD_COLUMN
@@ -260,79 +264,21 @@ class ClimateBreakpoints(SoilModel):
 
     # ---- data -------------------------------------------------------------------------
     def prepare(self, table: pd.DataFrame) -> ModelData:
-        spec = self.spec
-        drivers = [d for d in spec["data"]["drivers"] if d in DRIVERS]
+        data, structure = self.spec["data"], self.spec["structure"]
+        drivers = [d for d in data["drivers"] if d in DRIVERS]
         if not drivers:
-            raise InputError(f"no known driver in {spec['data']['drivers']}; use {DRIVERS}")
-        need = {"study_id", "element", "layer", "years", "rate_mg_ha_yr", *drivers}
-        missing = need - set(table.columns)
-        if missing:
-            raise InputError(f"changes table lacks column(s): {', '.join(sorted(missing))}")
-        # a change whose stock (or control) rests on the shallow-to-deep fill is not data
-        df, n_deep_dropped = drop_deep_imputed(table.copy(), spec["data"]["deep_imputed"])
-        for c in ("years", "rate_mg_ha_yr", *drivers):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        ok = np.isfinite(df["rate_mg_ha_yr"]) & (df["years"] > spec["data"].get("min_years", 0))
-        # rows without a driver stay in every other analysis; here they are left out, counted
-        wanted = ok & df["layer"].isin(spec["data"].get("layers", ALL_LAYERS))
-        wanted &= df["element"].isin(spec["data"]["elements"])
-        no_driver = {d: int((wanted & ~np.isfinite(df[d])).sum()) for d in drivers}
-        for d in drivers:
-            ok &= np.isfinite(df[d])
-        layers_wanted = [lay for lay in spec["data"].get("layers", ALL_LAYERS)]
-        df = df[ok & df["layer"].isin(layers_wanted)]
-        elements = [e for e in spec["data"]["elements"] if (df["element"] == e).any()]
-        if not elements:
-            lost = ", ".join(f"{n} without {d}" for d, n in no_driver.items() if n)
-            why = f" ({lost}; the model needs every driver it fits)" if lost else ""
-            raise InputError(f"no change rates for element(s) {spec['data']['elements']}{why}")
-        df = df[df["element"].isin(elements)]
-        min_rows = int(spec["data"].get("min_rows_per_layer", 10))
-        counts = df.groupby(["element", "layer"]).size()
-        layers = [
-            lay
-            for lay in layers_wanted
-            if all(counts.get((e, lay), 0) >= min_rows for e in elements)
-        ]
-        if not layers:
-            raise InputError(f"no layer has {min_rows} or more change rates for {elements}")
-        dropped = [lay for lay in layers_wanted if lay not in layers and (df["layer"] == lay).any()]
-        df = df[df["layer"].isin(layers)].reset_index(drop=True)
-
-        grp = df.groupby(["element", "layer"])["rate_mg_ha_yr"]
-        y_loc, y_scale = grp.mean(), grp.std(ddof=0).replace(0.0, 1.0)
-        keys = list(zip(df["element"], df["layer"], strict=True))
-        y = (df["rate_mg_ha_yr"].to_numpy() - y_loc.loc[keys].to_numpy()) / y_scale.loc[
-            keys
-        ].to_numpy()
-        bd_mode = spec["data"]["bd_estimated"]
+            raise InputError(f"no known driver in {data['drivers']}; use {DRIVERS}")
+        df, n_deep_dropped, no_driver, layers_wanted = _change_rows(table, data, drivers)
+        df, elements, layers, dropped = _fitted_rows(df, data, layers_wanted, no_driver)
+        std = standardise_by_cell(df, "rate_mg_ha_yr")
+        bd_mode = data["bd_estimated"]
         if bd_mode not in ("uncertain", "as_data"):
             raise InputError(f"data.bd_estimated must be 'uncertain' or 'as_data', not {bd_mode!r}")
-        var_bd = np.zeros(len(df))
-        if bd_mode == "uncertain" and RATE_SD_COLUMN in df.columns:
-            sd = pd.to_numeric(df[RATE_SD_COLUMN], errors="coerce").fillna(0.0).to_numpy(float)
-            var_bd = (sd / y_scale.loc[keys].to_numpy()) ** 2
-        x_loc = np.array([df[d].mean() for d in drivers])
-        x_scale = np.array([df[d].std(ddof=0) or 1.0 for d in drivers])
-        x = (df[drivers].to_numpy(float) - x_loc) / x_scale
-        q_lo, q_hi = spec["structure"].get("psi_quantiles", [0.1, 0.9])
-        lo = np.quantile(x, q_lo, axis=0)
-        hi = np.quantile(x, q_hi, axis=0)
-        if np.any(hi - lo <= 0):
-            raise InputError("a driver does not vary in the data; no turning point can be fitted")
+        var_bd = _bd_variance(df, std.row_scale, bd_mode)
+        x, x_loc, x_scale, lo, hi = _standardised_drivers(df, drivers, structure)
 
-        adjust = [c for c in spec["structure"].get("adjust", []) if c in df.columns]
-        group = (
-            df[adjust].astype(str).agg("|".join, axis=1)
-            if adjust
-            else pd.Series(["all"] * len(df), index=df.index)
-        )
-        groups = sorted(pd.unique(group))
-        cell_key = df["element"] + "#" + df["study_id"].astype(str) + "#" + df["layer"]
-        cells = list(pd.unique(cell_key))
-        e_of = {e: i for i, e in enumerate(elements)}
-        l_of = {lay: i for i, lay in enumerate(layers)}
-        cell_el = np.array([[e_of[k.split("#")[0]], l_of[k.split("#")[-1]]] for k in cells])
+        group, groups = _adjustment_groups(df, structure)
+        cell_key, cells, cell_el = _study_cells(df, elements, layers)
         obs_id = observation_ids(df)
 
         # sites = distinct climates (the drivers vary only between them); cell = element x layer
@@ -342,24 +288,10 @@ class ClimateBreakpoints(SoilModel):
         element_idx = index_of(df["element"], elements)
         layer_idx = index_of(df["layer"], layers)
         cell_idx = element_idx * n_l + layer_idx
-        n_cells = len(elements) * n_l
-        # psi grids (standardised) and hinge bases per cell, for every driver
-        sizes = list(spec["structure"].get("grid_size", [40, 20]))
-        grids, bases, coefs = [], [], []
-        for j in range(len(drivers)):
-            g = int(sizes[min(j, len(sizes) - 1)])
-            grid = lo[j] + (hi[j] - lo[j]) * (np.arange(g) + 0.5) / g
-            H = np.zeros((n_cells, len(x_sites), g + 1))
-            K = np.zeros((n_cells, g + 1))
-            for c in range(n_cells):
-                rows = cell_idx == c
-                H[c], K[c] = hinge_basis(x[rows, j], x_sites[:, j], grid)
-            grids.append(grid)
-            bases.append(H)
-            coefs.append(K)
-        sc_cell = cell_el[:, 0] * n_l + cell_el[:, 1]
+        sizes = list(structure.get("grid_size", [40, 20]))
+        grids, bases, coefs = _hinge_grids(x, x_sites, cell_idx, len(elements) * n_l, lo, hi, sizes)
         arrays = {
-            "rate": y,
+            "rate": std.y,
             "x": x,
             "inv_decades": 10.0 / df["years"].to_numpy(float),
             # known variance (standardised) of the rate from estimated bulk densities
@@ -373,7 +305,7 @@ class ClimateBreakpoints(SoilModel):
             "group_idx": index_of(group, groups),
             "study_cell_element": cell_el[:, 0],
             "study_cell_layer": cell_el[:, 1],
-            "study_cell_cell": sc_cell,
+            "study_cell_cell": cell_el[:, 0] * n_l + cell_el[:, 1],
             "x_sites": x_sites,
             "psi_lo": lo,
             "psi_hi": hi,
@@ -386,9 +318,10 @@ class ClimateBreakpoints(SoilModel):
             "study_cell": cells,
             "obs_id": obs_id.tolist(),
         }
+        y_loc, y_scale = std.grids(elements, layers)
         meta = {
-            "y_loc": np.array([[y_loc[(e, lay)] for lay in layers] for e in elements]),
-            "y_scale": np.array([[y_scale[(e, lay)] for lay in layers] for e in elements]),
+            "y_loc": y_loc,
+            "y_scale": y_scale,
             "x_loc": x_loc,
             "x_scale": x_scale,
             "psi_bounds": {
@@ -401,7 +334,7 @@ class ClimateBreakpoints(SoilModel):
             "n_sites": len(x_sites),
             "dropped_layers": dropped,
             "rows_without_driver": no_driver,
-            "deep_imputed": spec["data"]["deep_imputed"],
+            "deep_imputed": data["deep_imputed"],
             "n_deep_imputed_left_out": n_deep_dropped,
             "bd_estimated": bd_mode,
             "n_rows_bd_estimated": int((var_bd > 0).sum()),
@@ -877,6 +810,125 @@ class ClimateBreakpoints(SoilModel):
             "n_rows_bd_estimated": int(data.meta["n_rows_bd_estimated"]),
         }
         return attrs
+
+
+# ---- prepare's steps ---------------------------------------------------------------------
+def _change_rows(
+    table: pd.DataFrame, data: dict, drivers: list[str]
+) -> tuple[pd.DataFrame, int, dict[str, int], list[str]]:
+    """Change rows with a finite rate, every fitted driver and a wanted layer; also how many
+    were left out as deep-imputed and, per driver, for lacking it; and the layers wanted."""
+    need = {"study_id", "element", "layer", "years", "rate_mg_ha_yr", *drivers}
+    missing = need - set(table.columns)
+    if missing:
+        raise InputError(f"changes table lacks column(s): {', '.join(sorted(missing))}")
+    # a change whose stock (or control) rests on the shallow-to-deep fill is not data
+    df, n_deep_dropped = drop_deep_imputed(table.copy(), data["deep_imputed"])
+    coerce_numeric(df, ("years", "rate_mg_ha_yr", *drivers))
+    ok = np.isfinite(df["rate_mg_ha_yr"]) & (df["years"] > data.get("min_years", 0))
+    # rows without a driver stay in every other analysis; here they are left out, counted
+    wanted = ok & df["layer"].isin(data.get("layers", ALL_LAYERS))
+    wanted &= df["element"].isin(data["elements"])
+    no_driver = {d: int((wanted & ~np.isfinite(df[d])).sum()) for d in drivers}
+    for d in drivers:
+        ok &= np.isfinite(df[d])
+    layers_wanted = [lay for lay in data.get("layers", ALL_LAYERS)]
+    return df[ok & df["layer"].isin(layers_wanted)], n_deep_dropped, no_driver, layers_wanted
+
+
+def _fitted_rows(
+    df: pd.DataFrame, data: dict, layers_wanted: list[str], no_driver: dict[str, int]
+) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+    """The rows of the elements and layers fitted (a layer needs enough rows for every
+    element); returns them with those elements and layers and the layers dropped."""
+    elements = elements_present(df, data["elements"])
+    if not elements:
+        lost = ", ".join(f"{n} without {d}" for d, n in no_driver.items() if n)
+        why = f" ({lost}; the model needs every driver it fits)" if lost else ""
+        raise InputError(f"no change rates for element(s) {data['elements']}{why}")
+    df = df[df["element"].isin(elements)]
+    min_rows = int(data.get("min_rows_per_layer", 10))
+    layers, dropped = layers_with_enough_rows(df, elements, layers_wanted, min_rows)
+    if not layers:
+        raise InputError(f"no layer has {min_rows} or more change rates for {elements}")
+    df = df[df["layer"].isin(layers)].reset_index(drop=True)
+    return df, elements, layers, dropped
+
+
+def _bd_variance(df: pd.DataFrame, row_scale: np.ndarray, bd_mode: str) -> np.ndarray:
+    """Each rate's known variance (standardised) from estimated bulk densities (0: measured)."""
+    var_bd = np.zeros(len(df))
+    if bd_mode == "uncertain" and RATE_SD_COLUMN in df.columns:
+        sd = pd.to_numeric(df[RATE_SD_COLUMN], errors="coerce").fillna(0.0).to_numpy(float)
+        var_bd = (sd / row_scale) ** 2
+    return var_bd
+
+
+def _standardised_drivers(
+    df: pd.DataFrame, drivers: list[str], structure: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The drivers standardised over the fitted rows (x, loc, scale) and, per driver, the
+    range (quantiles) a turning point is searched in."""
+    x_loc = np.array([df[d].mean() for d in drivers])
+    x_scale = np.array([df[d].std(ddof=0) or 1.0 for d in drivers])
+    x = (df[drivers].to_numpy(float) - x_loc) / x_scale
+    q_lo, q_hi = structure.get("psi_quantiles", [0.1, 0.9])
+    lo = np.quantile(x, q_lo, axis=0)
+    hi = np.quantile(x, q_hi, axis=0)
+    if np.any(hi - lo <= 0):
+        raise InputError("a driver does not vary in the data; no turning point can be fitted")
+    return x, x_loc, x_scale, lo, hi
+
+
+def _adjustment_groups(df: pd.DataFrame, structure: dict) -> tuple[pd.Series, list[str]]:
+    """Each row's intercept group (the ``structure.adjust`` columns joined; "all" without),
+    and the groups."""
+    adjust = [c for c in structure.get("adjust", []) if c in df.columns]
+    group = (
+        df[adjust].astype(str).agg("|".join, axis=1)
+        if adjust
+        else pd.Series(["all"] * len(df), index=df.index)
+    )
+    return group, sorted(pd.unique(group))
+
+
+def _study_cells(
+    df: pd.DataFrame, elements: list[str], layers: list[str]
+) -> tuple[pd.Series, list[str], np.ndarray]:
+    """Each row's study cell (element # study # layer), the cells, and each cell's (element,
+    layer) indices."""
+    cell_key = df["element"] + "#" + df["study_id"].astype(str) + "#" + df["layer"]
+    cells = list(pd.unique(cell_key))
+    e_of = {e: i for i, e in enumerate(elements)}
+    l_of = {lay: i for i, lay in enumerate(layers)}
+    cell_el = np.array([[e_of[k.split("#")[0]], l_of[k.split("#")[-1]]] for k in cells])
+    return cell_key, cells, cell_el
+
+
+def _hinge_grids(
+    x: np.ndarray,
+    x_sites: np.ndarray,
+    cell_idx: np.ndarray,
+    n_cells: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    sizes: list[int],
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per driver, the psi grid (standardised) and per cell the hinge bases and their
+    least-squares line coefficients (:func:`hinge_basis`)."""
+    grids, bases, coefs = [], [], []
+    for j in range(x.shape[1]):
+        g = int(sizes[min(j, len(sizes) - 1)])
+        grid = lo[j] + (hi[j] - lo[j]) * (np.arange(g) + 0.5) / g
+        H = np.zeros((n_cells, len(x_sites), g + 1))
+        K = np.zeros((n_cells, g + 1))
+        for c in range(n_cells):
+            rows = cell_idx == c
+            H[c], K[c] = hinge_basis(x[rows, j], x_sites[:, j], grid)
+        grids.append(grid)
+        bases.append(H)
+        coefs.append(K)
+    return grids, bases, coefs
 
 
 def loo_by_element(dt: xr.DataTree, element_of_obs: np.ndarray, var: str = "rate") -> dict:

@@ -42,12 +42,17 @@ import pandas as pd
 
 from bayes_soil.errors import InputError
 from bayes_soil.models.base import (
+    CellStandardisation,
     ModelData,
     SoilModel,
+    coerce_numeric,
     drop_deep_imputed,
+    elements_present,
     index_of,
+    layers_with_enough_rows,
     observation_ids,
     register,
+    standardise_by_cell,
     thin_posterior,
 )
 from bayes_soil.posterior import (
@@ -125,40 +130,14 @@ class HierRates(SoilModel):
 
     # ---- data -------------------------------------------------------------------------
     def prepare(self, table: pd.DataFrame) -> ModelData:
-        spec = self.spec
-        need = {"study_id", "site_id", "vegetation", "origin", "years", "element", "layer"}
-        missing = need - set(table.columns) | ({"stock_mg_ha"} - set(table.columns))
-        if missing:
-            raise InputError(f"layers table lacks column(s): {', '.join(sorted(missing))}")
-        df = table[table["layer"].isin(LAYERS)].copy()
-        df["stock_mg_ha"] = pd.to_numeric(df["stock_mg_ha"], errors="coerce")
-        df["years"] = pd.to_numeric(df["years"], errors="coerce")
-        df = df[np.isfinite(df["stock_mg_ha"]) & np.isfinite(df["years"]) & (df["years"] >= 0)]
-        mode = spec["data"]["deep_imputed"]
-        df, n_deep_dropped = drop_deep_imputed(df, mode)
-        bd_mode = spec["data"]["bd_estimated"]
+        data = self.spec["data"]
+        df, n_deep_dropped = _stock_rows(table, data["deep_imputed"])
+        bd_mode = data["bd_estimated"]
         if bd_mode not in BD_ESTIMATED_MODES:
             raise InputError(
                 f"data.bd_estimated must be one of {', '.join(BD_ESTIMATED_MODES)}, not {bd_mode!r}"
             )
-        elements = [e for e in spec["data"]["elements"] if (df["element"] == e).any()]
-        if not elements:
-            raise InputError(
-                f"no layer stocks for element(s) {spec['data']['elements']} in the data"
-            )
-        origins = [o for o in spec["data"]["origins"] if o in ORIGINS]
-        df = df[df["element"].isin(elements) & df["origin"].isin(origins)]
-        min_rows = int(spec["data"]["min_rows_per_layer"])
-        counts = df.groupby(["element", "layer"]).size()
-        fit_layers = [
-            lay for lay in LAYERS if all(counts.get((e, lay), 0) >= min_rows for e in elements)
-        ]
-        dropped = [lay for lay in LAYERS if lay not in fit_layers and (df["layer"] == lay).any()]
-        if not fit_layers:
-            raise InputError(
-                f"no layer has {min_rows} or more stock rows for every element {elements}"
-            )
-        df = df[df["layer"].isin(fit_layers)].reset_index(drop=True)
+        df, elements, origins, fit_layers, dropped = _fitted_rows(df, data)
         vegetation = [v for v in VEGETATION if (df["vegetation"] == v).any()]
         others = sorted(set(df["vegetation"]) - set(VEGETATION))
         if others:
@@ -166,94 +145,11 @@ class HierRates(SoilModel):
         max_years = float(df["years"].max())
         n_stages = max(1, sum(lo < max_years for lo in STAGE_LOWER))
         stages = list(STAGES[:n_stages])
-
-        # standardise per element x layer
-        grp = df.groupby(["element", "layer"])["stock_mg_ha"]
-        loc = grp.mean()
-        scale = grp.std(ddof=0).replace(0.0, 1.0)
-        keys = list(zip(df["element"], df["layer"], strict=True))
-        y = (df["stock_mg_ha"].to_numpy() - loc.loc[keys].to_numpy()) / scale.loc[keys].to_numpy()
-
-        unit = df[list(UNIT_KEYS)].astype(str).agg("|".join, axis=1)
-        ucell_key = df["element"] + "#" + unit + "#" + df["layer"]
-        scell_key = df["element"] + "#" + df["site_id"].astype(str) + "#" + df["layer"]
-        ucells = list(pd.unique(ucell_key))
-        scells = list(pd.unique(scell_key))
-        first = (
-            pd.DataFrame(
-                {
-                    "u": ucell_key,
-                    "s": scell_key,
-                    "e": df["element"],
-                    "l": df["layer"],
-                    "v": df["vegetation"],
-                    "planted": df["origin"] == "planted",
-                }
-            )
-            .drop_duplicates("u")
-            .set_index("u")
-            .loc[ucells]
-        )
-        e_idx = index_of(first["e"], elements)
-        l_idx = index_of(first["l"], fit_layers)
-        v_idx = index_of(first["v"], vegetation)
-        n_v, n_l = len(vegetation), len(fit_layers)
-
-        t = df["years"].to_numpy(float) / 10.0
-        basis = stage_basis(df["years"].to_numpy(float), n_stages)
-        cell_idx = index_of(ucell_key, ucells)
-        stats = cell_statistics(y, t, basis, cell_idx, len(ucells))
-        var_level, var_row = _bd_variances(df, scale.loc[keys].to_numpy(), cell_idx, len(ucells))
-        if bd_mode == "as_data":
-            var_level, var_row = np.zeros_like(var_level), np.zeros_like(var_row)
-        estimated = var_row > 0
-
-        # rate groups: cells sharing one rate vector (element x vegetation x layer x origin)
-        # and one residual variance (cells with estimated BD apart)
-        unit_rate = (e_idx * n_v + v_idx) * n_l + l_idx
-        planted = first["planted"].to_numpy(bool)
-        group_key = (unit_rate * 2 + planted) * 2 + estimated
-        groups, unit_group = np.unique(group_key, return_inverse=True)
-        # one extra row variance per group: the mean of its cells' (weighted by rows)
-        n_cell = stats["n"]
-        group_var_row = np.bincount(unit_group, weights=var_row * n_cell) / np.bincount(
-            unit_group, weights=n_cell
-        )
-        group_stats = _group_statistics(stats, unit_group, len(groups))
-
+        std = standardise_by_cell(df, "stock_mg_ha")
         obs_id = observation_ids(df)
-        arrays = {
-            "stock": y,
-            "years": df["years"].to_numpy(float),
-            "basis": basis,
-            "element_idx": index_of(df["element"], elements),
-            "vegetation_idx": index_of(df["vegetation"], vegetation),
-            "layer_idx": index_of(df["layer"], fit_layers),
-            "unit_cell_idx": cell_idx,
-            "unit_cell_element": e_idx,
-            "unit_cell_layer": l_idx,
-            "unit_cell_site": index_of(first["s"], scells),
-            "unit_cell_rate": unit_rate,
-            "unit_cell_planted": planted.astype(float),
-            "unit_cell_group": unit_group,
-            "group_rate": groups // 4,
-            "group_planted": ((groups // 2) % 2).astype(float),
-            "group_element_layer": (groups // 4 // (n_v * n_l)) * n_l + (groups // 4) % n_l,
-            "group_var_bd_row": group_var_row,
-            "unit_cell_var_bd_row": group_var_row[unit_group],
-            "unit_cell_var_bd_level": var_level,
-            **group_stats,
-            "site_cell_element": index_of(pd.Series(scells).str.split("#").str[0], elements),
-            "site_cell_layer": index_of(pd.Series(scells).str.split("#").str[-1], fit_layers),
-            # per cell only what the Woodbury terms read; the r'r sums live per rate group
-            **{f"stat_{k}": stats[k] for k in CELL_STATS},
-        }
-        n_rows = (
-            df.assign(stage=pd.Categorical(_stage_labels(df["years"], n_stages), stages))
-            .groupby(["element", "vegetation", "stage", "layer"], observed=False)
-            .size()
+        arrays, ucells, scells, n_bd_estimated = _design(
+            df, std, elements, fit_layers, vegetation, n_stages, bd_mode
         )
-        max_age = df.groupby("vegetation")["years"].max().reindex(vegetation).to_numpy(float)
         coords = {
             "element": elements,
             "vegetation": vegetation,
@@ -263,17 +159,18 @@ class HierRates(SoilModel):
             "unit_cell": ucells,
             "obs_id": obs_id.tolist(),
         }
+        loc, scale = std.grids(elements, fit_layers)
         meta = {
-            "loc": np.array([[loc[(e, lay)] for lay in fit_layers] for e in elements]),
-            "scale": np.array([[scale[(e, lay)] for lay in fit_layers] for e in elements]),
-            "max_age": max_age,
-            "n_rows": n_rows,
+            "loc": loc,
+            "scale": scale,
+            "max_age": df.groupby("vegetation")["years"].max().reindex(vegetation).to_numpy(float),
+            "n_rows": _rows_per_stage(df, n_stages, stages),
             "dropped_layers": dropped,
             "origins": origins,
-            "deep_imputed": mode,
+            "deep_imputed": data["deep_imputed"],
             "n_deep_imputed_left_out": n_deep_dropped,
             "bd_estimated": bd_mode,
-            "n_rows_bd_estimated": int(estimated[cell_idx].sum()),
+            "n_rows_bd_estimated": n_bd_estimated,
         }
         return ModelData(coords=coords, arrays=arrays, meta=meta, n_obs=len(df))
 
@@ -544,6 +441,144 @@ class HierRates(SoilModel):
             coords={"chain": [0], "draw": np.arange(draws), "obs_id": data.coords["obs_id"]},
         )
         return xr.DataTree.from_dict({"prior": p, "prior_predictive": pp})
+
+
+# ---- prepare's steps ---------------------------------------------------------------------
+def _stock_rows(table: pd.DataFrame, deep_imputed: str) -> tuple[pd.DataFrame, int]:
+    """Rows of the fitted layers with a finite stock and age (deep-imputed ones left out)."""
+    need = {"study_id", "site_id", "vegetation", "origin", "years", "element", "layer"}
+    missing = need - set(table.columns) | ({"stock_mg_ha"} - set(table.columns))
+    if missing:
+        raise InputError(f"layers table lacks column(s): {', '.join(sorted(missing))}")
+    df = coerce_numeric(table[table["layer"].isin(LAYERS)].copy(), ("stock_mg_ha", "years"))
+    df = df[np.isfinite(df["stock_mg_ha"]) & np.isfinite(df["years"]) & (df["years"] >= 0)]
+    return drop_deep_imputed(df, deep_imputed)
+
+
+def _fitted_rows(
+    df: pd.DataFrame, data: dict
+) -> tuple[pd.DataFrame, list[str], list[str], list[str], list[str]]:
+    """The rows of the elements, origins and layers fitted (a layer needs enough rows for
+    every element); returns them with those elements, origins, layers and the layers dropped."""
+    elements = elements_present(df, data["elements"])
+    if not elements:
+        raise InputError(f"no layer stocks for element(s) {data['elements']} in the data")
+    origins = [o for o in data["origins"] if o in ORIGINS]
+    df = df[df["element"].isin(elements) & df["origin"].isin(origins)]
+    min_rows = int(data["min_rows_per_layer"])
+    fit_layers, dropped = layers_with_enough_rows(df, elements, LAYERS, min_rows)
+    if not fit_layers:
+        raise InputError(f"no layer has {min_rows} or more stock rows for every element {elements}")
+    df = df[df["layer"].isin(fit_layers)].reset_index(drop=True)
+    return df, elements, origins, fit_layers, dropped
+
+
+def _cells(df: pd.DataFrame) -> tuple[pd.Series, list[str], list[str], pd.DataFrame]:
+    """Each row's chronosequence cell (element # unit # layer); the cells, the site cells
+    (element # site # layer) and each cell's first row (element, layer, vegetation, origin)."""
+    unit = df[list(UNIT_KEYS)].astype(str).agg("|".join, axis=1)
+    ucell_key = df["element"] + "#" + unit + "#" + df["layer"]
+    scell_key = df["element"] + "#" + df["site_id"].astype(str) + "#" + df["layer"]
+    ucells = list(pd.unique(ucell_key))
+    scells = list(pd.unique(scell_key))
+    first = (
+        pd.DataFrame(
+            {
+                "u": ucell_key,
+                "s": scell_key,
+                "e": df["element"],
+                "l": df["layer"],
+                "v": df["vegetation"],
+                "planted": df["origin"] == "planted",
+            }
+        )
+        .drop_duplicates("u")
+        .set_index("u")
+        .loc[ucells]
+    )
+    return ucell_key, ucells, scells, first
+
+
+def _design(
+    df: pd.DataFrame,
+    std: CellStandardisation,
+    elements: list[str],
+    fit_layers: list[str],
+    vegetation: list[str],
+    n_stages: int,
+    bd_mode: str,
+) -> tuple[dict[str, np.ndarray], list[str], list[str], int]:
+    """The arrays the model reads (row indices, per-cell statistics, rate groups), the cell
+    and site-cell labels, and how many rows rest on an estimated BD."""
+    ucell_key, ucells, scells, first = _cells(df)
+    e_idx = index_of(first["e"], elements)
+    l_idx = index_of(first["l"], fit_layers)
+    v_idx = index_of(first["v"], vegetation)
+    n_v, n_l = len(vegetation), len(fit_layers)
+
+    t = df["years"].to_numpy(float) / 10.0
+    basis = stage_basis(df["years"].to_numpy(float), n_stages)
+    cell_idx = index_of(ucell_key, ucells)
+    stats = cell_statistics(std.y, t, basis, cell_idx, len(ucells))
+    var_level, var_row = _bd_variances(df, std.row_scale, cell_idx, len(ucells))
+    if bd_mode == "as_data":
+        var_level, var_row = np.zeros_like(var_level), np.zeros_like(var_row)
+    estimated = var_row > 0
+
+    unit_rate = (e_idx * n_v + v_idx) * n_l + l_idx
+    planted = first["planted"].to_numpy(bool)
+    groups, unit_group, group_var_row = _rate_groups(unit_rate, planted, var_row, stats["n"])
+    arrays = {
+        "stock": std.y,
+        "years": df["years"].to_numpy(float),
+        "basis": basis,
+        "element_idx": index_of(df["element"], elements),
+        "vegetation_idx": index_of(df["vegetation"], vegetation),
+        "layer_idx": index_of(df["layer"], fit_layers),
+        "unit_cell_idx": cell_idx,
+        "unit_cell_element": e_idx,
+        "unit_cell_layer": l_idx,
+        "unit_cell_site": index_of(first["s"], scells),
+        "unit_cell_rate": unit_rate,
+        "unit_cell_planted": planted.astype(float),
+        "unit_cell_group": unit_group,
+        "group_rate": groups // 4,
+        "group_planted": ((groups // 2) % 2).astype(float),
+        "group_element_layer": (groups // 4 // (n_v * n_l)) * n_l + (groups // 4) % n_l,
+        "group_var_bd_row": group_var_row,
+        "unit_cell_var_bd_row": group_var_row[unit_group],
+        "unit_cell_var_bd_level": var_level,
+        **_group_statistics(stats, unit_group, len(groups)),
+        "site_cell_element": index_of(pd.Series(scells).str.split("#").str[0], elements),
+        "site_cell_layer": index_of(pd.Series(scells).str.split("#").str[-1], fit_layers),
+        # per cell only what the Woodbury terms read; the r'r sums live per rate group
+        **{f"stat_{k}": stats[k] for k in CELL_STATS},
+    }
+    return arrays, ucells, scells, int(estimated[cell_idx].sum())
+
+
+def _rate_groups(
+    unit_rate: np.ndarray, planted: np.ndarray, var_row: np.ndarray, n_cell: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rate groups: cells sharing one rate vector (element x vegetation x layer x origin) and
+    one residual variance (cells with estimated BD apart); each cell's group; per group the
+    extra row variance from estimated BD (the mean of its cells', weighted by rows)."""
+    estimated = var_row > 0
+    group_key = (unit_rate * 2 + planted) * 2 + estimated
+    groups, unit_group = np.unique(group_key, return_inverse=True)
+    group_var_row = np.bincount(unit_group, weights=var_row * n_cell) / np.bincount(
+        unit_group, weights=n_cell
+    )
+    return groups, unit_group, group_var_row
+
+
+def _rows_per_stage(df: pd.DataFrame, n_stages: int, stages: list[str]) -> pd.Series:
+    """Rows per element x vegetation x stage x layer (zeros included), for the report."""
+    return (
+        df.assign(stage=pd.Categorical(_stage_labels(df["years"], n_stages), stages))
+        .groupby(["element", "vegetation", "stage", "layer"], observed=False)
+        .size()
+    )
 
 
 def _group_statistics(stats: dict, unit_group: np.ndarray, n_groups: int) -> dict:
