@@ -660,9 +660,9 @@ def compare(
         hint = (
             "; they differ in stock method ("
             + ", ".join(f"{i['fit']}={i['stock_method']}" for i in info)
-            + f"): a fixed-depth fit and an ESM fit{same} are different datasets here; the "
-            "report of the ESM data (and benchmarks/esm_vs_fixed.py) puts the frequentist "
-            "answers on both side by side"
+            + f"): a fixed-depth fit and an ESM fit{same} are different datasets here; "
+            "'compare FIXED.nc ESM.nc --stock-shift --out DIR' puts their posteriors side by "
+            "side, and the report of the ESM data the frequentist answers on both"
             if len(methods) > 1
             else ""
         )
@@ -768,6 +768,69 @@ def freq_dir_sha256(freq_dir: str | Path) -> str | None:
         if isinstance(obj, dict) and isinstance(obj.get("data_sha256"), str):
             return obj["data_sha256"]
     return None
+
+
+def stock_method_pair(fits: Sequence[xr.DataTree]) -> tuple[xr.DataTree, xr.DataTree]:
+    """(fixed, esm): two fits of one model, on fixed-depth and ESM stocks of the same data.
+
+    Same data means the ESM fit's ``fixed_data_sha256`` (its fixed-depth twin) is the fixed
+    fit's ``data_sha256``; anything else is an InputError naming what differs.
+    """
+    if len(fits) != 2:
+        raise InputError(f"--stock-shift takes two fits (fixed depth and ESM), got {len(fits)}")
+    methods = [str(dt.attrs.get("stock_method", "fixed")) for dt in fits]
+    by = dict(zip(methods, fits, strict=True))
+    if set(by) != {"fixed", "esm"}:
+        raise InputError(
+            "--stock-shift needs one fit on fixed-depth stocks and one on ESM stocks (harmonize "
+            f"--stocks esm); got stock methods {methods}"
+        )
+    fixed, esm = by["fixed"], by["esm"]
+    if fit_kind(fixed) != fit_kind(esm):
+        raise InputError("--stock-shift: the two fits are of different models")
+    twin, sha = str(esm.attrs.get("fixed_data_sha256", "")), str(fixed.attrs.get("data_sha256"))
+    if not twin or twin != sha:
+        raise InputError(
+            "--stock-shift: the ESM fit's fixed-depth twin "
+            f"({twin[:12] or 'not recorded'}) is not the fixed fit's data ({sha[:12]}): fit "
+            "both on the same observations (harmonize --stocks fixed and --stocks esm)"
+        )
+    return fixed, esm
+
+
+def posterior_stock_shift(
+    fits: Sequence[xr.DataTree], hdi_prob: float = DEFAULT_HDI_PROB
+) -> pd.DataFrame:
+    """How much the posterior answers move from fixed-depth to ESM stocks (issue 14).
+
+    Rates (hier_rates): per element x layer x vegetation (incl. "all") x stage, both posterior
+    means and HDIs, ``shift`` = ESM mean - fixed mean and ``shift_in_sd`` (in the fixed fit's
+    posterior sd), ``sign_flip`` (posterior means of opposite sign) and ``p_positive`` of both.
+    Turning points (climate_breakpoints): per element x driver x layer, P(break) of both and
+    psi given a break with its shift. The two fits are separate posteriors of overlapping data,
+    so the shift is descriptive, not a test.
+    """
+    fixed, esm = stock_method_pair(fits)
+    label = interval_name(hdi_prob)
+    if fit_kind(fixed) == "rates":
+        keys = list(RATE_KEYS)
+        cols = ["mean", "sd", "hdi_low", "hdi_high", "p_positive"]
+        a = posterior_rates(fixed, hdi_prob)[keys + cols]
+        b = posterior_rates(esm, hdi_prob)[keys + cols]
+        m = a.merge(b, on=keys, suffixes=("_fixed", "_esm"), validate="one_to_one")
+        m["shift"] = m["mean_esm"] - m["mean_fixed"]
+        m["shift_in_sd"] = m["shift"] / m["sd_fixed"]
+        m["sign_flip"] = np.sign(m["mean_esm"]) != np.sign(m["mean_fixed"])
+    else:
+        keys = list(BREAK_KEYS)
+        cols = ["p_break", "decision", "psi_mean", "psi_sd", "psi_hdi_low", "psi_hdi_high"]
+        a = posterior_breakpoints(fixed, hdi_prob)[keys + cols]
+        b = posterior_breakpoints(esm, hdi_prob)[keys + cols]
+        m = a.merge(b, on=keys, suffixes=("_fixed", "_esm"), validate="one_to_one")
+        m["psi_shift"] = m["psi_mean_esm"] - m["psi_mean_fixed"]
+        m["decision_changed"] = m["decision_esm"] != m["decision_fixed"]
+    m["interval"] = label + (" given a turning point" if fit_kind(fixed) != "rates" else "")
+    return m.reset_index(drop=True)
 
 
 def write_comparison(result: Comparison, out_dir: str | Path) -> list[Path]:

@@ -383,3 +383,67 @@ def test_freq_figures_say_esm(sim_pair, tmp_path):
     for name in svgs:
         text = (tmp_path / name).read_text()
         assert ESM_TAG.strip(" ()") in text and "SYNTHETIC" in text, name
+
+
+def test_compare_stock_shift_puts_a_fixed_and_an_esm_fit_side_by_side(tmp_path, capsys):
+    """`compare FIXED.nc ESM.nc --stock-shift`: the ESM posterior minus the fixed one, per cell,
+    only for a pair whose ESM fit's fixed-depth twin is the fixed fit's data."""
+    from report_fakes import fake_rates_fit
+
+    from bayes_soil.cli import main
+    from bayes_soil.compare import posterior_stock_shift
+    from bayes_soil.errors import InputError
+    from bayes_soil.fits import save_fit
+
+    fixed = fake_rates_fit(seed=1)
+    esm = fake_rates_fit(seed=2)
+    post = esm["posterior"].to_dataset()
+    esm["posterior"] = post.assign(rate=post["rate"] + 0.5, rate_mean=post["rate_mean"] + 0.5)
+    esm.attrs.update(stock_method="esm", data_sha256="cd" * 32)
+    with pytest.raises(InputError, match="fixed-depth twin"):
+        posterior_stock_shift([fixed, esm])
+    esm.attrs["fixed_data_sha256"] = fixed.attrs["data_sha256"]
+    table = posterior_stock_shift([esm, fixed])  # either order
+    np.testing.assert_allclose(table["shift"], table["mean_esm"] - table["mean_fixed"])
+    assert table["shift"].between(0.45, 0.55).all()  # the +0.5 put into every ESM draw
+    assert (table["shift_in_sd"] > 1).all() and table["interval"].eq("94% HDI").all()
+    with pytest.raises(InputError, match="different models"):
+        posterior_stock_shift([fixed, _esm_breaks(esm)])
+    paths = [save_fit(dt, tmp_path / f"{n}.nc") for n, dt in (("fixed", fixed), ("esm", esm))]
+    out = tmp_path / "shift"
+    assert main(["compare", *map(str, paths), "--stock-shift", "--out", str(out)]) == 0
+    written = pd.read_csv(out / "stock_shift_posterior.csv")
+    assert len(written) == len(table)
+    assert "sign of the mean flips" in capsys.readouterr().out
+    assert main(["compare", str(paths[0]), "--out", str(out)]) == 2  # no --freq, no pair
+
+
+def _esm_breaks(esm_rates):
+    from report_fakes import fake_breakpoints_fit
+
+    dt = fake_breakpoints_fit()
+    dt.attrs.update(
+        stock_method="esm",
+        data_sha256=esm_rates.attrs["data_sha256"],
+        fixed_data_sha256=esm_rates.attrs["fixed_data_sha256"],
+    )
+    return dt
+
+
+def test_stock_shift_of_turning_points_names_changed_decisions():
+    from report_fakes import fake_breakpoints_fit
+
+    from bayes_soil.compare import posterior_stock_shift
+
+    fixed, esm = fake_breakpoints_fit(), fake_breakpoints_fit()
+    esm.attrs.update(
+        stock_method="esm", data_sha256="cd" * 32, fixed_data_sha256=fixed.attrs["data_sha256"]
+    )
+    post = esm["posterior"].to_dataset()
+    esm["posterior"] = post.assign(psi=post["psi"] + 20.0)
+    table = posterior_stock_shift([fixed, esm])
+    both = table["psi_mean_fixed"].notna() & table["psi_mean_esm"].notna()
+    assert both.any()
+    np.testing.assert_allclose(table.loc[both, "psi_shift"], 20.0, atol=1e-6)
+    assert not table["decision_changed"].any()  # P(break) untouched
+    assert table["interval"].str.endswith("given a turning point").all()

@@ -20,9 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--freq",
-        required=True,
         metavar="FREQ_DIR",
-        help="directory with rates.csv and breakpoints.csv written by 'freq'",
+        help="directory with rates.csv and breakpoints.csv written by 'freq' (required unless "
+        "--stock-shift)",
+    )
+    parser.add_argument(
+        "--stock-shift",
+        action="store_true",
+        help="instead: two fits of one model, on fixed-depth and on ESM stocks of the same "
+        "observations -> stock_shift_posterior.csv (how far rates or turning points move)",
     )
     parser.add_argument(
         "--out",
@@ -49,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     fits = load_fits(args.fits)
+    if args.stock_shift:
+        return _stock_shift(fits, args)
+    if not args.freq:
+        from bayes_soil.errors import InputError
+
+        raise InputError("--freq FREQ_DIR is required (or --stock-shift for a fixed vs ESM pair)")
     freq = read_freq_tables(args.freq, required=())
     if "rates" not in freq and "breakpoints" not in freq:
         from bayes_soil.errors import InputError
@@ -92,4 +104,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"rule: {result.rates['agreement_rule'].iloc[0]}")
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _stock_shift(fits, args: argparse.Namespace) -> int:
+    """Write stock_shift_posterior.csv for a fixed-depth / ESM pair of fits and summarise it."""
+    from bayes_soil.compare import posterior_stock_shift
+    from bayes_soil.io import SYNTHETIC_LABEL, AtomicOutputs
+
+    table = posterior_stock_shift(fits, hdi_prob=args.hdi_prob)
+    with AtomicOutputs(args.out) as out:
+        out.write_csv(table, "stock_shift_posterior.csv")
+    if any(bool(int(dt.attrs.get("synthetic", 0) or 0)) for dt in fits):
+        print(f"note: {SYNTHETIC_LABEL}")
+    if "shift_in_sd" in table:
+        big = int((table["shift_in_sd"].abs() > 1).sum())
+        print(
+            f"{len(table)} rate cells: ESM - fixed median |shift| "
+            f"{table['shift'].abs().median():.3g} Mg ha-1 yr-1 "
+            f"({table['shift_in_sd'].abs().median():.2f} posterior sd; > 1 sd in {big}); "
+            f"sign of the mean flips in {int(table['sign_flip'].sum())}"
+        )
+    else:
+        print(
+            f"{len(table)} turning-point cells: the P(break) decision changes in "
+            f"{int(table['decision_changed'].sum())}"
+        )
+    print(f"intervals: {table['interval'].iloc[0] if len(table) else ''}")
+    print(f"wrote {args.out}/stock_shift_posterior.csv")
     return 0
