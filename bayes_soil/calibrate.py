@@ -86,6 +86,8 @@ RESULT_COLUMNS = (
     "ess_tail",
     "fit_max_rhat",
     "fit_min_ess_bulk",
+    "fit_worst_rhat_var",  # which parameter the gate's max R-hat / min bulk ESS belong to
+    "fit_worst_ess_var",
     "divergences",
     "verdict",
     "n_rows",
@@ -331,6 +333,8 @@ def fit_diagnostics(dt: xr.DataTree) -> dict[str, Any]:
     return {
         "fit_max_rhat": float(diag.get("max_rhat", np.nan)),
         "fit_min_ess_bulk": float(diag.get("min_ess_bulk", np.nan)),
+        "fit_worst_rhat_var": str(diag.get("worst_rhat_var", "")),
+        "fit_worst_ess_var": str(diag.get("worst_ess_var", "")),
         "divergences": int(diag.get("divergences", 0) or 0),
         "verdict": str(diag.get("verdict", "unknown")),
     }
@@ -725,7 +729,13 @@ def per_fit_table(table: pd.DataFrame) -> pd.DataFrame:
             "fit_s": first["fit_s"].first(),
             "load_before": first["load_before"].first() if "load_before" in table else np.nan,
             "max_rhat": first["fit_max_rhat"].first(),
+            "worst_rhat_var": first["fit_worst_rhat_var"].first()
+            if "fit_worst_rhat_var" in table
+            else "",
             "min_ess_bulk": first["fit_min_ess_bulk"].first(),
+            "worst_ess_var": first["fit_worst_ess_var"].first()
+            if "fit_worst_ess_var" in table
+            else "",
             "divergences": first["divergences"].first(),
             "verdict": first["verdict"].first(),
         }

@@ -18,7 +18,14 @@ from bayes_soil.io import DEMO_TRUTH
 from bayes_soil.schema import LAYERS, STAGES, TOTAL_LAYER, VEGETATION
 
 TRUTH = json.loads(DEMO_TRUTH.read_text())
-DIAG = {"max_rhat": 1.002, "min_ess_bulk": 900.0, "divergences": 0, "verdict": "pass"}
+DIAG = {
+    "max_rhat": 1.002,
+    "min_ess_bulk": 900.0,
+    "divergences": 0,
+    "verdict": "pass",
+    "worst_rhat_var": "sd_site",
+    "worst_ess_var": "sigma",
+}
 
 
 def _expected_coverage(level: float, shift: float) -> float:
@@ -398,5 +405,7 @@ def test_per_fit_table_shows_each_fit_gate_cost_and_false_breaks():
     # every cell without a true break is a false break at P = 0.8, none at P = 0.3
     assert list(per_fit["false_breaks"]) == [0, int(per_fit["no_break_cells"].iloc[1])]
     assert (per_fit["cells"] == 3).all()  # exact-truth psi cells (0-200 MAP is approximate)
+    assert list(per_fit["worst_rhat_var"]) == ["sd_site"] * 2  # which parameter failed
+    assert list(per_fit["worst_ess_var"]) == ["sigma"] * 2
     md = cal.per_fit_markdown(per_fit)
     assert md.count("\n") == 3 and "| 101 |" in md
