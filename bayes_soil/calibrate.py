@@ -1165,7 +1165,18 @@ def sbc_marginal(model, data, pm_model, fs, simulations: int, seed: int, progres
     pri = prior["prior"].to_dataset()
     response = prior["prior_predictive"].to_dataset()
     (obs_var,) = list(response.data_vars)
+    # the sampled parameters, and the judged quantities a reparameterisation made deterministic
+    # (only functions of the parameters: p_break, say, also depends on the data)
+    from pytensor.graph.traversal import ancestors
+
+    judged = set(getattr(model, "diagnostic_vars", ()))
+    shared = set(pm_model.data_vars)
     names = [v.name for v in pm_model.free_RVs if v.name in pri]
+    names += [
+        d.name
+        for d in pm_model.deterministics
+        if d.name in judged and d.name in pri and not shared & set(ancestors([d]))
+    ]
     compiled = nutpie.compile_pymc_model(pm_model)
     ranks: dict[str, list[np.ndarray]] = {v: [] for v in names}
     from rich.progress import track

@@ -400,6 +400,23 @@ def test_climate_marginal_equals_brute_force_sum_over_grid(both):
 
 
 @pytest.mark.model
+def test_climate_noncentred_study_effects_give_the_same_likelihood():
+    """structure.study_effects = "noncentred" only reparameterises: at u = z * sd_study the
+    likelihood (the Potential) is the centred model's."""
+    m, d, centred = _tiny_model()
+    spec = {**m.spec, "structure": {**m.spec["structure"], "study_effects": "noncentred"}}
+    nc_model = get_model("climate_breakpoints", spec)
+    noncentred = nc_model.build(d)
+    point = _tiny_point(centred)
+    sd = np.exp(point["sd_study_log__"]).reshape(-1)[d.arrays["study_cell_cell"]]
+    nc_point = {k: v for k, v in point.items() if k != "study_eff_raw"}
+    nc_point["study_eff_z"] = point["study_eff_raw"] / sd
+    assert _potential(noncentred, nc_point) == pytest.approx(_potential(centred, point), rel=1e-10)
+    with pytest.raises(InputError, match="study_effects must be"):
+        get_model("climate_breakpoints", {"structure": {"study_effects": "other"}}).build(d)
+
+
+@pytest.mark.model
 def test_climate_marginal_equals_numerical_integral():
     """Model logp = sum over the grid of a numerical integral over the site effects (one per
     site), the linear slope and the change of slope b, on tiny data: a Gauss-Legendre product

@@ -394,7 +394,17 @@ class ClimateBreakpoints(SoilModel):
             c = pm.Normal("c", 0.0, pri["intercept_sd"], dims=("element", "group", "layer"))
             sd_study = pm.HalfNormal("sd_study", pri["sd_study"], dims=("element", "layer"))
             sd_sc = sd_study.flatten()[a["study_cell_cell"]]
-            u_raw = pm.Normal("study_eff_raw", 0.0, sd_sc, dims="study_cell")
+            study_effects = self.spec["structure"].get("study_effects", "centred")
+            if study_effects == "noncentred":  # for weakly informed study effects (few rows)
+                z_study = pm.Normal("study_eff_z", 0.0, 1.0, dims="study_cell")
+                u_raw = pm.Deterministic("study_eff_raw", z_study * sd_sc, dims="study_cell")
+            elif study_effects == "centred":
+                u_raw = pm.Normal("study_eff_raw", 0.0, sd_sc, dims="study_cell")
+            else:
+                raise InputError(
+                    "structure.study_effects must be 'centred' or 'noncentred', "
+                    f"not {study_effects!r}"
+                )
             mean_sc = pt.inc_subtensor(pt.zeros(n_c)[a["study_cell_cell"]], u_raw) / counts
             u = u_raw - mean_sc[a["study_cell_cell"]]
             del n_sc
