@@ -2,11 +2,12 @@
 
 Runs, in one fresh process, the steps ``SoilModel.fit`` runs for a model on the bundled
 SYNTHETIC demo (harmonized beforehand, from the machine's cache): import, prepare, build,
-nutpie compilation, sampling, the diagnostics gate, pointwise log-likelihood / predictive
-draws, derived quantities and saving. Then it times the logp + gradient alone (the cost of one
-leapfrog step) and compiles the same model a second time in the same process (what a cache
-would save). Each run prints one JSON record and appends it to benchmarks/profile.jsonl with
-the load average before and after.
+nutpie compilation (and a second compilation in the same process: what a cache would save),
+sampling alone, the sample call as ``fit`` makes it (compilation + sampling), the diagnostics
+gate, pointwise log-likelihood / predictive draws, derived quantities and saving; the cost of
+one logp + gradient evaluation is derived from the sampling time and the leapfrog steps.
+Each run prints one JSON record and appends it to benchmarks/profile.jsonl with the load
+average before and after.
 
     .venv/bin/python benchmarks/profile_fit.py --model hier_rates --element C
     .venv/bin/python benchmarks/profile_fit.py --model climate_breakpoints --element both
@@ -59,23 +60,27 @@ def main() -> None:
 
     data = step("prepare", lambda: m.prepare(table))
     model = step("build", lambda: m.build(data))
-    compiled = step("compile (nutpie)", lambda: nutpie.compile_pymc_model(model))
+    compiled = step("compile (nutpie, numba)", lambda: nutpie.compile_pymc_model(model))
     step("compile again, same process", lambda: nutpie.compile_pymc_model(model))
-    # one logp + gradient evaluation (a leapfrog step's cost), averaged
-    logp_dlogp = model.compile_logp(), model.compile_dlogp()
-    point = model.initial_point()
-    n_eval = 200
-    s = time.perf_counter()
-    for _ in range(n_eval):
-        logp_dlogp[0](point)
-        logp_dlogp[1](point)
-    t["logp+grad, one eval, PyTensor C backend (ms)"] = (time.perf_counter() - s) / n_eval * 1e3
-    dt = step("sample (compile + sampling, as fit does)", lambda: sample_model(model, fs, False))
-    stats = dt["sample_stats"]
-    steps = float(np.asarray(stats["n_steps"]).mean()) if "n_steps" in stats else float("nan")
-    t["sampling alone (estimate)"] = (
-        t["sample (compile + sampling, as fit does)"] - t["compile (nutpie)"]
+    trace = step(
+        "sampling (nutpie.sample)",
+        lambda: nutpie.sample(
+            compiled,
+            draws=fs.draws,
+            tune=fs.tune,
+            chains=fs.chains,
+            seed=fs.seed,
+            progress_bar=False,
+        ),
     )
+    stats = trace["sample_stats"]
+    steps = float(np.asarray(stats["n_steps"]).mean()) if "n_steps" in stats else float("nan")
+    # a leapfrog step's cost (one logp + gradient): sampling time x cores over all the steps
+    # (tuning steps counted at the sampling rate of steps per draw)
+    n_grad = steps * fs.chains * (fs.draws + fs.tune)
+    cores = min(fs.chains, os.cpu_count() or 1)
+    t["logp+grad, one eval (ms, derived)"] = t["sampling (nutpie.sample)"] * cores / n_grad * 1e3
+    dt = step("sample as fit does (compile + sampling)", lambda: sample_model(model, fs, False))
     step(
         "finish (gate, pointwise, derived, attrs)",
         lambda: m.finish(dt, model, data, fs, table, sha, syn),
@@ -83,7 +88,6 @@ def main() -> None:
     path = Path("/tmp") / f"profile_{args.model}.nc"
     step("save", lambda: fits.save_fit(dt, path))
     t["total"] = time.perf_counter() - t0
-    del compiled
     rec = {
         "model": args.model,
         "element": args.element,
