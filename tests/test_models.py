@@ -333,7 +333,8 @@ def _tiny_model(both: bool = False):
             "layers": ["0-20"],
             "min_rows_per_layer": 3,
         },
-        "structure": {"grid_size": [3, 2]},
+        # centred: the brute-force checks read the study effects off the point
+        "structure": {"grid_size": [3, 2], "study_effects": "centred"},
     }
     m = get_model("climate_breakpoints", spec)
     d = m.prepare(_tiny_changes(both=both))

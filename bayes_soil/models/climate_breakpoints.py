@@ -7,7 +7,7 @@ standardised per cell, each driver x_d standardised over the fitted rows:
           + sum_d ( kbar[c, d] x_di + b[c, d] h_cd(x_di; psi[c, d]) ) + eps_i
     eps_i ~ Normal(0, s_i^2),   s_i^2 = sigma_c^2 + (sigma_meas_c * 10 / years_i)^2 + v_i
     u~ = u - (mean of u over the study cells of c)     (study effects sum to zero in a cell)
-    u ~ Normal(0, sd_study_c^2)                         (centred)
+    u = sd_study_c z,  z ~ Normal(0, 1)                 (non-centred; SBC flagged the centred form)
     v[c, site] ~ Normal(0, sd_site^2)                   integrated out in closed form
     kbar[c, d] ~ Normal(0, slope_sd^2)                  integrated out in closed form
     b[c, d] ~ Normal(0, change_sd^2)  (half the change of slope)   integrated out in closed form
