@@ -476,12 +476,13 @@ def read_result(path: Path) -> pd.DataFrame:
 def finished_datasets(out_dir: str | Path, config: CalibrationConfig) -> list[int]:
     """Indices whose result file exists; refuses files made with other settings."""
     done = []
+    expected = config.fingerprint()  # once: it hashes the spec and the modelling code
     for i in range(config.datasets):
         path = result_path(out_dir, config, i)
         if not path.exists():
             continue
         head = pd.read_csv(path, usecols=["config_sha256"], nrows=1)
-        if len(head) and head["config_sha256"].iloc[0] != config.fingerprint():
+        if len(head) and head["config_sha256"].iloc[0] != expected:
             raise InputError(
                 f"{path} was made with other calibration settings; use another --out folder "
                 "(or delete it) to calibrate with these"

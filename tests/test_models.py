@@ -120,6 +120,8 @@ def test_deep_imputed_rows_are_missing_by_default_and_data_on_request(model_name
     assert kept.n_obs == int(n_used.sum()) and kept.meta["n_deep_imputed_left_out"] == 0
     with pytest.raises(InputError, match="deep_imputed must be one of"):
         get_model(model_name, {"data": {"deep_imputed": "fill"}}).prepare(table)
+    with pytest.raises(InputError, match="bd_estimated must be one of uncertain, as_data"):
+        get_model(model_name, {"data": {"bd_estimated": "ignore"}}).prepare(table)
 
 
 def test_hier_with_response_rebuilds_the_prepared_sufficient_statistics():

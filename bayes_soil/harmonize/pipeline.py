@@ -288,7 +288,9 @@ def harmonize(
     seed : random state of the forest and every CV split.
     layer_bounds : standard layers (cm), contiguous from the surface.
     coverage_tolerance : minimum coverage kept (scaled up by 1/coverage); see ``depth``.
-    score_bd : run the BD cross-validation for the report (the slowest step).
+    score_bd : run the BD cross-validation for the report (the slowest step) even when no row
+        needs an estimated BD; where one does, it always runs (the estimate's predictive sd
+        comes from it).
     stock_method : ``fixed`` (fixed-depth stocks, the paper's method) or ``esm`` (equivalent
         soil mass against the chronosequence's year-0 controls, see ``harmonize.esm``; rows ESM
         cannot serve keep the fixed-depth stock and say why in ``esm_status``).

@@ -463,6 +463,21 @@ def drop_deep_imputed(df: pd.DataFrame, mode: str) -> tuple[pd.DataFrame, int]:
     return df[~imputed], int(imputed.sum())
 
 
+#: "uncertain": values resting on an estimated bulk density carry its predictive variance
+#: (harmonize's sd columns); "as_data": they are fitted as if measured
+BD_ESTIMATED_MODES = ("uncertain", "as_data")
+
+
+def bd_estimated_mode(data_spec: dict) -> str:
+    """The spec's ``data.bd_estimated``, checked (the same rule for every model)."""
+    mode = data_spec["bd_estimated"]
+    if mode not in BD_ESTIMATED_MODES:
+        raise InputError(
+            f"data.bd_estimated must be one of {', '.join(BD_ESTIMATED_MODES)}, not {mode!r}"
+        )
+    return mode
+
+
 def index_of(values: pd.Series | np.ndarray, labels: list) -> np.ndarray:
     """Integer codes of ``values`` in ``labels`` (every value must be present)."""
     lookup = {lab: i for i, lab in enumerate(labels)}

@@ -93,6 +93,7 @@ from bayes_soil.models.base import (
     FitSettings,
     ModelData,
     SoilModel,
+    bd_estimated_mode,
     coerce_numeric,
     drop_deep_imputed,
     elements_present,
@@ -271,9 +272,7 @@ class ClimateBreakpoints(SoilModel):
         df, n_deep_dropped, no_driver, layers_wanted = _change_rows(table, data, drivers)
         df, elements, layers, dropped = _fitted_rows(df, data, layers_wanted, no_driver)
         std = standardise_by_cell(df, "rate_mg_ha_yr")
-        bd_mode = data["bd_estimated"]
-        if bd_mode not in ("uncertain", "as_data"):
-            raise InputError(f"data.bd_estimated must be 'uncertain' or 'as_data', not {bd_mode!r}")
+        bd_mode = bd_estimated_mode(data)
         var_bd = _bd_variance(df, std.row_scale, bd_mode)
         x, x_loc, x_scale, lo, hi = _standardised_drivers(df, drivers, structure)
 

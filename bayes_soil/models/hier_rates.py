@@ -45,6 +45,7 @@ from bayes_soil.models.base import (
     CellStandardisation,
     ModelData,
     SoilModel,
+    bd_estimated_mode,
     coerce_numeric,
     drop_deep_imputed,
     elements_present,
@@ -79,9 +80,6 @@ GROUP_STATS = ("n", "y1", "y2", "b1", "by", "bb")
 #: the prepared arrays that depend on the response (the rest is the design): pm.Data in the
 #: model, so one compiled model serves new data of the same design (simulation-based calibration)
 RESPONSE_ARRAYS = ("stat_y1", "stat_ty", "group_stat_y1", "group_stat_y2", "group_stat_by")
-#: "uncertain": stocks on an estimated BD carry its predictive variance (harmonize's sd columns);
-#: "as_data": they are fitted as if measured
-BD_ESTIMATED_MODES = ("uncertain", "as_data")
 
 
 def stage_basis(years: np.ndarray, n_stages: int) -> np.ndarray:
@@ -132,11 +130,7 @@ class HierRates(SoilModel):
     def prepare(self, table: pd.DataFrame) -> ModelData:
         data = self.spec["data"]
         df, n_deep_dropped = _stock_rows(table, data["deep_imputed"])
-        bd_mode = data["bd_estimated"]
-        if bd_mode not in BD_ESTIMATED_MODES:
-            raise InputError(
-                f"data.bd_estimated must be one of {', '.join(BD_ESTIMATED_MODES)}, not {bd_mode!r}"
-            )
+        bd_mode = bd_estimated_mode(data)
         df, elements, origins, fit_layers, dropped = _fitted_rows(df, data)
         vegetation = [v for v in VEGETATION if (df["vegetation"] == v).any()]
         others = sorted(set(df["vegetation"]) - set(VEGETATION))
