@@ -1178,6 +1178,9 @@ def sbc_marginal(model, data, pm_model, fs, simulations: int, seed: int, progres
         for d in pm_model.deterministics
         if d.name in judged and d.name in pri and not shared & set(ancestors([d]))
     ]
+    from bayes_soil.models.nutpie_compile import use_fast_callbacks
+
+    use_fast_callbacks()
     compiled = nutpie.compile_pymc_model(pm_model)
     ranks: dict[str, list[np.ndarray]] = {v: [] for v in names}
     from rich.progress import track

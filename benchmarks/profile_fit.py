@@ -29,6 +29,9 @@ def main() -> None:
     p.add_argument("--model", default="hier_rates")
     p.add_argument("--element", default="C", choices=("C", "N", "both"))
     p.add_argument("--driver", default="both", choices=("map_mm", "mat_c", "both"))
+    p.add_argument(
+        "--plain-nutpie", action="store_true", help="without bayes_soil's loop-copy callbacks"
+    )
     p.add_argument("--out", default=str(HERE / "profile.jsonl"))
     args = p.parse_args()
     load_before = os.getloadavg()
@@ -41,7 +44,10 @@ def main() -> None:
     from bayes_soil.harmonize import load_harmonized
     from bayes_soil.models import get_model
     from bayes_soil.models.base import sample_model
+    from bayes_soil.models.nutpie_compile import use_fast_callbacks
 
+    if not args.plain_nutpie:
+        use_fast_callbacks()
     t["import"] = time.perf_counter() - t0
     harm = load_harmonized(None)
     elements = ["C", "N"] if args.element == "both" else [args.element]
@@ -96,6 +102,7 @@ def main() -> None:
         "chains": fs.chains,
         "draws": fs.draws,
         "tune": fs.tune,
+        "fast_callbacks": not args.plain_nutpie,
         "leapfrog_steps_per_draw": round(steps, 1),
         "seconds": {k: round(v, 3) for k, v in t.items()},
         "load_before": [round(x, 2) for x in load_before],

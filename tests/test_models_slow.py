@@ -214,3 +214,35 @@ def test_cli_fit_strict_summarize_and_refusal(tmp_path, capsys):
     changes_from_layers(layers2).to_csv(other / "changes.csv", index=False)
     assert main(["summarize", str(saved[0]), "--out", str(out), "--data", str(other)]) == 2
     assert "other data" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fast_nutpie_callbacks_sample_the_same_numbers(monkeypatch):
+    """The loop-copy callbacks (models/nutpie_compile.py) change compile time, not one draw."""
+    import nutpie
+    import nutpie.compile_pymc as ncp
+    import pymc as pm
+
+    from bayes_soil.models import nutpie_compile
+
+    assert nutpie_compile.use_fast_callbacks(), "nutpie's callback builders were not recognised"
+    rng = np.random.default_rng(5)
+    y = rng.normal(1.0, 2.0, size=30)
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 5.0)
+        sd = pm.HalfNormal("sd", 3.0)
+        pm.Deterministic("twice_mu", 2 * mu)
+        pm.Normal("y", mu, sd, observed=y)
+
+    def draws():
+        compiled = nutpie.compile_pymc_model(model)
+        tr = nutpie.sample(compiled, draws=60, tune=60, chains=1, seed=11, progress_bar=False)
+        post = tr["posterior"]
+        return {v: np.asarray(post[v]) for v in ("mu", "sd", "twice_mu")}
+
+    fast = draws()
+    monkeypatch.setattr(ncp, "_make_c_logp_func", nutpie_compile.ORIGINAL["logp"])
+    monkeypatch.setattr(ncp, "_make_c_expand_func", nutpie_compile.ORIGINAL["expand"])
+    plain = draws()
+    for v in fast:
+        np.testing.assert_array_equal(fast[v], plain[v])

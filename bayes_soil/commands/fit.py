@@ -102,7 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="NUTS target acceptance (default: the spec's [sampler] target_accept, "
         f"{_spec_default('sampler', 'target_accept')}; raise towards 0.95 after divergences)",
     )
-    parser.add_argument("--cores", type=int, default=None, help="parallel chains (default: all)")
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="parallel chains (default: every CPU this process may use, at most one per chain)",
+    )
     parser.add_argument(
         "--spec",
         default=None,

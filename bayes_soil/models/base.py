@@ -30,6 +30,7 @@ from bayes_soil.defaults import DEFAULT_SEED
 from bayes_soil.errors import InputError
 from bayes_soil.fits import load_fit, save_fit
 from bayes_soil.io import FIXED_TWIN_ATTR, identity_of_table, is_synthetic, stock_method_of
+from bayes_soil.models.nutpie_compile import use_fast_callbacks
 
 if TYPE_CHECKING:
     import pymc as pm
@@ -98,7 +99,8 @@ class FitSettings:
     Build them with :meth:`SoilModel.settings`: every field without a default here comes from
     the model spec's ``[sampler]`` table (where the defaults live; ``name`` there is ``sampler``
     here), so this class holds no model defaults of its own; ``seed`` defaults to the package's
-    one DEFAULT_SEED, ``cores`` and ``adaptation`` to the sampler's own choice.
+    one DEFAULT_SEED, ``cores`` to the CPUs this process may use (:func:`chain_cores`) and
+    ``adaptation`` to the sampler's own choice.
     """
 
     sampler: str
@@ -108,7 +110,7 @@ class FitSettings:
     target_accept: float
     pointwise_draws_per_chain: int
     seed: int = DEFAULT_SEED
-    cores: int | None = None  # parallel chains; None = what the sampler chooses
+    cores: int | None = None  # parallel chains; None = chain_cores(chains)
     # nutpie's mass-matrix adaptation ("diag" or "low_rank"); "diag" is nutpie's own default
     # (what a spec without the entry gets), not a model default
     adaptation: str = "diag"
@@ -361,11 +363,29 @@ def check_sampler(name: str) -> None:
             )
 
 
+def chain_cores(chains: int) -> int:
+    """Chains to run at once: every CPU this process may use, at most one per chain.
+
+    PyMC's own default assumes half the CPUs are hyper-threads and so ran the 4 chains on one
+    thread of a 2-core machine: the demo's hier_rates C sampled in 28.7-29.1 s instead of
+    11.5 s (same compiled model, same process, load ~1.1; ``benchmarks/results.md``).
+    """
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(chains, cpus))
+
+
 def sample_model(model: pm.Model, fs: FitSettings, progressbar: bool = True) -> xr.DataTree:
     """Run NUTS with the sampler named explicitly (PyMC 6 would silently prefer nutpie)."""
     import pymc as pm
 
     check_sampler(fs.sampler)
+    if fs.sampler == "nutpie":
+        use_fast_callbacks()
     nuts: dict[str, Any] = {"target_accept": fs.target_accept}
     if fs.sampler == "nutpie" and fs.adaptation != "diag":
         nuts["adaptation"] = fs.adaptation
@@ -374,7 +394,7 @@ def sample_model(model: pm.Model, fs: FitSettings, progressbar: bool = True) -> 
             draws=fs.draws,
             tune=fs.tune,
             chains=fs.chains,
-            cores=fs.cores,
+            cores=fs.cores if fs.cores is not None else chain_cores(fs.chains),
             random_seed=fs.seed,
             nuts_sampler=fs.sampler,
             nuts=nuts,
