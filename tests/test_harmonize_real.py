@@ -182,30 +182,34 @@ class _no_warning_check:
         assert not escaped, escaped
 
 
+STOCK_ROW_HEADER = (
+    "study_id,site_id,lon,lat,map_mm,mat_c,vegetation,origin,years,depth_top_cm,"
+    "depth_bottom_cm,soc_stock_mg_ha\n"
+)
+
+
+def harmonize_one_row(tmp_path, capsys, row: str):
+    """harmonize a one-row stock table: its exit code, stderr, the table path and --out."""
+    path, out = tmp_path / "obs.csv", tmp_path / "h"
+    path.write_text(STOCK_ROW_HEADER + row + "\n")
+    code = main(["harmonize", "--data", str(path), "--out", str(out)])
+    return code, capsys.readouterr().err, path, out
+
+
 def test_no_usable_rows_exit_2_and_nothing_written(tmp_path, capsys):
-    path = tmp_path / "obs.csv"
-    head = (
-        "study_id,site_id,lon,lat,map_mm,mat_c,vegetation,origin,years,depth_top_cm,"
-        "depth_bottom_cm,soc_stock_mg_ha\n"
+    code, err, path, out = harmonize_one_row(
+        tmp_path, capsys, "S,A,1,2,500,9,forest,natural,0,250,300,30"
     )
-    path.write_text(head + "S,A,1,2,500,9,forest,natural,0,250,300,30\n")
-    out = tmp_path / "h"
-    assert main(["harmonize", "--data", str(path), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
+    assert code == 2
     assert "0 usable layer rows" in err and "below 200 cm" in err and str(path) in err
     assert not out.exists()
 
 
 def test_no_changes_exit_2_with_the_reason(tmp_path, capsys):
-    path = tmp_path / "obs.csv"
-    head = (
-        "study_id,site_id,lon,lat,map_mm,mat_c,vegetation,origin,years,depth_top_cm,"
-        "depth_bottom_cm,soc_stock_mg_ha\n"
+    code, err, _, out = harmonize_one_row(
+        tmp_path, capsys, "S,A,1,2,500,9,forest,natural,5,0,20,30"
     )
-    path.write_text(head + "S,A,1,2,500,9,forest,natural,5,0,20,30\n")
-    out = tmp_path / "h"
-    assert main(["harmonize", "--data", str(path), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
+    assert code == 2
     assert "0 change rows" in err and "no year-0 control" in err
     assert not out.exists()
 

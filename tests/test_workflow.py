@@ -82,6 +82,13 @@ def store(tmp_path_factory):
     return {"root": root, "harm": root / "harm", "freq": freq, "fits": fits, "sha": sha, **paths}
 
 
+def report_argv(store, out, *extra, fits=None, freq=None, reuse_only=True):
+    """``report`` on the stored harmonized demo, its fits and frequentist tables (or others)."""
+    argv = ["report", "--data", str(store["harm"]), "--fits-dir", str(fits or store["fits"])]
+    argv += ["--freq-dir", str(freq or store["freq"]), "--out", str(out), *extra]
+    return [*argv, "--reuse-only"] if reuse_only else argv
+
+
 def test_find_fit_takes_the_newest_of_this_data_and_skips_quick_fits(store):
     from bayes_soil.models import get_model
 
@@ -113,20 +120,7 @@ def test_find_fit_takes_the_newest_of_this_data_and_skips_quick_fits(store):
 
 def test_report_reuses_fits_and_tables(store, tmp_path, no_figures, capsys):
     out = tmp_path / "r.html"
-    code = main(
-        [
-            "report",
-            "--data",
-            str(store["harm"]),
-            "--fits-dir",
-            str(store["fits"]),
-            "--freq-dir",
-            str(store["freq"]),
-            "--out",
-            str(out),
-            "--reuse-only",
-        ]
-    )
+    code = main(report_argv(store, out))
     assert code == 0
     page = out.read_text()
     err = capsys.readouterr().err
@@ -146,46 +140,14 @@ def test_report_reuses_fits_and_tables(store, tmp_path, no_figures, capsys):
 
 def test_quick_report_uses_and_labels_quick_fits(store, tmp_path, no_figures):
     out = tmp_path / "q.html"
-    assert (
-        main(
-            [
-                "report",
-                "--data",
-                str(store["harm"]),
-                "--fits-dir",
-                str(store["fits"]),
-                "--freq-dir",
-                str(store["freq"]),
-                "--out",
-                str(out),
-                "--reuse-only",
-                "--quick",
-            ]
-        )
-        == 0
-    )
+    assert main(report_argv(store, out, "--quick")) == 0
     page = out.read_text()
     assert "QUICK MODE" in page and str(store["quick"]) in page
 
 
 def test_fit_pointed_to_must_come_from_the_same_data(store, tmp_path, no_figures, capsys):
     out = tmp_path / "x.html"
-    code = main(
-        [
-            "report",
-            "--data",
-            str(store["harm"]),
-            "--fits-dir",
-            str(store["fits"]),
-            "--freq-dir",
-            str(store["freq"]),
-            "--fit",
-            str(store["other"]),
-            "--out",
-            str(out),
-            "--reuse-only",
-        ]
-    )
+    code = main(report_argv(store, out, "--fit", str(store["other"])))
     assert code == 2
     assert "made from other data" in capsys.readouterr().err
     assert not out.exists()
@@ -197,20 +159,7 @@ def test_freq_tables_of_other_data_are_refused(store, tmp_path, no_figures, caps
     for name, df in fake_freq_tables().items():
         df.to_csv(freq / f"{name}.csv", index=False)
     (freq / "freq_provenance.json").write_text(json.dumps({"data_sha256": "cd" * 32}))
-    code = main(
-        [
-            "report",
-            "--data",
-            str(store["harm"]),
-            "--fits-dir",
-            str(store["fits"]),
-            "--freq-dir",
-            str(freq),
-            "--out",
-            str(tmp_path / "y.html"),
-            "--reuse-only",
-        ]
-    )
+    code = main(report_argv(store, tmp_path / "y.html", freq=freq))
     assert code == 2
     assert "made from other data" in capsys.readouterr().err
 
@@ -218,23 +167,7 @@ def test_freq_tables_of_other_data_are_refused(store, tmp_path, no_figures, caps
 def test_missing_freq_tables_are_computed_and_written(store, tmp_path, no_figures):
     freq = tmp_path / "newfreq"
     out = tmp_path / "z.html"
-    assert (
-        main(
-            [
-                "report",
-                "--data",
-                str(store["harm"]),
-                "--fits-dir",
-                str(tmp_path / "none"),
-                "--freq-dir",
-                str(freq),
-                "--out",
-                str(out),
-                "--reuse-only",
-            ]
-        )
-        == 0
-    )
+    assert main(report_argv(store, out, fits=tmp_path / "none", freq=freq)) == 0
     rates = pd.read_csv(freq / "rates.csv")
     assert {"element", "layer", "vegetation", "stage", "k", "ci_low", "ci_high"} <= set(
         rates.columns
@@ -292,19 +225,7 @@ def test_a_fit_that_crashes_is_reported_not_lost(store, tmp_path, no_figures, mo
 
     monkeypatch.setattr(workflow, "run_fit", boom)
     out = tmp_path / "c.html"
-    code = main(
-        [
-            "report",
-            "--data",
-            str(store["harm"]),
-            "--fits-dir",
-            str(fits),
-            "--freq-dir",
-            str(store["freq"]),
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(report_argv(store, out, fits=fits, reuse_only=False))
     assert code == 1 and calls == ["climate_breakpoints"]
     page = out.read_text()
     assert (

@@ -36,6 +36,20 @@ CLUSTER_COLOR = "#d95f02"
 CLUSTER_LABEL = "95% CI, study cluster bootstrap"
 
 
+def _top_legend(fig, ax, top: float) -> None:
+    """One legend row for the whole figure, at its top right, from one panel's artists."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        fontsize=9,
+        frameon=False,
+        loc="upper right",
+        ncol=len(labels),
+        bbox_to_anchor=(0.99, top),
+    )
+
+
 def _title(fig: plt.Figure, text: str, synthetic: bool, note: str) -> None:
     fig.suptitle((SYNTHETIC_TAG if synthetic else "") + text, fontsize=12, fontweight="bold")
     fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=8.5, color="#333333")
@@ -153,16 +167,7 @@ def fig_rates(rates: pd.DataFrame, *, synthetic: bool = False) -> plt.Figure:
                 ax.set_ylabel("Rate (Mg ha$^{-1}$ yr$^{-1}$)", fontsize=9)
             if r == len(elements) - 1:
                 ax.set_xlabel("Years since revegetation", fontsize=9)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        fontsize=9,
-        frameon=False,
-        loc="upper right",
-        ncol=len(labels),
-        bbox_to_anchor=(0.99, 0.965),
-    )
+    _top_legend(fig, axes[0, 0], 0.965)
     _title(
         fig,
         "Rates of stock change by restoration stage (OLS slope of stock on years, Eq 6)",
@@ -227,16 +232,7 @@ def fig_rate_ratios(rate_ratios: pd.DataFrame, *, synthetic: bool = False) -> pl
             )
     axes[0, 0].set_ylabel("C:N rate ratio (k$_C$ / k$_N$)", fontsize=9)
     if vegs and not absent:
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(
-            handles,
-            labels,
-            fontsize=9,
-            frameon=False,
-            loc="upper right",
-            ncol=len(labels),
-            bbox_to_anchor=(0.99, 0.955),
-        )
+        _top_legend(fig, axes[0, 0], 0.955)
     _title(
         fig,
         "C:N ratio of the stage rates (Eq 8)",
