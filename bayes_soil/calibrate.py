@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_soil.errors import InputError
-from bayes_soil.io import atomic_path
+from bayes_soil.io import atomic_path, source_hash
 from bayes_soil.models import REGISTRY, get_model
 from bayes_soil.models.base import deep_merge
 from bayes_soil.schema import DRIVERS, ELEMENTS, LAYERS, STAGES, TOTAL_LAYER, chosen
@@ -171,20 +171,15 @@ class CalibrationConfig:
 def modelling_code_hash() -> str:
     """Hash of the code a calibration result depends on: simulator, harmonize, models, scoring."""
     pkg = Path(__file__).resolve().parent
-    files = sorted(
-        [
-            *pkg.glob("models/*.py"),
-            *pkg.glob("models/*.toml"),
-            *pkg.glob("harmonize/*.py"),
-            pkg / "simulate.py",
-            pkg / "calibrate.py",
-            pkg / "posterior.py",
-        ]
-    )
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
+    files = [
+        *pkg.glob("models/*.py"),
+        *pkg.glob("models/*.toml"),
+        *pkg.glob("harmonize/*.py"),
+        pkg / "simulate.py",
+        pkg / "calibrate.py",
+        pkg / "posterior.py",
+    ]
+    return source_hash(files)
 
 
 def demo_seed() -> int:

@@ -52,6 +52,16 @@ IDENTITY_ATTR = "bayes_soil_identity"
 TABLE_ROLES = ("layers", "changes")
 
 
+def source_hash(files: list[Path], salt: str = "", length: int = 16) -> str:
+    """Short hash of source files (names and bytes), so a cache or a resumed run made by other
+    code is never taken for this code's. Missing files count as absent."""
+    h = hashlib.sha256(salt.encode())
+    for f in sorted(files):
+        if f.exists():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:length]
+
+
 def table_digest(df: pd.DataFrame) -> str:
     """SHA-256 of one table's content: its CSV text as ``write_harmonized`` writes it.
 

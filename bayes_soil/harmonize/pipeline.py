@@ -58,6 +58,7 @@ from bayes_soil.io import (
     data_identity,
     is_synthetic,
     sha256_file,
+    source_hash,
     stamp_identity,
 )
 from bayes_soil.schema import (
@@ -939,12 +940,8 @@ def _code_hash() -> str:
     """Hash of the code that makes harmonized tables, so a changed pipeline never reads old ones."""
     here = Path(__file__).resolve().parent
     pkg = here.parent
-    files = sorted(here.glob("*.py")) + [pkg / n for n in ("validate.py", "io.py", "schema.py")]
-    h = hashlib.sha256(__version__.encode())
-    for f in files:
-        if f.exists():
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
+    files = [*here.glob("*.py"), *(pkg / n for n in ("validate.py", "io.py", "schema.py"))]
+    return source_hash(files, salt=__version__, length=12)
 
 
 def _disk_cached(
