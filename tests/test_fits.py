@@ -148,3 +148,25 @@ def test_fit_path_is_unique(tmp_path):
     p1.write_text("x")
     assert fits.fit_path("m", "run", tmp_path).name == "run-2.nc"
     assert fits.new_run_id("f" * 64, 3).endswith("-ffffffff-seed3")
+
+
+def test_fits_run_chains_on_every_usable_cpu(monkeypatch):
+    """PyMC's default cores halves the CPU count (1 on a 2-core machine); fits must not."""
+    import os
+
+    import pymc as pm
+
+    from bayes_soil.models.base import FitSettings, chain_cores, sample_model
+
+    cpus = len(os.sched_getaffinity(0))
+    assert chain_cores(4) == min(4, cpus) and chain_cores(1) == 1
+    seen = {}
+    monkeypatch.setattr(pm, "sample", lambda **kw: seen.update(kw) or "trace")
+    fs = FitSettings(
+        "nutpie", chains=4, draws=10, tune=10, target_accept=0.8, pointwise_draws_per_chain=5
+    )
+    assert sample_model(pm.Model(), fs, progressbar=False) == "trace"
+    assert seen["cores"] == min(4, cpus)
+    fs.cores = 1
+    sample_model(pm.Model(), fs, progressbar=False)
+    assert seen["cores"] == 1
