@@ -34,6 +34,8 @@ def seeds_from(text: str) -> list[int]:
 def one_fit(model: str, element: str, seed: int, out: Path) -> dict:
     import xarray as xr
 
+    from bayes_soil.fits import json_attr
+
     cmd = [sys.executable, "-m", "bayes_soil", "fit", "--model", model, "--element", element]
     cmd += ["--seed", str(seed), "--out", str(out), "--quiet"]
     load = os.getloadavg()[0]
@@ -47,7 +49,7 @@ def one_fit(model: str, element: str, seed: int, out: Path) -> dict:
         rec["error"] = proc.stderr[-500:]
         return rec
     with xr.open_datatree(files[-1], engine="h5netcdf") as dt:
-        diag = json.loads(dt.attrs["diagnostics"])
+        diag = json_attr(dt, "diagnostics")
     keys = ("verdict", "max_rhat", "min_ess_bulk", "min_ess_tail", "divergences")
     rec.update({k: diag.get(k) for k in (*keys, "mean_steps_per_draw", "worst_rhat_var")})
     return rec

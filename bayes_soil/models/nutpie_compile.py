@@ -19,8 +19,8 @@ import inspect
 
 import numpy as np
 
-_STATE = {"tried": False, "active": False}
-ORIGINAL: dict = {}  # nutpie's own builders, kept for the equality test
+_TRIED = [False]
+ORIGINAL: dict = {}  # nutpie's own builders once replaced (also for the equality test)
 
 
 def _logp_builder(ncp):
@@ -102,9 +102,9 @@ def _recognised(ncp) -> bool:
 
 def use_fast_callbacks() -> bool:
     """Install the loop-copy callbacks once per process; True if they are in use."""
-    if _STATE["tried"]:
-        return _STATE["active"]
-    _STATE["tried"] = True
+    if _TRIED[0]:
+        return bool(ORIGINAL)
+    _TRIED[0] = True
     try:
         import nutpie.compile_pymc as ncp
     except ImportError:
@@ -113,8 +113,7 @@ def use_fast_callbacks() -> bool:
         ORIGINAL.update(logp=ncp._make_c_logp_func, expand=ncp._make_c_expand_func)
         ncp._make_c_logp_func = _logp_builder(ncp)
         ncp._make_c_expand_func = _expand_builder(ncp)
-        _STATE["active"] = True
-    return _STATE["active"]
+    return bool(ORIGINAL)
 
 
 __all__ = ["use_fast_callbacks"]
