@@ -1165,7 +1165,7 @@ def sbc_marginal(model, data, pm_model, fs, simulations: int, seed: int, progres
     # (only functions of the parameters: p_break, say, also depends on the data)
     from pytensor.graph.traversal import ancestors
 
-    judged = set(getattr(model, "diagnostic_vars", ()))
+    judged = set(getattr(model, "diagnostic_vars", ())) | set(getattr(model, "nuisance_vars", ()))
     shared = set(pm_model.data_vars)
     names = [v.name for v in pm_model.free_RVs if v.name in pri]
     names += [

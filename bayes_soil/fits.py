@@ -41,6 +41,9 @@ class SamplerSettings(Protocol):
 DEFAULT_STORE = Path("fits")
 RHAT_MAX = 1.01
 ESS_BULK_MIN = 400
+ESS_TAIL_MIN = 400
+# nuisance parameters (not shown by the report) fail a fit only when chains disagree outright
+NUISANCE_RHAT_MAX = 1.05
 REQUIRED_ATTRS = (
     "bayes_soil_version",
     "model",
@@ -105,8 +108,16 @@ def provenance_attrs(
 
 
 # ---- diagnostics gate -----------------------------------------------------------------------
-def diagnostics_verdict(max_rhat: float, min_ess_bulk: float, divergences: int) -> dict:
-    """The gate: R-hat > 1.01, bulk ESS < 400 or any divergence fails the fit, with advice."""
+def diagnostics_verdict(
+    max_rhat: float,
+    min_ess_bulk: float,
+    divergences: int,
+    min_ess_tail: float | None = None,
+    nuisance_max_rhat: float | None = None,
+) -> dict:
+    """The gate, with advice: on the judged quantities R-hat > 1.01, bulk or tail ESS < 400
+    (Vehtari et al. 2021), or any divergence fails the fit; so does a nuisance parameter whose
+    chains disagree outright (R-hat > 1.05). ``None``: not measured (not judged)."""
     problems, advice = [], []
     if not np.isfinite(max_rhat) or max_rhat > RHAT_MAX:
         problems.append(f"max R-hat {max_rhat:.3f} > {RHAT_MAX}")
@@ -114,6 +125,14 @@ def diagnostics_verdict(max_rhat: float, min_ess_bulk: float, divergences: int) 
     if not np.isfinite(min_ess_bulk) or min_ess_bulk < ESS_BULK_MIN:
         problems.append(f"min bulk ESS {min_ess_bulk:.0f} < {ESS_BULK_MIN}")
         advice.append("draw more (--draws) so the bulk ESS reaches 400")
+    if min_ess_tail is not None and not min_ess_tail >= ESS_TAIL_MIN:
+        problems.append(f"min tail ESS {min_ess_tail:.0f} < {ESS_TAIL_MIN}")
+        advice.append("draw more (--draws) so the tail ESS reaches 400")
+    if nuisance_max_rhat is not None and not nuisance_max_rhat <= NUISANCE_RHAT_MAX:
+        problems.append(
+            f"a nuisance parameter's R-hat {nuisance_max_rhat:.3f} > {NUISANCE_RHAT_MAX}"
+        )
+        advice.append("run longer chains (--tune/--draws) or more chains")
     if divergences > 0:
         problems.append(f"{divergences} divergent transitions")
         advice.append(
@@ -133,63 +152,101 @@ def diagnostics_verdict(max_rhat: float, min_ess_bulk: float, divergences: int) 
     }
 
 
-def check_diagnostics(
-    dt: xr.DataTree, var_names: list[str] | tuple[str, ...] | None = None
-) -> dict:
-    """R-hat, bulk ESS and divergences of a fit's posterior, and the gate's verdict.
+def _finite_cells(da: xr.DataArray) -> xr.DataArray | None:
+    """``da`` as (chain, draw, cell) over the cells whose every draw is finite (a turning point
+    drawn in every draw, say); None when no cell is."""
+    other = [d for d in da.dims if d not in ("chain", "draw")]
+    da = da.stack(cell=other) if other else da.expand_dims(cell=1)
+    da = da.transpose("chain", "draw", "cell").drop_vars(
+        [c for c in da.coords if c not in ("chain", "draw")]
+    )
+    ok = np.isfinite(da.values).all(axis=(0, 1))
+    return da.isel(cell=np.flatnonzero(ok)) if ok.any() else None
 
-    Variables that do not vary (constants) give NaN R-hat and are skipped; NaN draws (e.g.
-    ``years_to_gain`` where the gain is not reached) are left to the summaries.
-    """
+
+def _worst(post: xr.Dataset, names: list[str], tail: bool) -> dict:
+    """Max R-hat, min bulk (and tail) ESS over ``names``' finite cells, and whose they are.
+
+    ArviZ loops over cells in Python, so the variables are concatenated into one array first
+    (one call per statistic instead of one per variable)."""
+    import warnings
+
     import arviz_stats as azs
+    import xarray as xr
 
+    arrays, owner = [], []
+    for v in names:
+        da = _finite_cells(post[v])
+        if da is not None:
+            arrays.append(da.values)
+            owner += [v] * da.sizes["cell"]
+    out = {"max_rhat": np.nan, "min_ess_bulk": np.nan}
+    if tail:
+        out["min_ess_tail"] = np.nan
+    if not arrays:
+        return out
+    da = xr.DataArray(np.concatenate(arrays, axis=-1), dims=("chain", "draw", "cell"))
+    owner_arr = np.array(owner)
+    with warnings.catch_warnings():  # constant cells give NaN (skipped), not noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = {"max_rhat": (azs.rhat(da).values, np.nanargmax)}
+        stats["min_ess_bulk"] = (azs.ess(da, method="bulk").values, np.nanargmin)
+        if tail:
+            stats["min_ess_tail"] = (azs.ess(da, method="tail").values, np.nanargmin)
+    for key, (vals, pick) in stats.items():
+        if np.isfinite(vals).any():
+            i = int(pick(vals))
+            out[key] = float(vals[i])
+            out[key + "_var"] = str(owner_arr[i])
+    return out
+
+
+def check_diagnostics(
+    dt: xr.DataTree,
+    var_names: list[str] | tuple[str, ...] | None = None,
+    nuisance: list[str] | tuple[str, ...] = (),
+) -> dict:
+    """R-hat, bulk and tail ESS and divergences of a fit's posterior, and the gate's verdict.
+
+    ``var_names`` (default: every posterior variable) are the judged quantities: what the
+    report shows. ``nuisance`` variables (per-study effects, variance components that the
+    report does not show) are measured and listed, and fail the fit only when their chains
+    disagree outright (R-hat > 1.05). Cells with a non-finite draw (NaN where no turning point
+    was drawn) are skipped; constant cells give NaN R-hat and are skipped too.
+    """
     post = dt["posterior"].to_dataset()
-    if var_names:
-        post = post[[v for v in var_names if v in post]]
-    keep = [v for v in post.data_vars if np.isfinite(post[v].values).all()]
-    post = post[keep]
-    max_rhat, min_ess, worst = np.nan, np.nan, {}
-    min_tail = np.nan
-    if keep:
-        import warnings
-
-        with warnings.catch_warnings():  # constant draws give NaN (skipped below), not noise
-            warnings.simplefilter("ignore", RuntimeWarning)
-            rhat = azs.rhat(post)
-            ess = azs.ess(post, method="bulk")
-            tail = azs.ess(post, method="tail")
-        tails = [float(np.nanmin(tail[v].values)) for v in tail.data_vars]
-        tails = [t for t in tails if np.isfinite(t)]
-        min_tail = min(tails) if tails else np.nan
-        rh = {
-            v: float(np.nanmax(rhat[v].values))
-            for v in rhat.data_vars
-            if np.isfinite(rhat[v].values).any()
-        }
-        es = {
-            v: float(np.nanmin(ess[v].values))
-            for v in ess.data_vars
-            if np.isfinite(ess[v].values).any()
-        }
-        if rh:
-            worst["rhat_var"] = max(rh, key=rh.get)
-            max_rhat = rh[worst["rhat_var"]]
-        if es:
-            worst["ess_var"] = min(es, key=es.get)
-            min_ess = es[worst["ess_var"]]
-    div = 0
-    steps = np.nan
+    names = [v for v in (var_names or list(post.data_vars)) if v in post]
+    judged = _worst(post, names, tail=True)
+    nuis_names = [v for v in nuisance if v in post and v not in names]
+    nuis = _worst(post, nuis_names, tail=False) if nuis_names else None
+    div, steps = 0, np.nan
     if "sample_stats" in dt:
         ss = dt["sample_stats"].to_dataset()
         if "diverging" in ss:
             div = int(ss["diverging"].values.sum())
         if "n_steps" in ss:
             steps = float(ss["n_steps"].values.mean())
-    out = diagnostics_verdict(max_rhat, min_ess, div)
-    out.update({f"worst_{k}": v for k, v in worst.items()})
+    out = diagnostics_verdict(
+        judged["max_rhat"],
+        judged["min_ess_bulk"],
+        div,
+        min_ess_tail=judged["min_ess_tail"],
+        nuisance_max_rhat=nuis["max_rhat"] if nuis else None,
+    )
+    out["min_ess_tail"] = judged["min_ess_tail"]
+    out["ess_tail_min_required"] = ESS_TAIL_MIN
+    for key, name in (("rhat", "max_rhat"), ("ess", "min_ess_bulk"), ("tail_ess", "min_ess_tail")):
+        if name + "_var" in judged:
+            out[f"worst_{key}_var"] = judged[name + "_var"]
     out["mean_steps_per_draw"] = steps
-    # reported, not (yet) gated: Vehtari et al. (2021) ask for bulk and tail ESS >= 400
-    out["min_ess_tail"] = min_tail
+    out["judged_vars"] = names
+    if nuis:
+        out["nuisance_vars"] = nuis_names
+        out["nuisance_max_rhat"] = nuis["max_rhat"]
+        out["nuisance_min_ess_bulk"] = nuis["min_ess_bulk"]
+        out["worst_nuisance_rhat_var"] = nuis.get("max_rhat_var", "")
+        out["worst_nuisance_ess_var"] = nuis.get("min_ess_bulk_var", "")
+        out["nuisance_rhat_max_allowed"] = NUISANCE_RHAT_MAX
     return out
 
 

@@ -52,7 +52,20 @@ def one_fit(model: str, element: str, seed: int, out: Path) -> dict:
         diag = json_attr(dt, "diagnostics")
     keys = ("verdict", "max_rhat", "min_ess_bulk", "min_ess_tail", "divergences")
     rec.update({k: diag.get(k) for k in (*keys, "mean_steps_per_draw", "worst_rhat_var")})
+    for k in ("nuisance_max_rhat", "nuisance_min_ess_bulk", "worst_nuisance_ess_var"):
+        if k in diag:  # models whose gate lists nuisance parameters apart
+            rec[k] = diag[k]
     return rec
+
+
+def nuisance_cell(r: dict) -> str:
+    """'1.006 / 612 (sd_site)': the nuisance parameters' max R-hat / min bulk ESS, or ''."""
+    if "nuisance_max_rhat" not in r:
+        return ""
+    return (
+        f"{r['nuisance_max_rhat']:.3f} / {r['nuisance_min_ess_bulk']:.0f} "
+        f"({r.get('worst_nuisance_ess_var', '')})"
+    )
 
 
 def main() -> None:
@@ -63,10 +76,10 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "gate_seeds.jsonl"))
     args = p.parse_args()
     print(
-        "| seed | verdict | max R-hat | min bulk ESS | min tail ESS | div | steps/draw | wall s "
-        "| load |"
+        "| seed | verdict | max R-hat | min bulk ESS | min tail ESS | nuisance R-hat / bulk ESS "
+        "| div | steps/draw | wall s | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds_from(args.seeds):
             r = one_fit(args.model, args.element, seed, Path(tmp))
@@ -75,13 +88,14 @@ def main() -> None:
                 f.write(json.dumps(r) + "\n")
             if "verdict" not in r:
                 print(
-                    f"| {seed} | no fit (rc {r['rc']}) | | | | | | {r['wall_s']} | "
+                    f"| {seed} | no fit (rc {r['rc']}) | | | | | | | {r['wall_s']} | "
                     f"{r['load_before']} |"
                 )
                 continue
             print(
                 f"| {seed} | {r['verdict']} | {r['max_rhat']:.3f} | {r['min_ess_bulk']:.0f} | "
-                f"{r['min_ess_tail']:.0f} | {r['divergences']} | {r['mean_steps_per_draw']:.1f} "
+                f"{r['min_ess_tail']:.0f} | {nuisance_cell(r)} | {r['divergences']} | "
+                f"{r['mean_steps_per_draw']:.1f} "
                 f"| {r['wall_s']} | {r['load_before']} |",
                 flush=True,
             )

@@ -11,6 +11,7 @@ import arviz_base as ab
 import numpy as np
 import pytest
 import xarray as xr
+from scipy.signal import lfilter
 
 from bayes_soil import fits
 from bayes_soil.cli import main
@@ -140,6 +141,48 @@ def test_check_diagnostics_on_draws():
     assert bad["worst_rhat_var"] == "beta"
     div = fits.check_diagnostics(_fake_fit(divergences=3))
     assert div["verdict"] == "fail" and div["divergences"] == 3
+
+
+def _draws_dt(**variables: np.ndarray) -> xr.DataTree:
+    return ab.from_dict({"posterior": variables})
+
+
+def test_gate_judges_tail_ess_and_lists_nuisance():
+    rng = np.random.default_rng(1)
+    iid = rng.normal(size=(4, 1000, 2))
+    # AR(1) draws (phi 0.9): chains agree roughly (R-hat ~1.03) but mix slowly (ESS ~150)
+    walk = lfilter([1.0], [1.0, -0.9], rng.normal(size=(4, 1000)), axis=1)
+    diag = fits.check_diagnostics(
+        _draws_dt(p_break=iid, sd_site=walk), var_names=["p_break"], nuisance=["sd_site"]
+    )
+    assert diag["judged_vars"] == ["p_break"] and diag["nuisance_vars"] == ["sd_site"]
+    assert diag["min_ess_tail"] > 400 and diag["ess_tail_min_required"] == 400
+    assert diag["worst_nuisance_rhat_var"] == "sd_site"
+    # the nuisance parameter mixes worse than the judged one and is listed, not gated below 1.05
+    assert diag["nuisance_min_ess_bulk"] < 400 < diag["min_ess_bulk"]
+    assert 1.01 < diag["nuisance_max_rhat"] < 1.05
+    assert diag["verdict"] == "pass", diag["problems"]
+    # chains that disagree outright fail the fit even on a nuisance parameter
+    apart = rng.normal(size=(4, 1000)) + np.arange(4)[:, None]
+    bad = fits.check_diagnostics(
+        _draws_dt(p_break=iid, sd_site=apart), var_names=["p_break"], nuisance=["sd_site"]
+    )
+    assert bad["verdict"] == "fail" and "nuisance" in bad["problems"]
+    # too few independent draws in the tails fails on the judged quantity
+    short = rng.normal(size=(4, 60))
+    low = fits.check_diagnostics(_draws_dt(psi=short))
+    assert low["min_ess_tail"] < 400 and "tail ESS" in low["problems"]
+
+
+def test_gate_skips_cells_without_a_turning_point_in_every_draw():
+    rng = np.random.default_rng(2)
+    psi = rng.normal(size=(4, 500, 2))
+    psi[0, :250, 1] = np.nan  # no break drawn there: psi given a break is judged elsewhere
+    psi[..., 1] += np.arange(4)[:, None]  # that cell's chains disagree, but it is skipped
+    diag = fits.check_diagnostics(_draws_dt(psi=psi))
+    assert diag["max_rhat"] < 1.01 and diag["worst_rhat_var"] == "psi"
+    both_nan = np.full((4, 500), np.nan)
+    assert np.isnan(fits.check_diagnostics(_draws_dt(psi=both_nan))["max_rhat"])
 
 
 def test_fit_path_is_unique(tmp_path):

@@ -155,7 +155,9 @@ class SoilModel:
     name: ClassVar[str] = ""
     table: ClassVar[str] = "layers"  # which harmonized table the model reads
     observed: ClassVar[tuple[str, ...]] = ()  # names of the observed variables
-    diagnostic_vars: ClassVar[tuple[str, ...]] = ()  # posterior variables the gate checks
+    diagnostic_vars: ClassVar[tuple[str, ...]] = ()  # what the gate judges (default: all)
+    # sampled but not reported (listed; they fail a fit only when chains disagree outright)
+    nuisance_vars: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: dict | None = None):
         self.check_spec(spec or {})
@@ -305,9 +307,13 @@ class SoilModel:
         synthetic: bool | None,
     ) -> xr.DataTree:
         """Add pointwise groups, derived quantities, diagnostics and attributes to a raw fit."""
-        # the gate looks at the sampled quantities; derived ones are functions of them
-        diag = fits.check_diagnostics(dt, var_names=self.diagnostic_vars or None)
         self.pointwise(dt, model, data, fs)
+        # the gate judges what the report shows (pointwise may add it: psi, k1, k2 of the
+        # turning-point model) and lists the nuisance parameters; derived quantities below
+        # are functions of the judged ones
+        diag = fits.check_diagnostics(
+            dt, var_names=self.diagnostic_vars or None, nuisance=self.nuisance_vars
+        )
         post = dt["posterior"].to_dataset()
         derived = self.derived(post, data)
         post = post.assign(derived.data_vars).assign_attrs(post.attrs)

@@ -156,10 +156,26 @@ def diag_text(d: Mapping) -> str:
     if "min_ess_bulk" in d:
         bits.append(f"min bulk ESS {S.fmt_num(d['min_ess_bulk'], 0)}")
     if d.get("min_ess_tail") is not None:
-        bits.append(f"min tail ESS {S.fmt_num(d['min_ess_tail'], 0)} (reported, not gated)")
+        gated = "ess_tail_min_required" in d  # fits made before the tail ESS was gated
+        bits.append(
+            f"min tail ESS {S.fmt_num(d['min_ess_tail'], 0)}" + ("" if gated else " (not gated)")
+        )
     if "divergences" in d:
         bits.append(f"{int(d['divergences'])} divergences")
-    return ", ".join(bits)
+    return ", ".join(bits) + nuisance_text(d)
+
+
+def nuisance_text(d: Mapping) -> str:
+    """'; worst nuisance parameter: ...' when the gate listed nuisance parameters."""
+    if "nuisance_max_rhat" not in d:
+        return ""
+    return (
+        f"; worst nuisance parameter (not shown, fails the fit only above R-hat "
+        f"{d.get('nuisance_rhat_max_allowed', 1.05)}): {d.get('worst_nuisance_rhat_var', '?')} "
+        f"R-hat {S.fmt_num(d['nuisance_max_rhat'], 3)}, "
+        f"{d.get('worst_nuisance_ess_var', '?')} bulk ESS "
+        f"{S.fmt_num(d['nuisance_min_ess_bulk'], 0)}"
+    )
 
 
 def failed_fit_note(records: Sequence[FitRecord]) -> str:
