@@ -346,3 +346,25 @@ def test_methods_say_what_each_fit_did_with_imputed_values():
     assert "Changes on an estimated bulk density were fitted as if measured" in as_data
     # fits made before the setting existed say nothing about bulk density
     assert "bulk density" not in imputation_text({"n_deep_imputed_left_out": 1}, "stocks")
+
+
+def test_diagnostics_table_marks_each_variable_by_its_role_in_the_gate():
+    from bayes_soil.report.sections_bayes import gate_roles, gate_rule_text
+
+    d = {
+        "rhat_max_allowed": 1.01,
+        "ess_bulk_min_required": 400,
+        "ess_tail_min_required": 400,
+        "judged_vars": ["p_break", "psi"],
+        "nuisance_vars": ["sd_site"],
+        "nuisance_rhat_max_allowed": 1.05,
+    }
+    tab = pd.DataFrame({"variable": ["p_break", "sd_site", "sd_site_signed"]})
+    tab, limit = gate_roles(tab, d)
+    assert tab["gate"].tolist() == ["judged", "nuisance", "not judged"]
+    assert [limit(r) for r in tab["gate"]] == [1.01, 1.05, float("inf")]
+    text = gate_rule_text(d)
+    assert "tail ESS >= 400" in text and "sd_site" in text and "1.05" in text
+    # a fit judged before the split: every variable judged at 1.01
+    old, _ = gate_roles(pd.DataFrame({"variable": ["beta"]}), {"rhat_max_allowed": 1.01})
+    assert old["gate"].tolist() == ["judged"]

@@ -253,21 +253,20 @@ def diagnostics_section(inp: ReportInputs) -> str:
         if d.get("advice"):
             out.append(f"<p>Advice: {esc(d['advice'])}</p>")
         if "rhat_max_allowed" in d or "ess_bulk_min_required" in d:
-            out.append(
-                f"<p class='meta'>Gate: R-hat &le; {esc(d.get('rhat_max_allowed', '?'))}, "
-                f"bulk ESS &ge; {esc(d.get('ess_bulk_min_required', '?'))}, no divergences."
-                "</p>"
-            )
+            out.append(f"<p class='meta'>{esc(gate_rule_text(d))}</p>")
         try:
             tab = pf.diagnostics_table(dt)
         except Exception as exc:
             out.append(f"<p class='error'>R-hat/ESS table failed: {esc(exc)}</p>")
         else:
+            tab, limit = gate_roles(tab, d)
             out.append(
                 table_html(
                     tab,
-                    row_class=lambda x: (
-                        "failed" if (np.isfinite(x["max_r_hat"]) and x["max_r_hat"] > 1.01) else ""
+                    row_class=lambda x, limit=limit: (
+                        "failed"
+                        if np.isfinite(x["max_r_hat"]) and x["max_r_hat"] > limit(x["gate"])
+                        else ""
                     ),
                 )
             )
@@ -310,3 +309,37 @@ def calibration_section(inp: ReportInputs) -> str:
         "without a true turning point where P(turning point) &gt; 0.5.</p>"
     )
     return intro + table_html(inp.calibration)
+
+
+def gate_rule_text(d: dict) -> str:
+    """The gate's rule as this fit was judged (older fits: R-hat and bulk ESS only)."""
+    text = (
+        f"Gate: R-hat <= {d.get('rhat_max_allowed', '?')}, bulk ESS >= "
+        f"{d.get('ess_bulk_min_required', '?')}"
+    )
+    if "ess_tail_min_required" in d:
+        text += f", tail ESS >= {d['ess_tail_min_required']}"
+    text += ", no divergences"
+    if d.get("judged_vars") and d.get("nuisance_vars"):
+        text += (
+            f", on the quantities shown ({', '.join(d['judged_vars'])}); nuisance parameters "
+            f"({', '.join(d['nuisance_vars'])}) are listed and fail the fit only above R-hat "
+            f"{d.get('nuisance_rhat_max_allowed', '?')}"
+        )
+    return text + "."
+
+
+def gate_roles(tab: pd.DataFrame, d: dict):
+    """The diagnostics table with each variable's role in the gate, and the R-hat limit per
+    role (a row above its limit is marked failed)."""
+    judged, nuisance = set(d.get("judged_vars") or []), set(d.get("nuisance_vars") or [])
+    nuisance_limit = float(d.get("nuisance_rhat_max_allowed", 1.05))
+
+    def role(v: str) -> str:
+        if not judged or v in judged:
+            return "judged"
+        return "nuisance" if v in nuisance else "not judged"
+
+    tab = tab.assign(gate=[role(v) for v in tab["variable"]])
+    limits = {"judged": float(d.get("rhat_max_allowed", 1.01)), "nuisance": nuisance_limit}
+    return tab, lambda r: limits.get(r, np.inf)
