@@ -124,10 +124,10 @@ def diagnostics_verdict(
         advice.append("run longer chains (--tune/--draws) or more chains")
     if not np.isfinite(min_ess_bulk) or min_ess_bulk < ESS_BULK_MIN:
         problems.append(f"min bulk ESS {min_ess_bulk:.0f} < {ESS_BULK_MIN}")
-        advice.append("draw more (--draws) so the bulk ESS reaches 400")
+        advice.append("draw more (--draws) so the bulk and tail ESS reach 400")
     if min_ess_tail is not None and not min_ess_tail >= ESS_TAIL_MIN:
         problems.append(f"min tail ESS {min_ess_tail:.0f} < {ESS_TAIL_MIN}")
-        advice.append("draw more (--draws) so the tail ESS reaches 400")
+        advice.append("draw more (--draws) so the bulk and tail ESS reach 400")
     if nuisance_max_rhat is not None and not nuisance_max_rhat <= NUISANCE_RHAT_MAX:
         problems.append(
             f"a nuisance parameter's R-hat {nuisance_max_rhat:.3f} > {NUISANCE_RHAT_MAX}"

@@ -244,7 +244,7 @@ class ClimateBreakpoints(SoilModel):
     response_data = ("rate",)  # pm.Data that carries the response (SBC swaps it)
     # the gate judges what the report shows: P(break), and psi, k1, k2, psi_diff in the cells
     # where every draw has a turning point; the rest is nuisance, measured and listed (the site
-    # sd mixes slowest: bulk ESS 470-680 at 1000 draws on the demo, benchmarks/results.md)
+    # sd mixes slowest and is not shown; benchmarks/results.md)
     diagnostic_vars = ("p_break", "psi", "k1", "k2", "psi_diff")
     nuisance_vars = ("c", "sd_study", "study_eff_raw", "sigma", "sigma_meas", "sd_site")
 
