@@ -887,7 +887,9 @@ def write_outputs(
     md = summary_markdown(summary, config)
     if per_fit is not None:
         md += (
-            "\n## Per fit\n\nGate: max R-hat <= 1.01, min bulk ESS >= 400, 0 divergences. "
+            "\n## Per fit\n\nGate: on the quantities the model reports, max R-hat <= 1.01, "
+            "min bulk and tail ESS >= 400; 0 divergences; nuisance parameters (where the model "
+            "names them) only R-hat <= 1.05. "
             "`fit_s` is the wall time of the fit on its worker; `load_before` the 1-minute "
             "load average when it started (the machine may be shared). `cover90`: share of "
             "the dataset's cells (rate, or psi given a break) inside the central 90% "

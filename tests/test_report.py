@@ -300,6 +300,11 @@ def test_failed_fit_is_shown_as_failed_not_hidden(page):
     assert "C along MAP in 0-20 cm: the model finds a turning point" in page
 
 
+def test_joint_map_mat_answer_comes_with_its_known_weakness(page):
+    # the fake fit has both drivers: the calibrated caution on MAT beside MAP is shown
+    assert "Read MAT beside MAP as 'one of the two, or both'" in page
+
+
 def test_synthetic_label_only_for_synthetic_data(page):
     assert html.escape(SYNTHETIC_LABEL) in page and "(SYNTHETIC data)</title>" in page
     real = text_only(fake_report_inputs(synthetic=False))

@@ -97,6 +97,15 @@ def posterior_section(inp: ReportInputs) -> str:
             "that the change rate has a kink along the driver; 'the data do not decide' where "
             "it lies between 0.2 and 0.8. psi's interval is given a turning point.</p>"
         )
+        if {"map_mm", "mat_c"} <= set(bp["driver"]):
+            out.append(
+                "<p class='meta'>Precipitation and temperature co-vary between sites, so the "
+                "joint model can give a temperature turning point beside a precipitation one "
+                "that the data hold only along precipitation: on simulated data with about 20 "
+                "sites it did so in about 1 cell in 10, a few of them with P &ge; 0.8 "
+                "(benchmarks/calibration.md of bayes_soil). Read MAT beside MAP as 'one of the "
+                "two, or both'.</p>"
+            )
         for rec in bp_fits:
             out.append(
                 figure_embed.figure_html(
