@@ -449,16 +449,32 @@ def turning_point_densities(
 # diagnostics
 
 
-def diagnostics_table(dt: xr.DataTree) -> pd.DataFrame:
-    """Per posterior variable: cells, max R-hat, min bulk and tail ESS (ArviZ), worst cell."""
-    from arviz_stats import ess, rhat
+def rhat_by_variable(dt: xr.DataTree) -> dict[str, xr.DataArray]:
+    """R-hat (ArviZ) of every numeric posterior variable, per cell: computed once per fit and
+    shared by the diagnostics table and the rank plots (ArviZ loops over cells in Python, so
+    on a climate fit each pass costs seconds)."""
+    from arviz_stats import rhat
 
     post = dt["posterior"].to_dataset()
+    return {
+        name: rhat(da) for name, da in post.data_vars.items() if np.issubdtype(da.dtype, np.number)
+    }
+
+
+def diagnostics_table(
+    dt: xr.DataTree, rhats: dict[str, xr.DataArray] | None = None
+) -> pd.DataFrame:
+    """Per posterior variable: cells, max R-hat, min bulk and tail ESS (ArviZ), worst cell.
+    ``rhats``: :func:`rhat_by_variable` of ``dt`` when already computed."""
+    from arviz_stats import ess
+
+    post = dt["posterior"].to_dataset()
+    rhats = rhat_by_variable(dt) if rhats is None else rhats
     rows = []
     for name, da in post.data_vars.items():
-        if not np.issubdtype(da.dtype, np.number):
+        if name not in rhats:
             continue
-        r = rhat(da)
+        r = rhats[name]
         eb = ess(da, method="bulk")
         et = ess(da, method="tail")
         worst = ""
@@ -498,18 +514,18 @@ def sampler_summary(dt: xr.DataTree) -> dict:
     return out
 
 
-def worst_cells(dt: xr.DataTree, n: int = 6, var_names: Sequence[str] | None = None) -> list:
+def worst_cells(
+    dt: xr.DataTree,
+    n: int = 6,
+    var_names: Sequence[str] | None = None,
+    rhats: dict[str, xr.DataArray] | None = None,
+) -> list:
     """The ``n`` posterior cells with the highest R-hat: [(variable, {dim: label}), ...]."""
-    from arviz_stats import rhat
-
-    post = dt["posterior"].to_dataset()
+    rhats = rhat_by_variable(dt) if rhats is None else rhats
     scored = []
-    for name, da in post.data_vars.items():
+    for name, r in rhats.items():
         if var_names is not None and name not in var_names:
             continue
-        if not np.issubdtype(da.dtype, np.number):
-            continue
-        r = rhat(da)
         flat = r.to_numpy().ravel()
         if r.ndim == 0:
             scored.append((float(flat[0]) if np.isfinite(flat[0]) else -np.inf, name, {}))
@@ -523,13 +539,18 @@ def worst_cells(dt: xr.DataTree, n: int = 6, var_names: Sequence[str] | None = N
     return [(name, sel) for _, name, sel in scored[:n]]
 
 
-def rank_plots(dt: xr.DataTree, n: int = 6, var_names: Sequence[str] | None = None) -> Figure:
+def rank_plots(
+    dt: xr.DataTree,
+    n: int = 6,
+    var_names: Sequence[str] | None = None,
+    rhats: dict[str, xr.DataArray] | None = None,
+) -> Figure:
     """Rank plots (ArviZ, fractional-rank ECDF differences per chain) of the ``n`` cells with
     the highest R-hat: uniform ranks = chains agree."""
     import arviz_plots
     from arviz_base import from_dict
 
-    cells = worst_cells(dt, n=n, var_names=var_names)
+    cells = worst_cells(dt, n=n, var_names=var_names, rhats=rhats)
     data = {}
     for name, sel in cells:
         # short labels: long coordinate values (e.g. study|site unit ids) would overlap

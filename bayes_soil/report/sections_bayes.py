@@ -263,8 +263,10 @@ def diagnostics_section(inp: ReportInputs) -> str:
             out.append(f"<p>Advice: {esc(d['advice'])}</p>")
         if "rhat_max_allowed" in d or "ess_bulk_min_required" in d:
             out.append(f"<p class='meta'>{esc(gate_rule_text(d))}</p>")
+        rhats = None
         try:
-            tab = pf.diagnostics_table(dt)
+            rhats = pf.rhat_by_variable(dt)  # once: the table and the rank plots share it
+            tab = pf.diagnostics_table(dt, rhats)
         except Exception as exc:
             out.append(f"<p class='error'>R-hat/ESS table failed: {esc(exc)}</p>")
         else:
@@ -281,7 +283,7 @@ def diagnostics_section(inp: ReportInputs) -> str:
             )
         out.append(
             figure_embed.figure_html(
-                lambda dt=dt: pf.rank_plots(dt),
+                lambda dt=dt, rhats=rhats: pf.rank_plots(dt, rhats=rhats),
                 "Rank plots of the cells with "
                 "the highest R-hat: each line is one chain; uniform ranks (flat "
                 "lines) mean the chains explore the same distribution.",
