@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -193,11 +194,13 @@ def _worst(post: xr.Dataset, names: list[str], tail: bool) -> dict:
         stats["min_ess_bulk"] = (azs.ess(da, method="bulk").values, np.nanargmin)
         if tail:
             stats["min_ess_tail"] = (azs.ess(da, method="tail").values, np.nanargmin)
+    worst_key = {"max_rhat": "worst_rhat_var", "min_ess_bulk": "worst_ess_var"}
+    worst_key["min_ess_tail"] = "worst_tail_ess_var"
     for key, (vals, pick) in stats.items():
         if np.isfinite(vals).any():
             i = int(pick(vals))
             out[key] = float(vals[i])
-            out[key + "_var"] = str(owner_arr[i])
+            out[worst_key[key]] = str(owner_arr[i])
     return out
 
 
@@ -235,19 +238,29 @@ def check_diagnostics(
     )
     out["min_ess_tail"] = judged["min_ess_tail"]
     out["ess_tail_min_required"] = ESS_TAIL_MIN
-    for key, name in (("rhat", "max_rhat"), ("ess", "min_ess_bulk"), ("tail_ess", "min_ess_tail")):
-        if name + "_var" in judged:
-            out[f"worst_{key}_var"] = judged[name + "_var"]
+    out.update({k: v for k, v in judged.items() if k.startswith("worst_")})
     out["mean_steps_per_draw"] = steps
     out["judged_vars"] = names
     if nuis:
         out["nuisance_vars"] = nuis_names
         out["nuisance_max_rhat"] = nuis["max_rhat"]
         out["nuisance_min_ess_bulk"] = nuis["min_ess_bulk"]
-        out["worst_nuisance_rhat_var"] = nuis.get("max_rhat_var", "")
-        out["worst_nuisance_ess_var"] = nuis.get("min_ess_bulk_var", "")
+        out["worst_nuisance_rhat_var"] = nuis.get("worst_rhat_var", "")
+        out["worst_nuisance_ess_var"] = nuis.get("worst_ess_var", "")
         out["nuisance_rhat_max_allowed"] = NUISANCE_RHAT_MAX
     return out
+
+
+def nuisance_summary(diag: Mapping) -> str:
+    """'max R-hat 1.006 (sd_site), min bulk ESS 823 (sd_site)' of the nuisance parameters a
+    gate listed ('' when it listed none): one wording for the console and the report."""
+    if "nuisance_max_rhat" not in diag:
+        return ""
+    return (
+        f"max R-hat {diag['nuisance_max_rhat']:.3f} ({diag.get('worst_nuisance_rhat_var', '?')}), "
+        f"min bulk ESS {diag['nuisance_min_ess_bulk']:.0f} "
+        f"({diag.get('worst_nuisance_ess_var', '?')})"
+    )
 
 
 def json_attr(source: xr.DataTree | dict, name: str, default: Any = None) -> Any:

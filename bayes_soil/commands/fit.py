@@ -238,12 +238,8 @@ def run(args: argparse.Namespace) -> int:
         f"divergences {diag['divergences']}, "
         f"{diag['mean_steps_per_draw']:.0f} leapfrog steps per draw)"
     )
-    if "nuisance_max_rhat" in diag:
-        out.print(
-            f"nuisance (not reported): max R-hat {diag['nuisance_max_rhat']:.3f} "
-            f"({diag.get('worst_nuisance_rhat_var')}), min bulk ESS "
-            f"{diag['nuisance_min_ess_bulk']:.0f} ({diag.get('worst_nuisance_ess_var')})"
-        )
+    if nuisance := fits.nuisance_summary(diag):
+        out.print(f"nuisance (not reported): {nuisance}")
     if verdict != "pass":
         out.print(f"[bold red]FAILED[/]: {diag['problems']}. Advice: {diag['advice']}")
     table_out = main_quantities(dt)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayes_soil.fits import nuisance_summary
 from bayes_soil.io import stock_method_of
 from bayes_soil.report import sentences as S
 from bayes_soil.report.inputs import FitRecord
@@ -167,14 +168,12 @@ def diag_text(d: Mapping) -> str:
 
 def nuisance_text(d: Mapping) -> str:
     """'; worst nuisance parameter: ...' when the gate listed nuisance parameters."""
-    if "nuisance_max_rhat" not in d:
+    summary = nuisance_summary(d)
+    if not summary:
         return ""
     return (
-        f"; worst nuisance parameter (not shown, fails the fit only above R-hat "
-        f"{d.get('nuisance_rhat_max_allowed', 1.05)}): {d.get('worst_nuisance_rhat_var', '?')} "
-        f"R-hat {S.fmt_num(d['nuisance_max_rhat'], 3)}, "
-        f"{d.get('worst_nuisance_ess_var', '?')} bulk ESS "
-        f"{S.fmt_num(d['nuisance_min_ess_bulk'], 0)}"
+        f"; nuisance parameters (not shown, they fail the fit only above R-hat "
+        f"{d.get('nuisance_rhat_max_allowed', 1.05)}): {summary}"
     )
 
 
