@@ -32,7 +32,8 @@ from bayes_soil.errors import InputError
 DATASETS_DIR = Path(__file__).parent / "datasets"
 DEMO_OBSERVATIONS = DATASETS_DIR / "demo_synthetic_observations.csv"
 DEMO_TRUTH = DATASETS_DIR / "demo_synthetic_truth.json"
-SYNTHETIC_LABEL = "SYNTHETIC demo data (bayes_soil simulator) - not the paper's observations"
+#: printed and shown with anything made from simulator output (the bundled demo or any other)
+SYNTHETIC_LABEL = "SYNTHETIC data (bayes_soil simulator) - not the paper's observations"
 
 
 def sha256_file(path: str | Path) -> str:

@@ -367,6 +367,16 @@ def _tiny_pieces(m, d, point):
     return r, s2, sd_site, pri["slope_sd"], pri["change_sd"]
 
 
+def _control_cov(d, point) -> np.ndarray:
+    """Dense covariance of the shared year-0 controls: rows of one chronosequence (study x
+    vegetation here) at one site share g ~ N(0, sigma_meas^2 / n_controls), times 10 / years."""
+    df = _tiny_changes(both=len(d.coords["driver"]) == 2)
+    z = d.arrays["inv_decades"]
+    key = df["study_id"] + df["vegetation"] + d.arrays["site_idx"].astype(str)
+    same = (key.to_numpy()[:, None] == key.to_numpy()[None, :]).astype(float)
+    return np.exp(point["sigma_meas_log__"]).item() ** 2 * same * np.outer(z, z)
+
+
 def _potential(model, point) -> float:
     f = model.compile_fn(model.potentiallogp, inputs=model.value_vars, on_unused_input="ignore")
     return float(f(point))
@@ -386,7 +396,7 @@ def test_climate_marginal_equals_brute_force_sum_over_grid(both):
     site = a["site_idx"]
     Z = (site[:, None] == np.arange(site.max() + 1)[None, :]).astype(float)
     x = a["x"]
-    base = np.diag(s2) + tau**2 * Z @ Z.T + sk**2 * x @ x.T
+    base = np.diag(s2) + _control_cov(d, point) + tau**2 * Z @ Z.T + sk**2 * x @ x.T
     p = m.spec["priors"]["p_break"]
     comps = []
     hs = [d.meta["hinge_bases"][j][0] for j in range(x.shape[1])]  # (U, G+1) for the one cell
@@ -436,17 +446,24 @@ def test_climate_marginal_equals_numerical_integral():
     p = m.spec["priors"]["p_break"]
     nodes, weights = leggauss(120)
 
+    # rows of a site given its effect: dense (the shared controls; checked against brute force
+    # above), so only the site effects, slope and change of slope are integrated numerically
+    row_cov = np.diag(s2) + _control_cov(d, point)
+
     def log_sites(mean_u):  # mean_u (..., U); each site effect v integrated numerically
         out = 0.0
         for u in range(len(xs)):
-            ri, si = r[site == u], s2[site == u]
+            ri, cu = r[site == u], row_cov[np.ix_(site == u, site == u)]
+            ci = np.linalg.inv(cu)
+            w1, wr = ci.sum(), (ci @ ri).sum()
             mu = mean_u[..., u][..., None]
-            prec = 1 / tau**2 + np.sum(1 / si)
+            prec = 1 / tau**2 + w1
             half = 12 / np.sqrt(prec)
-            v = (np.sum(ri / si) - mu * np.sum(1 / si)) / prec + half * nodes
+            v = (wr - mu * w1) / prec + half * nodes
             lf = -0.5 * (np.log(2 * np.pi * tau**2) + v**2 / tau**2)
-            for rj, sj in zip(ri, si, strict=True):
-                lf = lf - 0.5 * (np.log(2 * np.pi * sj) + (rj - mu - v) ** 2 / sj)
+            e = ri[None, :] - (mu + v)[..., None]  # (..., nodes, rows)
+            quad = np.einsum("...i,ij,...j->...", e, ci, e)
+            lf = lf - 0.5 * (len(ri) * np.log(2 * np.pi) + np.linalg.slogdet(cu)[1] + quad)
             out = out + logsumexp(lf + np.log(weights * half), axis=-1)
         return out
 

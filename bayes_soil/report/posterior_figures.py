@@ -14,7 +14,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from bayes_soil import schema
+from bayes_soil import mcmc_stats, schema
 from bayes_soil.compare import interval_name
 from bayes_soil.posterior import grid_interval
 
@@ -450,24 +450,26 @@ def turning_point_densities(
 
 
 def rhat_by_variable(dt: xr.DataTree) -> dict[str, xr.DataArray]:
-    """R-hat (ArviZ) of every numeric posterior variable, per cell: computed once per fit and
-    shared by the diagnostics table and the rank plots (ArviZ loops over cells in Python, so
-    on a climate fit each pass costs seconds)."""
-    from arviz_stats import rhat
+    """R-hat of every numeric posterior variable, per cell (ArviZ's rank-normalised split R-hat,
+    vectorised over cells: :mod:`bayes_soil.mcmc_stats`); shared by the diagnostics table and
+    the rank plots."""
+    import warnings
 
     post = dt["posterior"].to_dataset()
-    return {
-        name: rhat(da) for name, da in post.data_vars.items() if np.issubdtype(da.dtype, np.number)
-    }
+    with warnings.catch_warnings():  # constant cells give NaN, as in ArviZ
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            name: mcmc_stats.per_cell(da, "rhat")
+            for name, da in post.data_vars.items()
+            if np.issubdtype(da.dtype, np.number)
+        }
 
 
 def diagnostics_table(
     dt: xr.DataTree, rhats: dict[str, xr.DataArray] | None = None
 ) -> pd.DataFrame:
-    """Per posterior variable: cells, max R-hat, min bulk and tail ESS (ArviZ), worst cell.
+    """Per posterior variable: cells, max R-hat, min bulk and tail ESS, worst cell.
     ``rhats``: :func:`rhat_by_variable` of ``dt`` when already computed."""
-    from arviz_stats import ess
-
     post = dt["posterior"].to_dataset()
     rhats = rhat_by_variable(dt) if rhats is None else rhats
     rows = []
@@ -475,8 +477,8 @@ def diagnostics_table(
         if name not in rhats:
             continue
         r = rhats[name]
-        eb = ess(da, method="bulk")
-        et = ess(da, method="tail")
+        eb = mcmc_stats.per_cell(da, "ess_bulk")
+        et = mcmc_stats.per_cell(da, "ess_tail")
         worst = ""
         if r.ndim and np.isfinite(r).any():
             idx = np.unravel_index(int(np.nanargmax(r.to_numpy())), r.shape)
