@@ -153,49 +153,59 @@ def diagnostics_verdict(
     }
 
 
-def _finite_cells(da: xr.DataArray) -> xr.DataArray | None:
-    """``da`` as (chain, draw, cell) over the cells whose every draw is finite (a turning point
-    drawn in every draw, say); None when no cell is."""
-    other = [d for d in da.dims if d not in ("chain", "draw")]
-    da = da.stack(cell=other) if other else da.expand_dims(cell=1)
-    da = da.transpose("chain", "draw", "cell").drop_vars(
-        [c for c in da.coords if c not in ("chain", "draw")]
-    )
-    ok = np.isfinite(da.values).all(axis=(0, 1))
-    return da.isel(cell=np.flatnonzero(ok)) if ok.any() else None
+#: the per-cell statistics a fit stores in its ``diagnostics`` group (dimension ``diagnostic``)
+CELL_STATS = ("r_hat", "ess_bulk", "ess_tail")
 
 
-def _worst(post: xr.Dataset, names: list[str], tail: bool) -> dict:
-    """Max R-hat, min bulk (and tail) ESS over ``names``' finite cells, and whose they are
-    (ArviZ's statistics, vectorised over cells: :mod:`bayes_soil.mcmc_stats`)."""
+def cell_diagnostics(post: xr.Dataset) -> xr.Dataset:
+    """R-hat, bulk and tail ESS of every cell of every numeric posterior variable (ArviZ's
+    statistics, :mod:`bayes_soil.mcmc_stats`), as one Dataset with the variables' own dims and a
+    ``diagnostic`` dimension. NaN where a draw is not finite (psi without a turning point) and
+    R-hat NaN where a cell is constant. Computed once when a fit is made and stored with it, so
+    the gate and the report do not sort the draws again."""
     import warnings
 
-    arrays, owner = [], []
-    for v in names:
-        da = _finite_cells(post[v])
-        if da is not None:
-            arrays.append(da.values)
-            owner += [v] * da.sizes["cell"]
-    out = {"max_rhat": np.nan, "min_ess_bulk": np.nan}
+    import xarray as xr
+
+    out = {}
+    for name, da in post.data_vars.items():
+        if not np.issubdtype(da.dtype, np.number):
+            continue
+        cells = [d for d in da.dims if d not in ("chain", "draw")]
+        x = da.transpose(*cells, "chain", "draw").to_numpy()
+        with warnings.catch_warnings():  # constant cells give NaN R-hat, as in ArviZ
+            warnings.simplefilter("ignore", RuntimeWarning)
+            st = mcmc_stats.summary(x.reshape(-1, *x.shape[-2:]))
+        vals = np.stack(
+            [st[k].reshape(x.shape[: len(cells)]) for k in ("rhat", "ess_bulk", "ess_tail")]
+        )
+        coords = {d: da.coords[d] for d in cells if d in da.coords}
+        out[name] = xr.DataArray(vals, dims=("diagnostic", *cells), coords=coords)
+    return xr.Dataset(out, coords={"diagnostic": list(CELL_STATS)}).assign_attrs(
+        description="per-cell R-hat (rank-normalised split), bulk and tail ESS (Vehtari et al. "
+        "2021, ArviZ's definitions); NaN where a draw is not finite or a cell is constant"
+    )
+
+
+def _worst(cells: xr.Dataset, names: list[str], tail: bool) -> dict:
+    """Max R-hat, min bulk (and tail) ESS over ``names``' cells (NaN cells skipped), and whose
+    they are."""
+    keys = {"max_rhat": ("r_hat", np.nanargmax, "worst_rhat_var")}
+    keys["min_ess_bulk"] = ("ess_bulk", np.nanargmin, "worst_ess_var")
     if tail:
-        out["min_ess_tail"] = np.nan
-    if not arrays:
+        keys["min_ess_tail"] = ("ess_tail", np.nanargmin, "worst_tail_ess_var")
+    out: dict = {k: np.nan for k in keys}
+    names = [v for v in names if v in cells]
+    if not names:
         return out
-    x = np.moveaxis(np.concatenate(arrays, axis=-1), -1, 0)  # (cell, chain, draw)
-    owner_arr = np.array(owner)
-    with warnings.catch_warnings():  # constant cells give NaN (skipped), not noise
-        warnings.simplefilter("ignore", RuntimeWarning)
-        stats = {"max_rhat": (mcmc_stats.rhat(x), np.nanargmax)}
-        stats["min_ess_bulk"] = (mcmc_stats.ess_bulk(x), np.nanargmin)
-        if tail:
-            stats["min_ess_tail"] = (mcmc_stats.ess_tail(x), np.nanargmin)
-    worst_key = {"max_rhat": "worst_rhat_var", "min_ess_bulk": "worst_ess_var"}
-    worst_key["min_ess_tail"] = "worst_tail_ess_var"
-    for key, (vals, pick) in stats.items():
-        if np.isfinite(vals).any():
-            i = int(pick(vals))
-            out[key] = float(vals[i])
-            out[worst_key[key]] = str(owner_arr[i])
+    for key, (stat, pick, worst) in keys.items():
+        vals = [cells[v].sel(diagnostic=stat).to_numpy().ravel() for v in names]
+        owner = np.repeat(names, [len(v) for v in vals])
+        flat = np.concatenate(vals)
+        if np.isfinite(flat).any():
+            i = int(pick(flat))
+            out[key] = float(flat[i])
+            out[worst] = str(owner[i])
     return out
 
 
@@ -203,6 +213,7 @@ def check_diagnostics(
     dt: xr.DataTree,
     var_names: list[str] | tuple[str, ...] | None = None,
     nuisance: list[str] | tuple[str, ...] = (),
+    cells: xr.Dataset | None = None,
 ) -> dict:
     """R-hat, bulk and tail ESS and divergences of a fit's posterior, and the gate's verdict.
 
@@ -210,13 +221,19 @@ def check_diagnostics(
     report shows. ``nuisance`` variables (per-study effects, variance components that the
     report does not show) are measured and listed, and fail the fit only when their chains
     disagree outright (R-hat > 1.05). Cells with a non-finite draw (NaN where no turning point
-    was drawn) are skipped; constant cells give NaN R-hat and are skipped too.
+    was drawn) are skipped; constant cells give NaN R-hat and are skipped too. ``cells``:
+    :func:`cell_diagnostics` of the posterior (default: the fit's stored ``diagnostics`` group,
+    else computed).
     """
     post = dt["posterior"].to_dataset()
     names = [v for v in (var_names or list(post.data_vars)) if v in post]
-    judged = _worst(post, names, tail=True)
     nuis_names = [v for v in nuisance if v in post and v not in names]
-    nuis = _worst(post, nuis_names, tail=False) if nuis_names else None
+    if cells is None:
+        stored = dt["diagnostics"].to_dataset() if "diagnostics" in dt.children else None
+        have = stored is not None and all(v in stored for v in names + nuis_names)
+        cells = stored if have else cell_diagnostics(post[names + nuis_names])
+    judged = _worst(cells, names, tail=True)
+    nuis = _worst(cells, nuis_names, tail=False) if nuis_names else None
     div, steps = 0, np.nan
     if "sample_stats" in dt:
         ss = dt["sample_stats"].to_dataset()

@@ -1,10 +1,11 @@
-"""Rank-normalised split R-hat, bulk and tail ESS (Vehtari et al. 2021) over many cells at once.
+"""Rank-normalised split R-hat, bulk and tail ESS (Vehtari et al. 2021) for many cells at once.
 
-ArviZ computes these one posterior cell at a time in Python (3-8 ms a cell at 4 x 1000-2000
-draws); a climate fit has about 3,000 cells (study effects), so the gate and the report spent
-tens of seconds there (benchmarks/results.md). These are ArviZ's own algorithms
-(``arviz_stats.base.diagnostics``: ``_rhat_rank``, ``_ess_bulk``, ``_ess_tail``), written over a
-leading cell axis; tests/test_mcmc_stats.py checks them against ArviZ cell by cell.
+These are ArviZ's own algorithms (``arviz_stats.base.diagnostics``: ``_rhat_rank``,
+``_ess_bulk``, ``_ess_tail``), written over a leading cell axis so that :func:`summary` can rank
+each cell's draws once for both R-hat and bulk ESS (ranking, i.e. sorting, is most of the cost:
+a climate fit has about 2,400 cells of 8,000 draws). The fit computes them once and stores them
+(``fits.cell_diagnostics``); the gate and the report read them. tests/test_mcmc_stats.py checks
+them against ArviZ cell by cell.
 
 Arrays are (cells, chain, draw). A cell with any non-finite draw gives NaN, as in ArviZ.
 """
@@ -28,7 +29,8 @@ def _z_scale(x: np.ndarray) -> np.ndarray:
     flat = x.reshape(x.shape[0], -1)
     rank = rankdata(flat, method="average", axis=-1)
     size = flat.shape[-1]
-    return ndtri((rank - 3 / 8) / (size - 2 * 3 / 8 + 1)).reshape(x.shape)
+    u = (rank - 3 / 8) / (size - 2 * 3 / 8 + 1)  # in the ranks' dtype, as ArviZ
+    return ndtri(u.astype(float)).reshape(x.shape)
 
 
 def _rhat_basic(x: np.ndarray) -> np.ndarray:
@@ -40,17 +42,55 @@ def _rhat_basic(x: np.ndarray) -> np.ndarray:
         return np.sqrt((between / within + n - 1) / n)
 
 
-def _invalid(x: np.ndarray, min_chains: int) -> np.ndarray:
-    """ArviZ's ``not_valid``: any NaN in the cell, too few chains or draws."""
-    bad = np.isnan(x).reshape(x.shape[0], -1).any(axis=-1)
-    return bad | (x.shape[1] < min_chains) | (x.shape[2] < 4)
+def _valid(x: np.ndarray, min_chains: int) -> np.ndarray:
+    """ArviZ's ``not_valid``, negated: every draw finite, enough chains and draws."""
+    ok = np.isfinite(x).reshape(x.shape[0], -1).all(axis=-1)
+    return ok & (x.shape[1] >= min_chains) & (x.shape[2] >= 4)
+
+
+def _as_array(x) -> np.ndarray:
+    """Keep a float array's own precision (ArviZ folds and takes quantiles in it)."""
+    x = np.asarray(x)
+    return x if np.issubdtype(x.dtype, np.floating) else x.astype(float)
+
+
+def summary(x: np.ndarray, prob: float | None = None) -> dict[str, np.ndarray]:
+    """R-hat, bulk ESS and tail ESS per cell, sharing the ranks of the bulk between R-hat and
+    bulk ESS (sorting draws is most of the cost)."""
+    x = _as_array(x)
+    n = x.shape[0]
+    out = {k: np.full(n, np.nan) for k in ("rhat", "ess_bulk", "ess_tail")}
+    ok = _valid(x, min_chains=1)
+    if not ok.any():
+        return out
+    xo = x[ok]
+    s = _split_chains(xo)
+    z = _z_scale(s)
+    out["ess_bulk"][ok] = _ess(z)
+    if x.shape[1] >= 2:
+        folded = np.abs(s - np.median(s.reshape(s.shape[0], -1), axis=-1)[:, None, None])
+        out["rhat"][ok] = np.maximum(_rhat_basic(z), _rhat_basic(_z_scale(folded)))
+    out["ess_tail"][ok] = _ess_tail(xo, prob)
+    return out
+
+
+def _ess_tail(xo: np.ndarray, prob: float | None) -> np.ndarray:
+    from arviz_stats.validate import validate_ci_prob
+
+    prob = validate_ci_prob(prob)
+    flat = xo.reshape(xo.shape[0], -1)
+    tails = []
+    for p in sorted((prob, 1 - prob)):
+        q = np.quantile(flat, p, axis=-1)
+        tails.append(_ess(_split_chains(xo <= q[:, None, None])))
+    return np.minimum(*tails)
 
 
 def rhat(x: np.ndarray) -> np.ndarray:
     """Rank-normalised split R-hat: max of the bulk and the folded (tail) version, per cell."""
-    x = np.asarray(x, dtype=float)
+    x = _as_array(x)
     out = np.full(x.shape[0], np.nan)
-    ok = ~_invalid(x, min_chains=2)
+    ok = _valid(x, min_chains=2)
     if ok.any():
         s = _split_chains(x[ok])
         folded = np.abs(s - np.median(s.reshape(s.shape[0], -1), axis=-1)[:, None, None])
@@ -121,9 +161,9 @@ def _ess(x: np.ndarray) -> np.ndarray:
 
 def ess_bulk(x: np.ndarray) -> np.ndarray:
     """Bulk ESS: ESS of the rank-normalised split chains, per cell."""
-    x = np.asarray(x, dtype=float)
+    x = _as_array(x)
     out = np.full(x.shape[0], np.nan)
-    ok = ~_invalid(x, min_chains=1)
+    ok = _valid(x, min_chains=1)
     if ok.any():
         out[ok] = _ess(_z_scale(_split_chains(x[ok])))
     return out
@@ -132,20 +172,11 @@ def ess_bulk(x: np.ndarray) -> np.ndarray:
 def ess_tail(x: np.ndarray, prob: float | None = None) -> np.ndarray:
     """Tail ESS: the smaller ESS of the indicators x <= q and x <= 1 - q quantiles, per cell.
     ``prob`` defaults to ArviZ's ``ci_prob`` (rcParams), as ``arviz_stats.ess(method="tail")``."""
-    from arviz_stats.validate import validate_ci_prob
-
-    x = np.asarray(x, dtype=float)
-    prob = validate_ci_prob(prob)
+    x = _as_array(x)
     out = np.full(x.shape[0], np.nan)
-    ok = ~_invalid(x, min_chains=1)
+    ok = _valid(x, min_chains=1)
     if ok.any():
-        xo = x[ok]
-        flat = xo.reshape(xo.shape[0], -1)
-        both = []
-        for p in sorted((prob, 1 - prob)):
-            q = np.quantile(flat, p, axis=-1)
-            both.append(_ess(_split_chains((xo <= q[:, None, None]).astype(float))))
-        out[ok] = np.minimum(*both)
+        out[ok] = _ess_tail(x[ok], prob)
     return out
 
 

@@ -373,3 +373,21 @@ def test_diagnostics_table_marks_each_variable_by_its_role_in_the_gate():
     # a fit judged before the split: every variable judged at 1.01
     old, _ = gate_roles(pd.DataFrame({"variable": ["beta"]}), {"rhat_max_allowed": 1.01})
     assert old["gate"].tolist() == ["judged"]
+
+
+def test_diagnostics_table_reads_the_fits_stored_cell_diagnostics():
+    """A fit stores per-cell R-hat / ESS once (fits.cell_diagnostics); the report reads them
+    instead of ranking the draws again, and computes only what an older fit lacks."""
+    from bayes_soil import fits
+
+    dt = fake_rates_fit(bad_chain=True, verdict="fail")
+    post = dt["posterior"].to_dataset()
+    cells = fits.cell_diagnostics(post)
+    fresh = pf.diagnostics_table(dt).set_index("variable")  # no stored group: computed
+    stored = cells.copy()
+    stored["rate"] = stored["rate"].where(stored["diagnostic"] != "r_hat", 7.0)  # a marker
+    dt["diagnostics"] = stored.drop_vars("sd_unit")  # as if an older fit lacked sd_unit
+    tab = pf.diagnostics_table(dt).set_index("variable")
+    assert tab.loc["rate", "max_r_hat"] == 7.0  # read, not recomputed
+    assert tab.loc["sd_unit", "max_r_hat"] == pytest.approx(fresh.loc["sd_unit", "max_r_hat"])
+    assert set(tab.index) == set(fresh.index)

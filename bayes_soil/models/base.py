@@ -310,13 +310,17 @@ class SoilModel:
         self.pointwise(dt, model, data, fs)
         # the gate judges what the report shows (pointwise may add it: psi, k1, k2 of the
         # turning-point model) and lists the nuisance parameters; derived quantities below
-        # are functions of the judged ones
-        diag = fits.check_diagnostics(
-            dt, var_names=self.diagnostic_vars or None, nuisance=self.nuisance_vars
-        )
+        # are functions of the judged ones (judged by default: every variable before them)
         post = dt["posterior"].to_dataset()
+        judged = list(self.diagnostic_vars or post.data_vars)
         derived = self.derived(post, data)
         post = post.assign(derived.data_vars).assign_attrs(post.attrs)
+        # per-cell R-hat / ESS of every variable, once: stored for the report's table
+        cells = fits.cell_diagnostics(post)
+        dt["diagnostics"] = cells
+        diag = fits.check_diagnostics(
+            dt, var_names=judged, nuisance=self.nuisance_vars, cells=cells
+        )
         # per-cell nuisance effects (thousands of them) are kept in single precision: they
         # would otherwise dominate the file; the quantities of interest stay float64
         for v in post.data_vars:

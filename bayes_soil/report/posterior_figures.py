@@ -14,7 +14,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from bayes_soil import mcmc_stats, schema
+from bayes_soil import schema
 from bayes_soil.compare import interval_name
 from bayes_soil.posterior import grid_interval
 
@@ -449,36 +449,46 @@ def turning_point_densities(
 # diagnostics
 
 
-def rhat_by_variable(dt: xr.DataTree) -> dict[str, xr.DataArray]:
-    """R-hat of every numeric posterior variable, per cell (ArviZ's rank-normalised split R-hat,
-    vectorised over cells: :mod:`bayes_soil.mcmc_stats`); shared by the diagnostics table and
-    the rank plots."""
-    import warnings
+def cell_diagnostics_of(dt: xr.DataTree) -> xr.Dataset:
+    """Per-cell R-hat, bulk and tail ESS of every posterior variable: the fit's stored
+    ``diagnostics`` group, with any variable it lacks (older fits) computed here."""
+    from bayes_soil.fits import cell_diagnostics
 
     post = dt["posterior"].to_dataset()
-    with warnings.catch_warnings():  # constant cells give NaN, as in ArviZ
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return {
-            name: mcmc_stats.per_cell(da, "rhat")
-            for name, da in post.data_vars.items()
-            if np.issubdtype(da.dtype, np.number)
-        }
+    stored = dt["diagnostics"].to_dataset() if "diagnostics" in dt.children else xr.Dataset()
+    missing = [
+        v for v in post.data_vars if v not in stored and np.issubdtype(post[v].dtype, np.number)
+    ]
+    if not missing:
+        return stored
+    return xr.merge([stored, cell_diagnostics(post[missing])], compat="override")
 
 
-def diagnostics_table(
-    dt: xr.DataTree, rhats: dict[str, xr.DataArray] | None = None
-) -> pd.DataFrame:
-    """Per posterior variable: cells, max R-hat, min bulk and tail ESS, worst cell.
-    ``rhats``: :func:`rhat_by_variable` of ``dt`` when already computed."""
+def rhat_by_variable(dt: xr.DataTree, cells: xr.Dataset | None = None) -> dict[str, xr.DataArray]:
+    """R-hat of every numeric posterior variable, per cell. ``cells``: :func:`cell_diagnostics_of`
+    ``dt`` when already at hand."""
+    cells = cell_diagnostics_of(dt) if cells is None else cells
+    post = dt["posterior"]
+    return {
+        name: cells[name].sel(diagnostic="r_hat", drop=True)
+        for name in post.data_vars
+        if name in cells
+    }
+
+
+def diagnostics_table(dt: xr.DataTree, cells: xr.Dataset | None = None) -> pd.DataFrame:
+    """Per posterior variable: cells, max R-hat, min bulk and tail ESS, worst cell (from the
+    fit's stored per-cell diagnostics). ``cells``: :func:`cell_diagnostics_of` ``dt``."""
+    cells = cell_diagnostics_of(dt) if cells is None else cells
     post = dt["posterior"].to_dataset()
-    rhats = rhat_by_variable(dt) if rhats is None else rhats
+    rhats = rhat_by_variable(dt, cells)
     rows = []
     for name, da in post.data_vars.items():
-        if name not in rhats:
+        if name not in rhats or name not in cells:
             continue
         r = rhats[name]
-        eb = mcmc_stats.per_cell(da, "ess_bulk")
-        et = mcmc_stats.per_cell(da, "ess_tail")
+        eb = cells[name].sel(diagnostic="ess_bulk").to_numpy()
+        et = cells[name].sel(diagnostic="ess_tail").to_numpy()
         worst = ""
         if r.ndim and np.isfinite(r).any():
             idx = np.unravel_index(int(np.nanargmax(r.to_numpy())), r.shape)

@@ -265,8 +265,9 @@ def diagnostics_section(inp: ReportInputs) -> str:
             out.append(f"<p class='meta'>{esc(gate_rule_text(d))}</p>")
         rhats = None
         try:
-            rhats = pf.rhat_by_variable(dt)  # once: the table and the rank plots share it
-            tab = pf.diagnostics_table(dt, rhats)
+            cells = pf.cell_diagnostics_of(dt)  # stored with the fit; shared below
+            tab = pf.diagnostics_table(dt, cells)
+            rhats = pf.rhat_by_variable(dt, cells)
         except Exception as exc:
             out.append(f"<p class='error'>R-hat/ESS table failed: {esc(exc)}</p>")
         else:
