@@ -158,6 +158,9 @@ class SoilModel:
     diagnostic_vars: ClassVar[tuple[str, ...]] = ()  # what the gate judges (default: all)
     # sampled but not reported (listed; they fail a fit only when chains disagree outright)
     nuisance_vars: ClassVar[tuple[str, ...]] = ()
+    # pure reparameterisations of stored variables (a non-centred z, a signed sd): not
+    # measured, since their R-hat / ESS repeat those of the variables they make
+    unmeasured_vars: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: dict | None = None):
         self.check_spec(spec or {})
@@ -316,7 +319,7 @@ class SoilModel:
         derived = self.derived(post, data)
         post = post.assign(derived.data_vars).assign_attrs(post.attrs)
         # per-cell R-hat / ESS of every variable, once: stored for the report's table
-        cells = fits.cell_diagnostics(post)
+        cells = fits.cell_diagnostics(post.drop_vars(self.unmeasured_vars, errors="ignore"))
         dt["diagnostics"] = cells
         diag = fits.check_diagnostics(
             dt, var_names=judged, nuisance=self.nuisance_vars, cells=cells

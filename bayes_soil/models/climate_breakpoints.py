@@ -298,6 +298,8 @@ class ClimateBreakpoints(SoilModel):
     # sd mixes slowest and is not shown; benchmarks/results.md)
     diagnostic_vars = ("p_break", "psi", "k1", "k2", "psi_diff")
     nuisance_vars = ("c", "sd_study", "study_eff_raw", "sigma", "sigma_meas", "sd_site")
+    # study_eff_raw = study_eff_z * sd_study and sd_site = |sd_site_signed| are measured instead
+    unmeasured_vars = ("study_eff_z", "sd_site_signed")
 
     def breaks(self) -> list[str]:
         """Drivers that get a turning point (default: every fitted driver)."""

@@ -450,18 +450,14 @@ def turning_point_densities(
 
 
 def cell_diagnostics_of(dt: xr.DataTree) -> xr.Dataset:
-    """Per-cell R-hat, bulk and tail ESS of every posterior variable: the fit's stored
-    ``diagnostics`` group, with any variable it lacks (older fits) computed here."""
+    """Per-cell R-hat, bulk and tail ESS of the posterior: the fit's stored ``diagnostics``
+    group (variables the model does not measure, such as a non-centred z, are absent), or for a
+    fit saved before this group existed, computed here for every variable."""
     from bayes_soil.fits import cell_diagnostics
 
-    post = dt["posterior"].to_dataset()
-    stored = dt["diagnostics"].to_dataset() if "diagnostics" in dt.children else xr.Dataset()
-    missing = [
-        v for v in post.data_vars if v not in stored and np.issubdtype(post[v].dtype, np.number)
-    ]
-    if not missing:
-        return stored
-    return xr.merge([stored, cell_diagnostics(post[missing])], compat="override")
+    if "diagnostics" in dt.children:
+        return dt["diagnostics"].to_dataset()
+    return cell_diagnostics(dt["posterior"].to_dataset())
 
 
 def rhat_by_variable(dt: xr.DataTree, cells: xr.Dataset | None = None) -> dict[str, xr.DataArray]:
@@ -484,7 +480,10 @@ def diagnostics_table(dt: xr.DataTree, cells: xr.Dataset | None = None) -> pd.Da
     rhats = rhat_by_variable(dt, cells)
     rows = []
     for name, da in post.data_vars.items():
+        n_cells = int(np.prod([da.sizes[d] for d in da.dims if d not in ("chain", "draw")]))
         if name not in rhats or name not in cells:
+            if np.issubdtype(da.dtype, np.number):  # a reparameterisation the fit did not measure
+                rows.append({"variable": name, "cells": n_cells, "worst_cell": "not measured"})
             continue
         r = rhats[name]
         eb = cells[name].sel(diagnostic="ess_bulk").to_numpy()
@@ -498,7 +497,7 @@ def diagnostics_table(dt: xr.DataTree, cells: xr.Dataset | None = None) -> pd.Da
         rows.append(
             {
                 "variable": name,
-                "cells": int(np.prod([da.sizes[d] for d in da.dims if d not in ("chain", "draw")])),
+                "cells": n_cells,
                 "max_r_hat": float(np.nanmax(r)) if np.isfinite(r).any() else np.nan,
                 "min_ess_bulk": float(np.nanmin(eb)) if np.isfinite(eb).any() else np.nan,
                 "min_ess_tail": float(np.nanmin(et)) if np.isfinite(et).any() else np.nan,
