@@ -86,18 +86,6 @@ def _ess_tail(xo: np.ndarray, prob: float | None) -> np.ndarray:
     return np.minimum(*tails)
 
 
-def rhat(x: np.ndarray) -> np.ndarray:
-    """Rank-normalised split R-hat: max of the bulk and the folded (tail) version, per cell."""
-    x = _as_array(x)
-    out = np.full(x.shape[0], np.nan)
-    ok = _valid(x, min_chains=2)
-    if ok.any():
-        s = _split_chains(x[ok])
-        folded = np.abs(s - np.median(s.reshape(s.shape[0], -1), axis=-1)[:, None, None])
-        out[ok] = np.maximum(_rhat_basic(_z_scale(s)), _rhat_basic(_z_scale(folded)))
-    return out
-
-
 def _ess(x: np.ndarray) -> np.ndarray:
     """ESS of each cell's (chain, draw) array: Geyer's initial positive and monotone sequences
     on the chain-averaged autocorrelation, exactly as ArviZ's ``_ess``."""
@@ -157,39 +145,3 @@ def _ess(x: np.ndarray) -> np.ndarray:
         ess = size / tau
         ess = np.where(np.isnan(rho_t).any(axis=1), np.nan, ess)
     return np.where(const, float(size), ess)
-
-
-def ess_bulk(x: np.ndarray) -> np.ndarray:
-    """Bulk ESS: ESS of the rank-normalised split chains, per cell."""
-    x = _as_array(x)
-    out = np.full(x.shape[0], np.nan)
-    ok = _valid(x, min_chains=1)
-    if ok.any():
-        out[ok] = _ess(_z_scale(_split_chains(x[ok])))
-    return out
-
-
-def ess_tail(x: np.ndarray, prob: float | None = None) -> np.ndarray:
-    """Tail ESS: the smaller ESS of the indicators x <= q and x <= 1 - q quantiles, per cell.
-    ``prob`` defaults to ArviZ's ``ci_prob`` (rcParams), as ``arviz_stats.ess(method="tail")``."""
-    x = _as_array(x)
-    out = np.full(x.shape[0], np.nan)
-    ok = _valid(x, min_chains=1)
-    if ok.any():
-        out[ok] = _ess_tail(x[ok], prob)
-    return out
-
-
-STATS = {"rhat": rhat, "ess_bulk": ess_bulk, "ess_tail": ess_tail}
-
-
-def per_cell(da, stat: str):
-    """``stat`` ("rhat", "ess_bulk" or "ess_tail") of a (chain, draw, ...) DataArray, with the
-    variable's own cell dims and coordinates (what ``arviz_stats.rhat(da)`` returns)."""
-    import xarray as xr
-
-    cells = [d for d in da.dims if d not in ("chain", "draw")]
-    x = da.transpose(*cells, "chain", "draw").to_numpy()
-    shape = x.shape[: len(cells)]
-    vals = STATS[stat](x.reshape(-1, *x.shape[-2:])).reshape(shape)
-    return xr.DataArray(vals, dims=cells, coords={d: da.coords[d] for d in cells if d in da.coords})

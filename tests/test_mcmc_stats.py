@@ -42,15 +42,11 @@ def test_rhat_and_ess_equal_arviz_cell_by_cell(chains, draws, dtype):
         want_r = array_stats.rhat(x)
         want_b = array_stats.ess(x, method="bulk")
         want_t = array_stats.ess(x, method="tail", prob=0.89)
-        got_r = mcmc_stats.rhat(x)
+        got = mcmc_stats.summary(x)  # ArviZ's default tail probability is ci_prob, 0.89
     # single precision: folding and ranking in float32 agree to rounding (7e-10 measured)
-    rtol = 1e-8 if dtype is np.float32 else 1e-10
-    np.testing.assert_allclose(got_r, want_r, rtol=rtol, equal_nan=True)
-    rtol_ess = 1e-9 if dtype is float else 1e-8
-    np.testing.assert_allclose(mcmc_stats.ess_bulk(x), want_b, rtol=rtol_ess, equal_nan=True)
-    np.testing.assert_allclose(mcmc_stats.ess_tail(x), want_t, rtol=rtol_ess, equal_nan=True)
-    both = mcmc_stats.summary(x)  # shares the ranks: the same numbers
-    for got, want in zip(both.values(), (want_r, want_b, want_t), strict=True):
-        np.testing.assert_allclose(got, want, rtol=rtol_ess, equal_nan=True)
+    rtol = 1e-10 if dtype is float else 1e-8
+    np.testing.assert_allclose(got["rhat"], want_r, rtol=rtol, equal_nan=True)
+    np.testing.assert_allclose(got["ess_bulk"], want_b, rtol=10 * rtol, equal_nan=True)
+    np.testing.assert_allclose(got["ess_tail"], want_t, rtol=10 * rtol, equal_nan=True)
     # the cases are not trivial: slow chains have far fewer effective draws than white noise
     assert np.isnan(want_b[-1]) and (chains == 1 or want_b[3] < 0.2 * want_b[0])
