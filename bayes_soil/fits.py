@@ -187,6 +187,15 @@ def cell_diagnostics(post: xr.Dataset) -> xr.Dataset:
     )
 
 
+def cell_diagnostics_of(dt: xr.DataTree) -> xr.Dataset:
+    """A fit's per-cell diagnostics: its stored ``diagnostics`` group (variables the model does
+    not measure, such as a non-centred z, are absent), or for a fit saved before that group
+    existed, :func:`cell_diagnostics` of its whole posterior."""
+    if "diagnostics" in dt.children:
+        return dt["diagnostics"].to_dataset()
+    return cell_diagnostics(dt["posterior"].to_dataset())
+
+
 def _worst(cells: xr.Dataset, names: list[str], tail: bool) -> dict:
     """Max R-hat, min bulk (and tail) ESS over ``names``' cells (NaN cells skipped), and whose
     they are."""
@@ -222,16 +231,12 @@ def check_diagnostics(
     report does not show) are measured and listed, and fail the fit only when their chains
     disagree outright (R-hat > 1.05). Cells with a non-finite draw (NaN where no turning point
     was drawn) are skipped; constant cells give NaN R-hat and are skipped too. ``cells``:
-    :func:`cell_diagnostics` of the posterior (default: the fit's stored ``diagnostics`` group,
-    else computed).
+    :func:`cell_diagnostics` of the posterior (default: :func:`cell_diagnostics_of` the fit).
     """
     post = dt["posterior"].to_dataset()
     names = [v for v in (var_names or list(post.data_vars)) if v in post]
     nuis_names = [v for v in nuisance if v in post and v not in names]
-    if cells is None:
-        stored = dt["diagnostics"].to_dataset() if "diagnostics" in dt.children else None
-        have = stored is not None and all(v in stored for v in names + nuis_names)
-        cells = stored if have else cell_diagnostics(post[names + nuis_names])
+    cells = cell_diagnostics_of(dt) if cells is None else cells
     judged = _worst(cells, names, tail=True)
     nuis = _worst(cells, nuis_names, tail=False) if nuis_names else None
     div, steps = 0, np.nan

@@ -266,6 +266,23 @@ def control_terms(w, wr, z, tg2, gidx: np.ndarray, n_groups: int, backend: str =
     return {"ll": ll, "dW": tg2 * sz**2 / d, "dV": tg2 * sz * szr / d, "d": d, "szr": szr}
 
 
+def site_sums(w, r, z, sigma_meas, a: dict, n_cell_sites: int, control: bool, backend: str):
+    """Per cell x site, W = sum w and V = sum w r, with the shared controls integrated out when
+    ``control`` (then ``ll`` is their log-density term and ``tg2`` (..., K) their variances;
+    else 0 and None). The one composition for the PyTensor model and the numpy draws.
+
+    w, r : (..., N).  z : (N,) loadings 10 / years.  sigma_meas : (..., cells).
+    """
+    seg = _segment_sum(a["cell_site_idx"], n_cell_sites, backend)
+    V, W = seg(w * r), seg(w)
+    if not control:
+        return V, W, 0.0, None
+    tg2 = sigma_meas.T[a["ctrl_cell"]].T ** 2 / a["ctrl_n"]
+    ct = control_terms(w, w * r, z, tg2, a["ctrl_idx"], len(a["ctrl_n"]), backend)
+    seg_c = _segment_sum(a["ctrl_cell_site"], n_cell_sites, backend)
+    return V - seg_c(ct["dV"]), W - seg_c(ct["dW"]), ct["ll"], tg2
+
+
 def _segment_sum(idx: np.ndarray, n: int, backend: str):
     """A function summing (..., N) values into (..., n) segments given by ``idx``."""
     if backend == "numpy":
@@ -381,7 +398,6 @@ class ClimateBreakpoints(SoilModel):
             "hinge_bases": bases,
             "hinge_coefs": coefs,
             "n_sites": len(x_sites),
-            "n_control_groups": len(ctrl["ctrl_cell"]),
             "dropped_layers": dropped,
             "rows_without_driver": no_driver,
             "deep_imputed": data["deep_imputed"],
@@ -489,15 +505,10 @@ class ClimateBreakpoints(SoilModel):
             r = y - c.flatten()[egl] - u[a["study_cell_idx"]]
             w = 1.0 / s2
             rows = -0.5 * (LOG2PI + pt.log(s2) + w * r**2)
-            seg = _segment_sum(a["cell_site_idx"], n_c * n_u, "pytensor")
-            V, W = seg(w * r), seg(w)
-            total = rows.sum()
-            if self._control_effect():
-                tg2 = sigma_meas.flatten()[a["ctrl_cell"]] ** 2 / a["ctrl_n"]
-                ct = control_terms(w, w * r, inv_dec, tg2, a["ctrl_idx"], len(a["ctrl_n"]), "pt")
-                seg_c = _segment_sum(a["ctrl_cell_site"], n_c * n_u, "pytensor")
-                V, W = V - seg_c(ct["dV"]), W - seg_c(ct["dW"])
-                total = total + ct["ll"]
+            V, W, ctrl_ll, _ = site_sums(
+                w, r, inv_dec, sigma_meas.flatten(), a, n_c * n_u, self._control_effect(), "pt"
+            )
+            total = rows.sum() + ctrl_ll
             V, W = V.reshape((n_c, n_u)), W.reshape((n_c, n_u))
             m = marginal_loglik(
                 V, W, t2, a["x_sites"], H, lp, slope_var, change_var, backend="pytensor"
@@ -606,15 +617,12 @@ class ClimateBreakpoints(SoilModel):
         r = a["rate"][None, :] - mu0
         s2 = sig[:, cell] ** 2 + (sme[:, cell] * a["inv_decades"][None, :]) ** 2 + a["var_bd"]
         w = 1.0 / s2
-        seg = _segment_sum(a["cell_site_idx"], n_c * n_u, "numpy")
-        V, W = seg(w * r), seg(w)
-        out = {"mu0": mu0, "r": r, "s2": s2, "t2": tau**2, "ctrl_ll": np.zeros(len(r))}
-        if self._control_effect():
-            tg2 = sme[:, a["ctrl_cell"]] ** 2 / a["ctrl_n"]
-            ct = control_terms(w, w * r, a["inv_decades"], tg2, a["ctrl_idx"], len(a["ctrl_n"]))
-            seg_c = _segment_sum(a["ctrl_cell_site"], n_c * n_u, "numpy")
-            V, W = V - seg_c(ct["dV"]), W - seg_c(ct["dW"])
-            out.update(ctrl_ll=ct["ll"], tg2=tg2)
+        V, W, ctrl_ll, tg2 = site_sums(
+            w, r, a["inv_decades"], sme, a, n_c * n_u, self._control_effect(), "numpy"
+        )
+        out = {"mu0": mu0, "r": r, "s2": s2, "t2": tau**2, "ctrl_ll": ctrl_ll}
+        if tg2 is not None:  # the pointwise draws and the prior predictive draw g from it
+            out["tg2"] = tg2
         return {**out, "V": V.reshape(-1, n_c, n_u), "W": W.reshape(-1, n_c, n_u)}
 
     def marginal_numpy(self, st: dict, data: ModelData) -> dict:
@@ -1004,7 +1012,6 @@ def _control_groups(
     keys = [k for k in CONTROL_KEYS if k in df.columns]
     frame = df[keys].astype(str).assign(_cell=cell_idx, _site=site_idx)
     gidx = frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
-    n_g = int(gidx.max()) + 1 if len(gidx) else 0
     first = np.unique(gidx, return_index=True)[1]
     n_ctrl = pd.to_numeric(df.get("n_controls", 1), errors="coerce")
     n_ctrl = np.broadcast_to(np.asarray(n_ctrl, float), len(df))
@@ -1013,7 +1020,7 @@ def _control_groups(
         "ctrl_idx": gidx,
         "ctrl_cell": cell_idx[first],
         "ctrl_cell_site": cell_idx[first] * n_sites + site_idx[first],
-        "ctrl_n": n_ctrl[first][:n_g],
+        "ctrl_n": n_ctrl[first],
     }
 
 

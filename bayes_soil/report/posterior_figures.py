@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from bayes_soil import schema
 from bayes_soil.compare import interval_name
+from bayes_soil.fits import cell_diagnostics_of
 from bayes_soil.posterior import grid_interval
 
 SYNTHETIC_TAG = "SYNTHETIC data"
@@ -449,20 +450,9 @@ def turning_point_densities(
 # diagnostics
 
 
-def cell_diagnostics_of(dt: xr.DataTree) -> xr.Dataset:
-    """Per-cell R-hat, bulk and tail ESS of the posterior: the fit's stored ``diagnostics``
-    group (variables the model does not measure, such as a non-centred z, are absent), or for a
-    fit saved before this group existed, computed here for every variable."""
-    from bayes_soil.fits import cell_diagnostics
-
-    if "diagnostics" in dt.children:
-        return dt["diagnostics"].to_dataset()
-    return cell_diagnostics(dt["posterior"].to_dataset())
-
-
 def rhat_by_variable(dt: xr.DataTree, cells: xr.Dataset | None = None) -> dict[str, xr.DataArray]:
-    """R-hat of every numeric posterior variable, per cell. ``cells``: :func:`cell_diagnostics_of`
-    ``dt`` when already at hand."""
+    """R-hat of every measured posterior variable, per cell. ``cells``:
+    :func:`bayes_soil.fits.cell_diagnostics_of` ``dt`` when already at hand."""
     cells = cell_diagnostics_of(dt) if cells is None else cells
     post = dt["posterior"]
     return {
@@ -474,18 +464,17 @@ def rhat_by_variable(dt: xr.DataTree, cells: xr.Dataset | None = None) -> dict[s
 
 def diagnostics_table(dt: xr.DataTree, cells: xr.Dataset | None = None) -> pd.DataFrame:
     """Per posterior variable: cells, max R-hat, min bulk and tail ESS, worst cell (from the
-    fit's stored per-cell diagnostics). ``cells``: :func:`cell_diagnostics_of` ``dt``."""
+    fit's stored per-cell diagnostics). ``cells``: :func:`bayes_soil.fits.cell_diagnostics_of`."""
     cells = cell_diagnostics_of(dt) if cells is None else cells
     post = dt["posterior"].to_dataset()
-    rhats = rhat_by_variable(dt, cells)
     rows = []
     for name, da in post.data_vars.items():
         n_cells = int(np.prod([da.sizes[d] for d in da.dims if d not in ("chain", "draw")]))
-        if name not in rhats or name not in cells:
+        if name not in cells:
             if np.issubdtype(da.dtype, np.number):  # a reparameterisation the fit did not measure
                 rows.append({"variable": name, "cells": n_cells, "worst_cell": "not measured"})
             continue
-        r = rhats[name]
+        r = cells[name].sel(diagnostic="r_hat", drop=True)
         eb = cells[name].sel(diagnostic="ess_bulk").to_numpy()
         et = cells[name].sel(diagnostic="ess_tail").to_numpy()
         worst = ""

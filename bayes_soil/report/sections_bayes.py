@@ -9,6 +9,7 @@ import xarray as xr
 
 from bayes_soil import schema
 from bayes_soil.compare import definitions, interval_name
+from bayes_soil.fits import cell_diagnostics_of
 from bayes_soil.posterior import years_to_gain_table
 from bayes_soil.report import figure_embed
 from bayes_soil.report import sentences as S
@@ -265,7 +266,7 @@ def diagnostics_section(inp: ReportInputs) -> str:
             out.append(f"<p class='meta'>{esc(gate_rule_text(d))}</p>")
         rhats = None
         try:
-            cells = pf.cell_diagnostics_of(dt)  # stored with the fit; shared below
+            cells = cell_diagnostics_of(dt)  # stored with the fit; shared below
             tab = pf.diagnostics_table(dt, cells)
             rhats = pf.rhat_by_variable(dt, cells)
         except Exception as exc:
