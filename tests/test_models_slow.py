@@ -227,7 +227,11 @@ def test_cli_fit_strict_summarize_and_refusal(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_fast_nutpie_callbacks_sample_the_same_numbers(monkeypatch):
-    """The loop-copy callbacks (models/nutpie_compile.py) change compile time, not one draw."""
+    """The lean callbacks (models/nutpie_compile.py) change compile time, not one draw.
+
+    The model reads data arrays of rank 0, 1 and 2 (``pm.Data``, read from nutpie's user_data)
+    and is sampled again after ``with_data`` swaps one of them, as ``calibrate --sbc`` does.
+    """
     import nutpie
     import nutpie.compile_pymc as ncp
     import pymc as pm
@@ -238,20 +242,29 @@ def test_fast_nutpie_callbacks_sample_the_same_numbers(monkeypatch):
     rng = np.random.default_rng(5)
     y = rng.normal(1.0, 2.0, size=30)
     with pm.Model() as model:
+        y_data = pm.Data("y_data", y)
+        scale = pm.Data("scale", np.float64(3.0))
+        design = pm.Data("design", rng.normal(size=(30, 2)))
         mu = pm.Normal("mu", 0.0, 5.0)
-        sd = pm.HalfNormal("sd", 3.0)
+        beta = pm.Normal("beta", 0.0, 1.0, shape=2)
+        sd = pm.HalfNormal("sd", scale)
         pm.Deterministic("twice_mu", 2 * mu)
-        pm.Normal("y", mu, sd, observed=y)
+        pm.Normal("y", mu + design @ beta, sd, observed=y_data)
 
     def draws():
         compiled = nutpie.compile_pymc_model(model)
-        tr = nutpie.sample(compiled, draws=60, tune=60, chains=1, seed=11, progress_bar=False)
-        post = tr["posterior"]
-        return {v: np.asarray(post[v]) for v in ("mu", "sd", "twice_mu")}
+        out = []
+        for c in (compiled, compiled.with_data(y_data=y[::-1] + 1.0)):
+            tr = nutpie.sample(c, draws=60, tune=60, chains=1, seed=11, progress_bar=False)
+            post = tr["posterior"]
+            out.append({v: np.asarray(post[v]) for v in ("mu", "beta", "sd", "twice_mu")})
+        return out
 
     fast = draws()
     monkeypatch.setattr(ncp, "_make_c_logp_func", nutpie_compile.ORIGINAL["logp"])
     monkeypatch.setattr(ncp, "_make_c_expand_func", nutpie_compile.ORIGINAL["expand"])
     plain = draws()
-    for v in fast:
-        np.testing.assert_array_equal(fast[v], plain[v])
+    assert not np.allclose(fast[0]["mu"], fast[1]["mu"])  # the swapped data were read
+    for f, p in zip(fast, plain, strict=True):
+        for v in f:
+            np.testing.assert_array_equal(f[v], p[v])

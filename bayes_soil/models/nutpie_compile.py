@@ -1,16 +1,23 @@
-"""Shave nutpie's numba compilation: copy the gradient with a loop, not a slice assignment.
+"""Shave nutpie's numba compilation: lean C callbacks that call the model's graph by address.
 
-nutpie's C callbacks end with ``out[...] = grad`` (and ``out[...] = values`` for the
-deterministics). In numba that slice assignment lowers an error path whose message formats the
-shapes as strings, and compiling numba's string machinery for it costs about 3 s in every
-process (measured on the demo's ``hier_rates`` C: compile 17.4-18.0 s before, 14.4-14.7 s after,
-three alternating runs each, load ~0.9; ``benchmarks/results.md``). An element-wise copy computes
-the same numbers without that path.
+nutpie turns PyTensor's compiled logp + gradient graph into C callbacks (``logp`` and
+``expand``) with ``numba.cfunc``. Its callbacks call the graph function directly, so numba links
+the graph's code into them and types, lowers and LLVM-optimises it again in every process, even
+when PyTensor has just loaded the graph itself from its numba disk cache; and they read the data
+arrays (``pm.Data``) through generic record and tuple machinery that costs seconds of numba
+typing. Measured on the demo's ``hier_rates`` C (``benchmarks/results.md``): compiling the two
+callbacks took 11.6-13.4 s of the fit's 14-19 s of compilation.
 
-The replacement is installed only if nutpie's callback builders still read as the ones this was
-written against (the same names and the slice assignment in their source); otherwise nutpie is
-left as it is. Nothing else of nutpie is touched, and the sampled numbers are unchanged (a model
-test compares logp and gradient with and without it).
+The callbacks here are written out for the model at hand (one line per data array, read from
+nutpie's own ``user_data`` record, so ``with_data`` still swaps data without recompiling) and call
+the graph through the address of its compiled C wrapper, the pattern of nutpie's PR #334. They
+also copy the gradient element by element: nutpie's ``out[...] = grad`` lowers an error path that
+compiles numba's string formatting (about 3 s).
+
+The replacement is installed only if nutpie's builders and its ``user_data`` layout are the ones
+this was written against; otherwise nutpie is left as it is. A slow-tier test checks that the
+draws are identical to nutpie's own callbacks, with data arrays of several ranks and a
+``with_data`` swap.
 """
 
 from __future__ import annotations
@@ -23,34 +30,182 @@ _TRIED = [False]
 ORIGINAL: dict = {}  # nutpie's own builders once replaced (also for the equality test)
 
 
+def by_address(inner, n_dim: int, shared_arrays: list[np.ndarray]):
+    """An intrinsic ``call(x, shared_tuple)`` that calls the graph ``inner`` through its address.
+
+    Called through a function pointer, the graph is compiled (or loaded from PyTensor's disk
+    cache) once on its own, and the callback that calls it is not re-optimised with it.
+    """
+    import numba
+    from llvmlite import ir
+    from numba.core import cgutils, types
+
+    arrays = [np.array(a, copy=True) for a in shared_arrays]  # writeable, as the callback reads
+    arg_types = (types.Array(types.float64, 1, "C"), *(numba.typeof(a) for a in arrays))
+
+    def compiled():
+        return [k for k in inner.overloads if len(k) == 1 and tuple(k[0]) == arg_types]
+
+    if not compiled():
+        # PyTensor's graph function takes *inputs, which numba's compile() does not accept: one
+        # call compiles it (or loads it from the disk cache) for these argument types
+        try:
+            inner(np.zeros(n_dim), *arrays)
+        except Exception:  # a failing value at x = 0 still compiles
+            pass
+    (key,) = compiled()
+    star_args = key[0]
+    cres = inner.overloads[key]
+    # the graph's own entry point, in numba's calling convention: an error inside the graph comes
+    # back as an error status and is raised in the callback (which returns nutpie's error code)
+    address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    return_type = cres.signature.return_type
+
+    @numba.extending.intrinsic
+    def call(typingctx, x, shared):
+        if (x, *shared) != arg_types:
+            raise numba.core.errors.TypingError(
+                f"graph compiled for {arg_types}, called with {(x, *shared)}"
+            )
+
+        def codegen(context, builder, sig, args):
+            x_val, shared_val = args
+            values = [x_val] + [builder.extract_value(shared_val, i) for i in range(len(shared))]
+            packed = context.make_tuple(builder, star_args, values)
+            call_conv = context.call_conv
+            fnty = call_conv.get_function_type(return_type, (star_args,))
+            callee = builder.inttoptr(ir.Constant(ir.IntType(64), address), fnty.as_pointer())
+            status, out = call_conv.call_function(
+                builder, callee, return_type, (star_args,), [packed]
+            )
+            with cgutils.if_unlikely(builder, status.is_error):
+                call_conv.return_status_propagate(builder, status)
+            return out
+
+        return return_type(x, shared), codegen
+
+    call.graph = inner  # the graph's code must live as long as the callback
+    return call
+
+
+def _word_offsets(record_dtype: np.dtype, keys: list[str]) -> tuple[dict, int] | None:
+    """Where each data array's pointer, size and shape sit in ``user_data``, in 8-byte words.
+
+    None if the record is not the flat run of unsigned 64-bit words this reads.
+    """
+    try:
+        shared = record_dtype["shared"]
+        if record_dtype.fields["shared"][1] != 0:
+            return None
+        words = {}
+        for key in keys:
+            spots = []
+            for part in ("data", "size", "shape"):
+                field_dtype, offset = shared[part].fields[key][:2]
+                base = field_dtype.base
+                if base.kind != "u" or base.itemsize != 8 or offset % 8:
+                    return None
+                spots.append(offset // 8 + shared.fields[part][1] // 8)
+            shape_dtype = shared["shape"].fields[key][0]
+            ndim = shape_dtype.shape[0] if shape_dtype.shape else 1
+            words[key] = (spots[0], spots[2], ndim)
+        return words, record_dtype.itemsize // 8
+    except (KeyError, TypeError):
+        return None
+
+
+def _callback_source(name: str, head: str, check: str, setup: str, finish: str, keys, words) -> str:
+    """Python source of one callback: read each data array from user_data, call the graph."""
+    reads = []
+    for i, key in enumerate(keys):
+        data_at, shape_at, ndim = words[key]
+        dims = [f"np.int64(u[{shape_at + d}])" for d in range(ndim)]
+        shape = f"({dims[0]},)" if ndim == 1 else f"({', '.join(dims)})"
+        reads.append(f"        s{i} = numba.carray(as_pointer(u[{data_at}]), {shape}, DTYPES[{i}])")
+    shared = "".join(f"s{i}, " for i in range(len(keys)))
+    return "\n".join(
+        [
+            f"def {name}({head}):",
+            check,
+            "    try:",
+            setup,
+            "        u = numba.carray(as_words(user_data_), (N_WORDS,))",
+            *reads,
+            f"        result = call(x, ({shared}))",
+            finish,
+            "    except Exception:",
+            "        return ERROR",
+            "    return 0",
+        ]
+    )
+
+
+def _compile_source(source: str, name: str, namespace: dict):
+    import numba
+    from nutpie.compile_pymc import address_as_void_pointer
+
+    namespace = {"np": np, "numba": numba, "as_pointer": address_as_void_pointer, **namespace}
+    namespace["as_words"] = _as_words()
+    exec(compile(source, f"<bayes_soil nutpie {name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def _as_words():
+    import numba
+    from numba.core import types
+
+    @numba.extending.intrinsic
+    def as_words(typingctx, pointer):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+
+        return types.CPointer(types.uint64)(pointer), codegen
+
+    return as_words
+
+
 def _logp_builder(ncp):
     def make_c_logp_func(n_dim, logp_fn, user_data, shared_keys, shared_data):
         import numba
 
-        extract = ncp.make_extraction_fn(logp_fn, shared_data, shared_keys, user_data.dtype)
+        layout = _word_offsets(user_data.dtype, shared_keys)
+        if layout is None:
+            return ORIGINAL["logp"](n_dim, logp_fn, user_data, shared_keys, shared_data)
+        words, n_words = layout
         dbl = numba.types.CPointer(numba.types.double)
         c_sig = numba.types.int64(numba.types.uint64, dbl, dbl, dbl, numba.types.voidptr)
-
-        def logp_numba(dim, x_, out_, logp_, user_data_):
-            if dim != n_dim:
-                return -1
-            try:
-                x = numba.carray(x_, (n_dim,))
-                out = numba.carray(out_, (n_dim,))
-                logp = numba.carray(logp_, ())
-                logp_val, grad = extract(x, user_data_)
-                logp[()] = logp_val
-                for i in range(n_dim):
-                    out[i] = grad[i]
-                if not np.all(np.isfinite(out)):
-                    return 3
-                if not np.isfinite(logp_val):
-                    return 4
-            except Exception:
-                return 1
-            return 0
-
-        return logp_numba, c_sig
+        source = _callback_source(
+            "logp_numba",
+            "dim, x_, out_, logp_, user_data_",
+            check="    if dim != N_DIM:\n        return -1",
+            setup="        x = numba.carray(x_, (N_DIM,))\n"
+            "        out = numba.carray(out_, (N_DIM,))",
+            finish="""\
+        logp_val, grad = result
+        logp_[0] = logp_val
+        finite = np.isfinite(logp_val)
+        for i in range(N_DIM):
+            out[i] = grad[i]
+        for i in range(N_DIM):
+            if not np.isfinite(out[i]):
+                return 3
+        if not finite:
+            return 4""",
+            keys=shared_keys,
+            words=words,
+        )
+        fn = _compile_source(
+            source,
+            "logp_numba",
+            {
+                "N_DIM": n_dim,
+                "N_WORDS": n_words,
+                "ERROR": 1,
+                "DTYPES": tuple(shared_data[k].dtype for k in shared_keys),
+                "call": by_address(logp_fn, n_dim, [shared_data[k] for k in shared_keys]),
+            },
+        )
+        return fn, c_sig
 
     return make_c_logp_func
 
@@ -59,49 +214,67 @@ def _expand_builder(ncp):
     def make_c_expand_func(n_dim, n_expanded, expand_fn, user_data, shared_var_keys, shared_data):
         import numba
 
-        extract = ncp.make_extraction_fn(expand_fn, shared_data, shared_var_keys, user_data.dtype)
+        layout = _word_offsets(user_data.dtype, shared_var_keys)
+        if layout is None:
+            return ORIGINAL["expand"](
+                n_dim, n_expanded, expand_fn, user_data, shared_var_keys, shared_data
+            )
+        words, n_words = layout
         dbl = numba.types.CPointer(numba.types.double)
         c_sig = numba.types.int64(
             numba.types.uint64, numba.types.uint64, dbl, dbl, numba.types.voidptr
         )
-
-        def expand_numba(dim, expanded, x_, out_, user_data_):
-            if dim != n_dim:
-                return -1
-            if expanded != n_expanded:
-                return -1
-            try:
-                x = numba.carray(x_, (n_dim,))
-                out = numba.carray(out_, (n_expanded,))
-                (values,) = extract(x, user_data_)
-                for i in range(n_expanded):
-                    out[i] = values[i]
-            except Exception:
-                return -2
-            return 0
-
-        return expand_numba, c_sig
+        source = _callback_source(
+            "expand_numba",
+            "dim, expanded, x_, out_, user_data_",
+            check="    if dim != N_DIM or expanded != N_EXPANDED:\n        return -1",
+            setup="        x = numba.carray(x_, (N_DIM,))\n"
+            "        out = numba.carray(out_, (N_EXPANDED,))",
+            finish="""\
+        (values,) = result
+        for i in range(N_EXPANDED):
+            out[i] = values[i]""",
+            keys=shared_var_keys,
+            words=words,
+        )
+        fn = _compile_source(
+            source,
+            "expand_numba",
+            {
+                "N_DIM": n_dim,
+                "N_EXPANDED": n_expanded,
+                "N_WORDS": n_words,
+                "ERROR": -2,
+                "DTYPES": tuple(shared_data[k].dtype for k in shared_var_keys),
+                "call": by_address(expand_fn, n_dim, [shared_data[k] for k in shared_var_keys]),
+            },
+        )
+        return fn, c_sig
 
     return make_c_expand_func
 
 
 def _recognised(ncp) -> bool:
-    """True if nutpie's builders are the ones the replacement mirrors."""
+    """True if nutpie's builders and user_data are the ones the replacement was written for."""
     try:
-        logp_src = inspect.getsource(ncp._make_c_logp_func)
-        expand_src = inspect.getsource(ncp._make_c_expand_func)
-        params = list(inspect.signature(ncp.make_extraction_fn).parameters)
+        logp_params = list(inspect.signature(ncp._make_c_logp_func).parameters)
+        expand_params = list(inspect.signature(ncp._make_c_expand_func).parameters)
+        user_data_src = inspect.getsource(ncp.update_user_data)
+        compile_src = inspect.getsource(ncp._compile_pymc_model_numba)
     except (AttributeError, OSError, TypeError):
         return False
     return (
-        "out[...] = grad" in logp_src
-        and "out[...] = values" in expand_src
-        and params[:4] == ["inner", "shared_data", "shared_var_keys", "record_dtype"]
+        logp_params == ["n_dim", "logp_fn", "user_data", "shared_keys", "shared_data"]
+        and expand_params
+        == ["n_dim", "n_expanded", "expand_fn", "user_data", "shared_var_keys", "shared_data"]
+        and 'user_data["shared"]["data"][key] = val.ctypes.data' in user_data_src
+        and "numba.cfunc(c_sig, **kwargs)(logp_numba_raw)" in compile_src
+        and hasattr(ncp, "address_as_void_pointer")
     )
 
 
 def use_fast_callbacks() -> bool:
-    """Install the loop-copy callbacks once per process; True if they are in use."""
+    """Install the lean callbacks once per process; True if they are in use."""
     if _TRIED[0]:
         return bool(ORIGINAL)
     _TRIED[0] = True
