@@ -44,6 +44,7 @@ def main() -> None:
     from bayes_soil.validate import load_observations
 
     rows = []
+    by_layer = []
     for f in args.bd_error:
         for seed in args.seeds:
             sim = simulate(seed=seed, scale=args.scale, bd_error=f)
@@ -71,7 +72,29 @@ def main() -> None:
                         "harmonize: row sd": sd["row"] if method != "measured" else np.nan,
                     }
                 )
-    table = pd.DataFrame(rows).round(3)
+            # does a layer built from several rows average their errors? (the row part is
+            # carried per layer as if from one row)
+            est = m.assign(rel=rel, n_rows=m["obs_ids"].str.count(";") + 1)
+            est = est[est["bd_method"].isin(["rf", "ptf"])]
+            est = est.assign(dev=est["rel"] - est.groupby("study_id")["rel"].transform("mean"))
+            for layer, g in est.groupby("layer"):
+                by_layer.append(
+                    {
+                        "bd_error": f,
+                        "seed": seed,
+                        "layer": layer,
+                        "n": len(g),
+                        "input rows per layer": g["n_rows"].mean(),
+                        "within_sd": g["dev"].std(),
+                        "harmonize: row sd": g["stock_rel_sd_bd_row"].mean(),
+                    }
+                )
+    _print(pd.DataFrame(rows).round(3))
+    print()
+    _print(pd.DataFrame(by_layer).round(3))
+
+
+def _print(table: pd.DataFrame) -> None:
     print("| " + " | ".join(table.columns) + " |")
     print("|" + "---|" * len(table.columns))
     for r in table.itertuples(index=False):
