@@ -164,7 +164,7 @@ def _as_words():
     return as_words
 
 
-def _logp_builder(ncp):
+def _logp_builder():
     def make_c_logp_func(n_dim, logp_fn, user_data, shared_keys, shared_data):
         import numba
 
@@ -210,7 +210,7 @@ def _logp_builder(ncp):
     return make_c_logp_func
 
 
-def _expand_builder(ncp):
+def _expand_builder():
     def make_c_expand_func(n_dim, n_expanded, expand_fn, user_data, shared_var_keys, shared_data):
         import numba
 
@@ -284,8 +284,8 @@ def use_fast_callbacks() -> bool:
         return False
     if _recognised(ncp):
         ORIGINAL.update(logp=ncp._make_c_logp_func, expand=ncp._make_c_expand_func)
-        ncp._make_c_logp_func = _logp_builder(ncp)
-        ncp._make_c_expand_func = _expand_builder(ncp)
+        ncp._make_c_logp_func = _logp_builder()
+        ncp._make_c_expand_func = _expand_builder()
     return bool(ORIGINAL)
 
 
