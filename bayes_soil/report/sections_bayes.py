@@ -103,7 +103,7 @@ def posterior_section(inp: ReportInputs) -> str:
                 "<p class='meta'>Precipitation and temperature co-vary between sites, so the "
                 "joint model can give a temperature turning point beside a precipitation one "
                 "that the data hold only along precipitation: on simulated data with about 20 "
-                "sites it did so (P &gt; 0.5) in about 1 cell in 8, 5 of 160 with P &ge; 0.8 "
+                "sites it did so (P &gt; 0.5) in about 1 cell in 13, 4 of 160 with P &ge; 0.8 "
                 "(benchmarks/calibration.md of bayes_soil). Read MAT beside MAP as 'one of the "
                 "two, or both'.</p>"
             )
