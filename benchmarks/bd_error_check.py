@@ -76,7 +76,6 @@ def main() -> None:
             # carried per layer as if from one row)
             est = m.assign(rel=rel, n_rows=m["obs_ids"].str.count(";") + 1)
             est = est[est["bd_method"].isin(["rf", "ptf"])]
-            est = est.assign(dev=est["rel"] - est.groupby("study_id")["rel"].transform("mean"))
             for layer, g in est.groupby("layer"):
                 by_layer.append(
                     {
@@ -85,7 +84,7 @@ def main() -> None:
                         "layer": layer,
                         "n": len(g),
                         "input rows per layer": g["n_rows"].mean(),
-                        "within_sd": g["dev"].std(),
+                        "within_sd": error_split(g["rel"], g["study_id"])["within_sd"],
                         "harmonize: row sd": g["stock_rel_sd_bd_row"].mean(),
                     }
                 )

@@ -24,6 +24,7 @@ draws are identical to nutpie's own callbacks, with data arrays of several ranks
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
@@ -42,8 +43,11 @@ def by_address(inner, n_dim: int, shared_arrays: list[np.ndarray]):
     from llvmlite import ir
     from numba.core import cgutils, types
 
-    arrays = [np.array(a, copy=True) for a in shared_arrays]  # writeable, as the callback reads
-    arg_types = (types.Array(types.float64, 1, "C"), *(numba.typeof(a) for a in arrays))
+    # the callback reads writeable C arrays (numba.carray)
+    arg_types = (
+        types.Array(types.float64, 1, "C"),
+        *(types.Array(numba.from_dtype(a.dtype), a.ndim, "C") for a in shared_arrays),
+    )
 
     def compiled():
         return [k for k in inner.overloads if len(k) == 1 and tuple(k[0]) == arg_types]
@@ -52,7 +56,7 @@ def by_address(inner, n_dim: int, shared_arrays: list[np.ndarray]):
         # PyTensor's graph function takes *inputs, which numba's compile() does not accept: one
         # call compiles it (or loads it from the disk cache) for these argument types
         try:
-            inner(np.zeros(n_dim), *arrays)
+            inner(np.zeros(n_dim), *(np.array(a, copy=True) for a in shared_arrays))
         except Exception:  # a failing value at x = 0 still compiles
             pass
     (key,) = compiled()
@@ -142,17 +146,9 @@ def _callback_source(name: str, head: str, check: str, setup: str, finish: str, 
     )
 
 
-def _compile_source(source: str, name: str, namespace: dict):
-    import numba
-    from nutpie.compile_pymc import address_as_void_pointer
-
-    namespace = {"np": np, "numba": numba, "as_pointer": address_as_void_pointer, **namespace}
-    namespace["as_words"] = _as_words()
-    exec(compile(source, f"<bayes_soil nutpie {name}>", "exec"), namespace)
-    return namespace[name]
-
-
+@functools.cache
 def _as_words():
+    """Intrinsic: user_data's void pointer read as 64-bit words (nutpie's record is such words)."""
     import numba
     from numba.core import types
 
@@ -166,17 +162,36 @@ def _as_words():
     return as_words
 
 
+def _callback(name, head, check, setup, finish, graph, n_dim, user_data, keys, shared_data, consts):
+    """One callback for this model (compiled by nutpie); None if user_data is unreadable."""
+    import numba
+    from nutpie.compile_pymc import address_as_void_pointer
+
+    layout = _word_offsets(user_data.dtype, keys)
+    if layout is None:
+        return None
+    words, n_words = layout
+    source = _callback_source(name, head, check, setup, finish, keys, words)
+    namespace = {
+        "np": np,
+        "numba": numba,
+        "as_pointer": address_as_void_pointer,
+        "as_words": _as_words(),
+        "N_DIM": n_dim,
+        "N_WORDS": n_words,
+        "DTYPES": tuple(shared_data[k].dtype for k in keys),
+        "call": by_address(graph, n_dim, [shared_data[k] for k in keys]),
+        **consts,
+    }
+    exec(compile(source, f"<bayes_soil nutpie {name}>", "exec"), namespace)
+    return namespace[name]
+
+
 def _logp_builder():
     def make_c_logp_func(n_dim, logp_fn, user_data, shared_keys, shared_data):
         import numba
 
-        layout = _word_offsets(user_data.dtype, shared_keys)
-        if layout is None:
-            return ORIGINAL["logp"](n_dim, logp_fn, user_data, shared_keys, shared_data)
-        words, n_words = layout
-        dbl = numba.types.CPointer(numba.types.double)
-        c_sig = numba.types.int64(numba.types.uint64, dbl, dbl, dbl, numba.types.voidptr)
-        source = _callback_source(
+        fn = _callback(
             "logp_numba",
             "dim, x_, out_, logp_, user_data_",
             check="    if dim != N_DIM:\n        return -1",
@@ -193,21 +208,17 @@ def _logp_builder():
                 return 3
         if not finite:
             return 4""",
+            graph=logp_fn,
+            n_dim=n_dim,
+            user_data=user_data,
             keys=shared_keys,
-            words=words,
+            shared_data=shared_data,
+            consts={"ERROR": 1},
         )
-        fn = _compile_source(
-            source,
-            "logp_numba",
-            {
-                "N_DIM": n_dim,
-                "N_WORDS": n_words,
-                "ERROR": 1,
-                "DTYPES": tuple(shared_data[k].dtype for k in shared_keys),
-                "call": by_address(logp_fn, n_dim, [shared_data[k] for k in shared_keys]),
-            },
-        )
-        return fn, c_sig
+        if fn is None:
+            return ORIGINAL["logp"](n_dim, logp_fn, user_data, shared_keys, shared_data)
+        dbl = numba.types.CPointer(numba.types.double)
+        return fn, numba.types.int64(numba.types.uint64, dbl, dbl, dbl, numba.types.voidptr)
 
     return make_c_logp_func
 
@@ -216,17 +227,7 @@ def _expand_builder():
     def make_c_expand_func(n_dim, n_expanded, expand_fn, user_data, shared_var_keys, shared_data):
         import numba
 
-        layout = _word_offsets(user_data.dtype, shared_var_keys)
-        if layout is None:
-            return ORIGINAL["expand"](
-                n_dim, n_expanded, expand_fn, user_data, shared_var_keys, shared_data
-            )
-        words, n_words = layout
-        dbl = numba.types.CPointer(numba.types.double)
-        c_sig = numba.types.int64(
-            numba.types.uint64, numba.types.uint64, dbl, dbl, numba.types.voidptr
-        )
-        source = _callback_source(
+        fn = _callback(
             "expand_numba",
             "dim, expanded, x_, out_, user_data_",
             check="    if dim != N_DIM or expanded != N_EXPANDED:\n        return -1",
@@ -236,22 +237,20 @@ def _expand_builder():
         (values,) = result
         for i in range(N_EXPANDED):
             out[i] = values[i]""",
+            graph=expand_fn,
+            n_dim=n_dim,
+            user_data=user_data,
             keys=shared_var_keys,
-            words=words,
+            shared_data=shared_data,
+            consts={"ERROR": -2, "N_EXPANDED": n_expanded},
         )
-        fn = _compile_source(
-            source,
-            "expand_numba",
-            {
-                "N_DIM": n_dim,
-                "N_EXPANDED": n_expanded,
-                "N_WORDS": n_words,
-                "ERROR": -2,
-                "DTYPES": tuple(shared_data[k].dtype for k in shared_var_keys),
-                "call": by_address(expand_fn, n_dim, [shared_data[k] for k in shared_var_keys]),
-            },
-        )
-        return fn, c_sig
+        if fn is None:
+            return ORIGINAL["expand"](
+                n_dim, n_expanded, expand_fn, user_data, shared_var_keys, shared_data
+            )
+        dbl = numba.types.CPointer(numba.types.double)
+        u64 = numba.types.uint64
+        return fn, numba.types.int64(u64, u64, dbl, dbl, numba.types.voidptr)
 
     return make_c_expand_func
 
