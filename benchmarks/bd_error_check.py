@@ -76,6 +76,9 @@ def main() -> None:
             # carried per layer as if from one row)
             est = m.assign(rel=rel, n_rows=m["obs_ids"].str.count(";") + 1)
             est = est[est["bd_method"].isin(["rf", "ptf"])]
+            # deviation from the study's mean over all its layers (the study part is one offset
+            # per study, as harmonize models it), not error_split's per-group mean
+            est = est.assign(dev=est["rel"] - est.groupby("study_id")["rel"].transform("mean"))
             for layer, g in est.groupby("layer"):
                 by_layer.append(
                     {
@@ -84,7 +87,7 @@ def main() -> None:
                         "layer": layer,
                         "n": len(g),
                         "input rows per layer": g["n_rows"].mean(),
-                        "within_sd": error_split(g["rel"], g["study_id"])["within_sd"],
+                        "within_sd": g["dev"].std(),
                         "harmonize: row sd": g["stock_rel_sd_bd_row"].mean(),
                     }
                 )
