@@ -326,7 +326,7 @@ def _tiny_changes(n_sites: int = 4, per_site: int = 3, seed: int = 0, both: bool
     return pd.DataFrame(rows)
 
 
-def _tiny_model(both: bool = False):
+def _tiny_model(both: bool = False, break_prior: str = "shared"):
     drivers = ["map_mm", "mat_c"] if both else ["map_mm"]
     spec = {
         "data": {
@@ -336,7 +336,11 @@ def _tiny_model(both: bool = False):
             "min_rows_per_layer": 3,
         },
         # centred: the brute-force checks read the study effects off the point
-        "structure": {"grid_size": [3, 2], "study_effects": "centred"},
+        "structure": {
+            "grid_size": [3, 2],
+            "study_effects": "centred",
+            "break_prior": break_prior,
+        },
     }
     m = get_model("climate_breakpoints", spec)
     d = m.prepare(_tiny_changes(both=both))
@@ -367,6 +371,14 @@ def _tiny_pieces(m, d, point):
     return r, s2, sd_site, pri["slope_sd"], pri["change_sd"]
 
 
+def _break_p(m, point, j: int) -> float:
+    """Prior probability of a turning point for hinged driver j: the point's sampled
+    ``break_share`` (stored on the log-odds scale), or the fixed ``priors.p_break``."""
+    if "break_share_logodds__" in point:
+        return float(1 / (1 + np.exp(-point["break_share_logodds__"][j])))
+    return float(m.spec["priors"]["p_break"])
+
+
 def _control_cov(d, point) -> np.ndarray:
     """Dense covariance of the shared year-0 controls: rows of one chronosequence (study x
     vegetation here) at one site share g ~ N(0, sigma_meas^2 / n_controls), times 10 / years."""
@@ -383,13 +395,17 @@ def _potential(model, point) -> float:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("both", [False, True])
-def test_climate_marginal_equals_brute_force_sum_over_grid(both):
-    """Model logp (the Potential) = log sum_g prior_g N(r; 0, Sigma_g), Sigma_g dense."""
+@pytest.mark.parametrize(
+    "both, break_prior", [(False, "shared"), (True, "shared"), (True, "fixed")]
+)
+def test_climate_marginal_equals_brute_force_sum_over_grid(both, break_prior):
+    """Model logp (the Potential) = log sum_g prior_g N(r; 0, Sigma_g), Sigma_g dense; prior_g
+    from the sampled share of breaks per driver, or the fixed p_break."""
     from scipy.special import logsumexp
     from scipy.stats import multivariate_normal
 
-    m, d, model = _tiny_model(both)
+    m, d, model = _tiny_model(both, break_prior)
+    assert ("break_share" in model.named_vars) == (break_prior == "shared")
     point = _tiny_point(model)
     r, s2, tau, sk, sb = _tiny_pieces(m, d, point)
     a = d.arrays
@@ -397,7 +413,6 @@ def test_climate_marginal_equals_brute_force_sum_over_grid(both):
     Z = (site[:, None] == np.arange(site.max() + 1)[None, :]).astype(float)
     x = a["x"]
     base = np.diag(s2) + _control_cov(d, point) + tau**2 * Z @ Z.T + sk**2 * x @ x.T
-    p = m.spec["priors"]["p_break"]
     comps = []
     hs = [d.meta["hinge_bases"][j][0] for j in range(x.shape[1])]  # (U, G+1) for the one cell
     sizes = [h.shape[1] for h in hs]
@@ -406,6 +421,7 @@ def test_climate_marginal_equals_brute_force_sum_over_grid(both):
         for j, gj in enumerate(g):
             h = hs[j][site, gj]
             cov += sb**2 * np.outer(h, h)
+            p = _break_p(m, point, j)
             lp += np.log1p(-p) if gj == 0 else np.log(p / (sizes[j] - 1))
         comps.append(lp + multivariate_normal(np.zeros(len(r)), cov).logpdf(r))
     brute = logsumexp(comps)
@@ -443,7 +459,7 @@ def test_climate_marginal_equals_numerical_integral():
     a = d.arrays
     site, xs = a["site_idx"], a["x_sites"][:, 0]
     H = d.meta["hinge_bases"][0][0]  # (U, G+1)
-    p = m.spec["priors"]["p_break"]
+    p = _break_p(m, point, 0)
     nodes, weights = leggauss(120)
 
     # rows of a site given its effect: dense (the shared controls; checked against brute force
@@ -512,6 +528,14 @@ def test_climate_marginal_equals_numerical_integral():
     assert _potential(model, point) == pytest.approx(logsumexp(comps), rel=0, abs=1e-8)
 
 
+def _untransformed(name: str, v: np.ndarray) -> np.ndarray:
+    if name.endswith("_log__"):
+        return np.exp(v)
+    if name.endswith("_logodds__"):
+        return 1 / (1 + np.exp(-v))
+    return v
+
+
 @pytest.mark.model
 def test_climate_numpy_marginal_matches_model_and_p_break():
     """The numpy path (post-processing, pointwise groups) is the PyTensor formula."""
@@ -521,9 +545,9 @@ def test_climate_numpy_marginal_matches_model_and_p_break():
     point = _tiny_point(model)
     post = xr.Dataset(
         {
-            (k[: -len("_log__")] if k.endswith("_log__") else k): (
+            k.split("_log")[0]: (
                 ("chain", "draw", *(f"{k}_{i}" for i in range(np.ndim(v)))),
-                (np.exp(v) if k.endswith("_log__") else v)[None, None],
+                _untransformed(k, v)[None, None],
             )
             for k, v in point.items()
         }

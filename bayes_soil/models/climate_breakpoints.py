@@ -155,7 +155,8 @@ def marginal_loglik(
     t2 : (..., C) site-effect variances sd_site^2.
     X : (U, D) standardised driver values of each site.
     H : per hinged driver (at most two), (C, U, G + 1) hinge bases, column 0 = "none" (zeros).
-    log_prior : per hinged driver, (G + 1,) log prior weights of none and the grid points.
+    log_prior : per hinged driver, (G + 1,) log prior weights of none and the grid points (with
+        numpy also (..., 1, G + 1): per draw, when the prior share of breaks is sampled).
     slope_var, change_var : prior variances of kbar and b.
 
     Returns a dict: ``site`` (...,) and ``slope`` (...,) summed log terms, ``grid`` (..., C, G1+1
@@ -215,9 +216,12 @@ def marginal_loglik(
         p11 = B_[0][..., :, None] + 1.0 / change_var
         p22 = B_[1][..., None, :] + 1.0 / change_var
         det = p11 * p22 - C12**2
+        if backend == "numpy":  # (..., 1, G+1) per draw, or (G+1,)
+            lp2 = log_prior[0][..., :, None] + log_prior[1][..., None, :]
+        else:
+            lp2 = log_prior[0][:, None] + log_prior[1][None, :]
         grid = (
-            log_prior[0][:, None]
-            + log_prior[1][None, :]
+            lp2
             + 0.5 * (a1**2 * p22 - 2 * a1 * a2 * C12 + a2**2 * p11) / det
             - 0.5 * ops.log(det * change_var**2)
         )
@@ -314,7 +318,15 @@ class ClimateBreakpoints(SoilModel):
     # where every draw has a turning point; the rest is nuisance, measured and listed (the site
     # sd mixes slowest and is not shown; benchmarks/results.md)
     diagnostic_vars = ("p_break", "psi", "k1", "k2", "psi_diff")
-    nuisance_vars = ("c", "sd_study", "study_eff_raw", "sigma", "sigma_meas", "sd_site")
+    nuisance_vars = (
+        "break_share",
+        "c",
+        "sd_study",
+        "study_eff_raw",
+        "sigma",
+        "sigma_meas",
+        "sd_site",
+    )
     # study_eff_raw = study_eff_z * sd_study and sd_site = |sd_site_signed| are measured instead
     unmeasured_vars = ("study_eff_z", "sd_site_signed")
 
@@ -416,12 +428,34 @@ class ClimateBreakpoints(SoilModel):
             raise InputError("at most two drivers can have a turning point")
         return hinged
 
-    def _log_priors(self, data: ModelData) -> list[np.ndarray]:
-        p = float(self.spec["priors"].get("p_break", 0.5))
+    def _shared_breaks(self) -> bool:
+        """Whether the prior probability of a turning point is one unknown share per driver,
+        shared by its cells (``structure.break_prior = "shared"``), or fixed (``"fixed"``)."""
+        mode = self.spec["structure"].get("break_prior", "fixed")
+        if mode not in ("shared", "fixed"):
+            raise InputError(f"structure.break_prior must be 'shared' or 'fixed', not {mode!r}")
+        return mode == "shared"
+
+    def _log_priors(self, data: ModelData, share=None, backend: str = "numpy") -> list:
+        """Per hinged driver, log prior weights of (none, grid points): P(none) = 1 - p and p
+        spread evenly over the grid. p is ``priors.p_break``, or ``share`` (the sampled
+        ``break_share``: a PyTensor vector, or numpy (S, hinged) giving (S, 1, G + 1) weights)."""
         out = []
-        for j in self._hinged(data):
+        for k, j in enumerate(self._hinged(data)):
             g = len(data.meta["grids"][j])
-            out.append(np.concatenate([[np.log1p(-p)], np.full(g, np.log(p) - np.log(g))]))
+            if share is None:
+                p = float(self.spec["priors"].get("p_break", 0.5))
+                out.append(np.concatenate([[np.log1p(-p)], np.full(g, np.log(p) - np.log(g))]))
+            elif backend == "numpy":
+                p = np.asarray(share, float)[:, k, None, None]  # (S, 1, 1)
+                rest = np.broadcast_to(np.log(p) - np.log(g), (len(p), 1, g))
+                out.append(np.concatenate([np.log1p(-p), rest], axis=-1))
+            else:
+                import pytensor.tensor as pt
+
+                p = share[k]
+                rest = pt.repeat(pt.log(p) - np.log(g), g)
+                out.append(pt.concatenate([pt.log1p(-p)[None], rest]))
         return out
 
     def _control_effect(self) -> bool:
@@ -447,7 +481,6 @@ class ClimateBreakpoints(SoilModel):
         n_gr = len(data.coords["group"])
         hinged = self._hinged(data)
         H = [pt.as_tensor(data.meta["hinge_bases"][j]) for j in hinged]
-        lp = [pt.as_tensor(v) for v in self._log_priors(data)]
         slope_var, change_var = self._variances()
         n_sc = len(data.coords["study_cell"])
         # averaging matrix: study effects minus their mean within the cell
@@ -458,6 +491,16 @@ class ClimateBreakpoints(SoilModel):
             pm.Data("layer_idx", a["layer_idx"], dims="obs_id")
             inv_dec = pm.Data("inv_decades", a["inv_decades"], dims="obs_id")
             del x
+            # the prior share of cells with a turning point, per hinged driver: unknown and
+            # learnt from all the cells (Scott & Berger 2010's multiplicity adjustment), so a
+            # dataset where one driver breaks nowhere else lowers the odds of a lone break
+            if self._shared_breaks() and hinged:
+                a_b = [float(v) for v in pri.get("break_share", [1.0, 1.0])]
+                model.add_coord("hinged_driver", [data.coords["driver"][j] for j in hinged])
+                share = pm.Beta("break_share", a_b[0], a_b[1], dims="hinged_driver")
+                lp = self._log_priors(data, share, backend="pytensor")
+            else:
+                lp = [pt.as_tensor(v) for v in self._log_priors(data)]
             # the response as data: new data of the same design need no new compilation (SBC)
             y = pm.Data("rate", a["rate"], dims="obs_id")
             cell = a["cell_idx"]
@@ -562,9 +605,12 @@ class ClimateBreakpoints(SoilModel):
         x_sites = a["x_sites"]
         kbar = np.sqrt(slope_var) * rng.standard_normal((draws, n_c, x_sites.shape[1]))
         mean = mean + (kbar[:, cell, :] * x_sites[site][None]).sum(-1)
-        for j, lp in zip(self._hinged(data), self._log_priors(data), strict=True):
+        p_fixed = float(self.spec["priors"].get("p_break", 0.5))
+        for k, j in enumerate(self._hinged(data)):
             H = data.meta["hinge_bases"][j]  # (C, U, G + 1), column 0 = no turning point
-            g = rng.choice(len(lp), size=(draws, n_c), p=np.exp(lp) / np.exp(lp).sum())
+            p = st["share"][:, k, None] if "share" in st else p_fixed
+            has = rng.random((draws, n_c)) < p  # none with probability 1 - p, else uniform
+            g = np.where(has, rng.integers(1, H.shape[-1], (draws, n_c)), 0)
             b = np.sqrt(change_var) * rng.standard_normal((draws, n_c))
             mean = mean + b[:, cell] * H[cell[None, :], site[None, :], g[:, cell]]
         if "tg2" in st:  # the shared year-0 control of each group, times 1 / years
@@ -621,6 +667,8 @@ class ClimateBreakpoints(SoilModel):
             w, r, a["inv_decades"], sme, a, n_c * n_u, self._control_effect(), "numpy"
         )
         out = {"mu0": mu0, "r": r, "s2": s2, "t2": tau**2, "ctrl_ll": ctrl_ll}
+        if "break_share" in post:
+            out["share"] = flat("break_share")
         if tg2 is not None:  # the pointwise draws and the prior predictive draw g from it
             out["tg2"] = tg2
         return {**out, "V": V.reshape(-1, n_c, n_u), "W": W.reshape(-1, n_c, n_u)}
@@ -636,7 +684,7 @@ class ClimateBreakpoints(SoilModel):
             st["t2"],
             data.arrays["x_sites"],
             H,
-            self._log_priors(data),
+            self._log_priors(data, st.get("share")),
             slope_var,
             change_var,
         )
@@ -865,7 +913,7 @@ class ClimateBreakpoints(SoilModel):
             )
         dt["psi_grid"] = xr.Dataset(grid_vars).assign_attrs(
             description="exact posterior of psi on its grid, averaged over the draws",
-            prior_p_break=float(self.spec["priors"].get("p_break", 0.5)),
+            **self._break_prior_attrs(),
         )
 
         # ---- pointwise groups --------------------------------------------------------------
@@ -890,6 +938,12 @@ class ClimateBreakpoints(SoilModel):
             dt["observed_data"] = xr.Dataset(
                 {"rate": (("obs_id",), a["rate"])}, coords={"obs_id": c["obs_id"]}
             )
+
+    def _break_prior_attrs(self) -> dict:
+        if self._shared_breaks():
+            a_b = self.spec["priors"].get("break_share", [1.0, 1.0])
+            return {"break_prior": f"shared per driver, break_share ~ Beta({a_b[0]}, {a_b[1]})"}
+        return {"break_prior": "fixed", "prior_p_break": float(self.spec["priors"]["p_break"])}
 
     def extra_attrs(self, dt: xr.DataTree, data: ModelData, settings) -> dict:
         attrs: dict[str, Any] = {
