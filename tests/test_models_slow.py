@@ -120,14 +120,12 @@ def test_no_turning_point_variant_gives_low_p_break():
 def test_demo_fit_passes_its_gate():
     """As `fit` runs it by default (both elements, MAP + MAT jointly, the spec's sampler
     settings): R-hat <= 1.01, bulk ESS >= 400, 0 divergences; and the demo has no MAT turning
-    point, so the joint model must not claim one: no MAT cell at P(break) >= 0.8 (the report's
-    "turning point"), and MAT leaning to "none" on average.
+    point, so the joint model must not claim one: every MAT cell at P(break) < 0.5 (the demo's
+    highest was 0.14 at stop 22, N 0-20 cm).
 
-    Not "P <= 0.5 in every MAT cell": judged over 20 simulated datasets, a MAT cell beside a
-    MAP-only break takes P > 0.5 in 12% of cells, and 12 of the 20 judged datasets had at
-    least one such cell (benchmarks/calibration.md, stop 20; the demo's N 0-20 cm is at 0.64).
-    That rate is the calibration harness's to judge (issue 9); the report says how to read MAT
-    beside MAP."""
+    Over 20 simulated datasets a MAT cell beside a MAP-only break still took P > 0.5 in 4 of
+    160 cells (benchmarks/calibration.md, stop 22); that rate is the calibration harness's to
+    judge (issue 9), and the report says how to read MAT beside MAP."""
     from bayes_soil.harmonize import load_harmonized
 
     demo = load_harmonized(None)
@@ -138,7 +136,7 @@ def test_demo_fit_passes_its_gate():
     p_mat = 1 - dt["psi_grid"]["p_no_break"].sel(driver="mat_c")
     p_map = 1 - dt["psi_grid"]["p_no_break"].sel(driver="map_mm")
     print("demo P(break) along MAT:", p_mat.values.round(2))
-    assert (p_mat < 0.8).all() and float(p_mat.mean()) < 0.5
+    assert (p_mat < 0.5).all()
     assert (p_map > 0.95).all()  # the demo's MAP turning points are found
 
 

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from report_fakes import (
     MISSING_CELL,
     fake_breakpoints_fit,
@@ -133,6 +134,18 @@ def test_turning_point_sentence_says_whether_the_data_decide():
     assert "segmented regression claims a break the model does not find" in text
     row.update(psi=float("nan"), freq_status="not estimated: no break")
     assert "Segmented regression gave no breakpoint (no break)" in S.turning_point_sentence(row)
+
+
+def test_break_prior_sentence_follows_the_fit():
+    # the report states the prior the fit used, read from the fit's psi_grid attributes
+    def fit_with(**attrs):
+        return xr.DataTree.from_dict({"psi_grid": xr.Dataset(attrs=attrs)})
+
+    shared = S.break_prior_text(fit_with(break_prior="shared Beta(1, 1) per driver"))
+    assert "one unknown share per driver" in shared
+    assert S.break_prior_text(fit_with(break_prior="fixed", prior_p_break=0.3)) == (
+        "(prior probability 0.3)"
+    )
 
 
 def test_comparison_sentence_for_a_cell_ols_could_not_estimate():

@@ -14,7 +14,15 @@ standardised per cell, each driver x_d standardised over the fitted rows:
     b[c, d] ~ Normal(0, change_sd^2)  (half the change of slope)   integrated out in closed form
     h_cd(x; psi) = |x - psi| minus its least-squares line on [1, x_d] over the rows of c
     h_cd(x; none) = 0
-    psi[c, d] in {none} U grid_d,  P(none) = 1 - prior_p_break (0.5), uniform over the grid
+    psi[c, d] in {none} U grid_d,  P(none) = 1 - pi_d, pi_d / grid size on each grid point
+    pi_d ~ Beta(1, 1)   one unknown share of cells with a turning point per driver
+
+pi_d (``break_share``, ``structure.break_prior = "shared"``) is learnt from all the cells of
+driver d: Scott & Berger's (2010) multiplicity adjustment. A driver that turns in no other
+element x layer cell makes a lone turning point less likely a priori; where it turns in most
+cells, a weak cell is helped. It was adopted against MAT's false breaks beside a MAP-only
+break (the simulator's MAT co-varies with MAP; benchmarks/calibration.md, stop 22).
+``"fixed"`` sets pi_d = ``priors.p_break`` (0.5) in every cell.
 
 v_i is the known variance of the rate from estimated bulk densities (harmonize's
 ``rate_sd_bd_mg_ha_yr``, standardised; 0 where BD was measured or the stock reported): imputed

@@ -94,16 +94,17 @@ def posterior_section(inp: ReportInputs) -> str:
         if cmp.psi_diff is not None and len(cmp.psi_diff):
             out.append(list_html(S.psi_diff_sentence(r) for _, r in cmp.psi_diff.iterrows()))
         out.append(
-            "<p class='meta'>P(turning point) is the exact posterior probability (prior 0.5) "
-            "that the change rate has a kink along the driver; 'the data do not decide' where "
-            "it lies between 0.2 and 0.8. psi's interval is given a turning point.</p>"
+            "<p class='meta'>P(turning point) is the exact posterior probability "
+            f"{S.break_prior_text(bp_fits[0].dt)} that the change rate has a kink along the "
+            "driver; 'the data do not decide' where it lies between 0.2 and 0.8. psi's "
+            "interval is given a turning point.</p>"
         )
         if {"map_mm", "mat_c"} <= set(bp["driver"]):
             out.append(
                 "<p class='meta'>Precipitation and temperature co-vary between sites, so the "
                 "joint model can give a temperature turning point beside a precipitation one "
-                "that the data hold only along precipitation: on simulated data with about 20 "
-                "sites it did so (P &gt; 0.5) in about 1 cell in 13, 4 of 160 with P &ge; 0.8 "
+                "that the data hold only along precipitation: on 20 simulated datasets with "
+                "about 20 sites it did so (P &gt; 0.5) in 4 of 160 cells, 2 with P &ge; 0.8 "
                 "(benchmarks/calibration.md of bayes_soil). Read MAT beside MAP as 'one of the "
                 "two, or both'.</p>"
             )

@@ -20,6 +20,7 @@ from bayes_soil.report.html_parts import (
     table_html,
 )
 from bayes_soil.report.inputs import QUICK_LABEL, ReportInputs
+from bayes_soil.report.sentences import break_prior_text
 
 
 def provenance_section(inp: ReportInputs) -> str:
@@ -162,7 +163,7 @@ def methods_section(inp: ReportInputs) -> str:
             parts.append(
                 "The turning-point model climate_breakpoints regresses change rates on MAP or "
                 "MAT with a hinge at psi (slopes k1 before and k2 after) or no hinge at all "
-                "(prior probability 0.5), psi on a grid between the 10th and 90th percentiles "
+                f"{break_prior_text(rec.dt)}, psi on a grid between the 10th and 90th percentiles "
                 "of the driver and summed out exactly, with study effects, per-site effects and "
                 "an error that shrinks with the length of the chronosequence; it gives the "
                 "probability of a turning point per cell, and with both drivers in one model "

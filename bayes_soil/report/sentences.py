@@ -200,3 +200,16 @@ def psi_diff_sentence(row: Mapping) -> str:
         f"probability {fmt_prob(p)}{given} (psi_C - psi_N: {row['interval']} "
         f"{fmt_interval(row['hdi_low'], row['hdi_high'])} {units})."
     )
+
+
+def break_prior_text(dt) -> str:
+    """How the fit set the prior probability of a turning point (its psi_grid attributes)."""
+    attrs = dt["psi_grid"].attrs if "psi_grid" in dt.children else {}
+    mode = str(attrs.get("break_prior", "fixed"))
+    if mode.startswith("shared"):
+        return (
+            "(the prior probability of a turning point is one unknown share per driver, "
+            "uniform a priori and learnt from all of that driver's element x layer cells, so a "
+            "driver that turns in no other cell makes a lone turning point less likely)"
+        )
+    return f"(prior probability {float(attrs.get('prior_p_break', 0.5)):g})"
