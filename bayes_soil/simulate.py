@@ -54,7 +54,10 @@ from bayes_soil.schema import (
 
 # bump when the generator's output for given settings changes (the demo must be regenerated)
 SIMULATOR_VERSION = 1
-VARIANTS = ("base", "no-turning-point")
+VARIANTS = ("base", "no-turning-point", "one-turning-point")
+# the one cell that keeps its turning point in "one-turning-point" (element, layer index): the
+# sparse case, where a prior shared across cells must not talk a lone true break away
+ONE_TURNING_POINT = ("C", 2)
 MAX_AGE = 60.0
 
 # --- stage rates beta[element][vegetation] = rows: stage (0-5 ... >30), columns: layer ---------
@@ -203,13 +206,18 @@ def hinge(x: np.ndarray, psi: float, k1: float, k2: float) -> np.ndarray:
 
 
 def _climate_params(variant: str) -> dict[str, dict[str, tuple[float, ...]]]:
-    """psi, k1, k2 per element and layer; the no-turning-point variant is a straight line."""
+    """psi, k1, k2 per element and layer: no-turning-point is a straight line everywhere,
+    one-turning-point keeps the V only in ONE_TURNING_POINT."""
     if variant == "base":
         return _CLIMATE
     out = {}
     for e, p in _CLIMATE.items():
-        k = tuple(0.5 * (abs(a) + b) for a, b in zip(p["k1"], p["k2"], strict=True))
-        out[e] = {"psi": p["psi"], "k1": k, "k2": k}
+        k = [0.5 * (abs(a) + b) for a, b in zip(p["k1"], p["k2"], strict=True)]
+        k1, k2 = list(k), list(k)
+        if variant == "one-turning-point" and e == ONE_TURNING_POINT[0]:
+            li = ONE_TURNING_POINT[1]
+            k1[li], k2[li] = p["k1"][li], p["k2"][li]
+        out[e] = {"psi": p["psi"], "k1": tuple(k1), "k2": tuple(k2)}
     return out
 
 
@@ -270,8 +278,9 @@ def simulate(
     seed
         Seed of the numpy Generator; the output is a deterministic function of the arguments.
     variant
-        "base" (V-shaped dependence on MAP with a turning point per element and layer) or
-        "no-turning-point" (a straight line, k1 == k2).
+        "base" (V-shaped dependence on MAP with a turning point per element and layer),
+        "no-turning-point" (a straight line, k1 == k2) or "one-turning-point" (a line
+        everywhere but C 100-200 cm, and so C 0-200 cm).
     n_studies, n_sites
         Size at ``scale`` 1 (the paper: 183 studies at 41 sites, about 6,000 rows).
     scale
@@ -647,7 +656,7 @@ def _truth(settings, climate, clim_c, out, prof, studies, chronos, units, map_mm
         "rates_definition": _RATES_DEFINITION,
         "rates": _true_rate_rows(),
         "turning_points_definition": _TURNING_POINTS_DEFINITION,
-        "turning_points": _true_turning_points(climate, clim_c, settings["variant"], unit_map),
+        "turning_points": _true_turning_points(climate, clim_c, unit_map),
         "effect_sizes": {
             "rate_ratios": _true_rate_ratios(),
             "years_to_gain": _true_years_to_gain(),
@@ -727,13 +736,13 @@ def _true_rate_ratios() -> list[dict]:
     return ratios
 
 
-def _true_turning_points(climate, clim_c, variant: str, unit_map: np.ndarray) -> list[dict]:
+def _true_turning_points(climate, clim_c, unit_map: np.ndarray) -> list[dict]:
     """The true climate terms: MAP per layer and 0-200 (approximated); MAT has no effect."""
     turning = []
     for e in ELEMENTS:
         p = climate[e]
-        brk = variant == "base"
         for li, lay in enumerate(LAYERS):
+            brk = p["k1"][li] != p["k2"][li]
             turning.append(
                 {
                     "element": e,
@@ -746,7 +755,7 @@ def _true_turning_points(climate, clim_c, variant: str, unit_map: np.ndarray) ->
                     "c": clim_c[e][li],
                 }
             )
-        turning.append(_total_turning_point(e, climate, variant, unit_map))
+        turning.append(_total_turning_point(e, climate, unit_map))
         for lay in (*LAYERS, TOTAL_LAYER):
             turning.append(
                 {
@@ -793,11 +802,11 @@ def _climate_by_vegetation(climate, clim_c, chronos, map_mm) -> list[dict]:
     return out
 
 
-def _total_turning_point(element, climate, variant, unit_map) -> dict:
+def _total_turning_point(element, climate, unit_map) -> dict:
     """Best single-break (or line) approximation of the 0-200 climate term over the units."""
     total = sum(_climate_term(climate, element, li, unit_map) for li in range(3))
     c = float(np.mean(total))
-    if variant != "base":
+    if climate[element]["k1"] == climate[element]["k2"]:  # a straight line in every layer
         k = float(sum(climate[element]["k1"]))
         return {
             "element": element,

@@ -19,6 +19,7 @@ from bayes_soil.schema import (
     VEGETATION,
 )
 from bayes_soil.simulate import (
+    VARIANTS,
     beta_array,
     demo_settings,
     hinge,
@@ -227,6 +228,16 @@ def test_no_turning_point_variant(sim_line):
     assert sim_line.truth["variant"] == "no-turning-point"
 
 
+def test_one_turning_point_variant_breaks_only_in_its_cell():
+    sim1 = simulate(seed=5, variant="one-turning-point", scale=0.3)
+    m = pd.DataFrame(sim1.truth["turning_points"]).query("driver == 'map_mm'")
+    broken = m.loc[m["has_break"], ["element", "layer"]].apply(tuple, axis=1).tolist()
+    assert broken == [("C", "100-200"), ("C", "0-200")]  # the layer, and the sum over layers
+    assert m.set_index(["element", "layer"]).loc[("C", "0-200"), "approximate"]
+    lines = m[~m["has_break"]]
+    assert (lines["k1"] == lines["k2"]).all() and lines["psi"].isna().all()
+
+
 def _bin_means(units: pd.DataFrame) -> tuple[float, float, float]:
     low = units.loc[units["map_mm"] < 360, "rate"].mean()
     mid = units.loc[units["map_mm"].between(460, 570), "rate"].mean()
@@ -314,7 +325,7 @@ def test_simulated_tables_pass_validation(tmp_path):
 
     demo = load_observations(None)
     assert len(demo) == json.loads(io.DEMO_TRUTH.read_text())["counts"]["rows"]
-    for variant in ("base", "no-turning-point"):
+    for variant in VARIANTS:
         sim = simulate(seed=11, variant=variant, scale=0.3)
         path = tmp_path / f"{variant}.csv"
         sim.observations.to_csv(path, index=False)

@@ -24,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant",
         choices=VARIANTS,
         default="base",
-        help="simulator variant (no-turning-point: a straight MAP response, for false breaks)",
+        help=(
+            "simulator variant (no-turning-point: a straight MAP response, for false breaks; "
+            "one-turning-point: a break in C 100-200 cm only, for power when breaks are rare)"
+        ),
     )
     parser.add_argument("--datasets", type=int, default=10, metavar="K", help="datasets (10)")
     parser.add_argument(

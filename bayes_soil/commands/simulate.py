@@ -20,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant",
         choices=VARIANTS,
         default="base",
-        help="base: V-shaped rate response to MAP with turning points; no-turning-point: a line",
+        help=(
+            "base: V-shaped rate response to MAP with turning points; no-turning-point: a line; "
+            "one-turning-point: a line but in C 100-200 cm"
+        ),
     )
     parser.add_argument("--studies", type=int, default=183, help="number of studies (183)")
     parser.add_argument("--sites", type=int, default=41, help="number of sites (41)")
