@@ -436,13 +436,17 @@ class ClimateBreakpoints(SoilModel):
             raise InputError("at most two drivers can have a turning point")
         return hinged
 
-    def _shared_breaks(self) -> bool:
-        """Whether the prior probability of a turning point is one unknown share per driver,
-        shared by its cells (``structure.break_prior = "shared"``), or fixed (``"fixed"``)."""
+    def _break_prior(self) -> tuple[str, tuple[float, ...]]:
+        """The prior probability of a turning point, read in one place: ("shared", (a, b)),
+        one unknown share per driver ~ Beta(a, b) (``structure.break_prior = "shared"``,
+        ``priors.break_share``), or ("fixed", (p,)) in every cell (``priors.p_break``)."""
         mode = self.spec["structure"].get("break_prior", "fixed")
-        if mode not in ("shared", "fixed"):
-            raise InputError(f"structure.break_prior must be 'shared' or 'fixed', not {mode!r}")
-        return mode == "shared"
+        pri = self.spec["priors"]
+        if mode == "shared":
+            return mode, tuple(float(v) for v in pri.get("break_share", (1.0, 1.0)))
+        if mode == "fixed":
+            return mode, (float(pri.get("p_break", 0.5)),)
+        raise InputError(f"structure.break_prior must be 'shared' or 'fixed', not {mode!r}")
 
     def _log_priors(self, data: ModelData, share=None, backend: str = "numpy") -> list:
         """Per hinged driver, log prior weights of (none, grid points): P(none) = 1 - p and p
@@ -452,7 +456,7 @@ class ClimateBreakpoints(SoilModel):
         for k, j in enumerate(self._hinged(data)):
             g = len(data.meta["grids"][j])
             if share is None:
-                p = float(self.spec["priors"].get("p_break", 0.5))
+                (p,) = self._break_prior()[1]
                 out.append(np.concatenate([[np.log1p(-p)], np.full(g, np.log(p) - np.log(g))]))
             elif backend == "numpy":
                 p = np.asarray(share, float)[:, k, None, None]  # (S, 1, 1)
@@ -502,10 +506,10 @@ class ClimateBreakpoints(SoilModel):
             # the prior share of cells with a turning point, per hinged driver: unknown and
             # learnt from all the cells (Scott & Berger 2010's multiplicity adjustment), so a
             # dataset where one driver breaks nowhere else lowers the odds of a lone break
-            if self._shared_breaks() and hinged:
-                a_b = [float(v) for v in pri.get("break_share", [1.0, 1.0])]
+            mode, prior_args = self._break_prior()
+            if mode == "shared" and hinged:
                 model.add_coord("hinged_driver", [data.coords["driver"][j] for j in hinged])
-                share = pm.Beta("break_share", a_b[0], a_b[1], dims="hinged_driver")
+                share = pm.Beta("break_share", *prior_args, dims="hinged_driver")
                 lp = self._log_priors(data, share, backend="pytensor")
             else:
                 lp = [pt.as_tensor(v) for v in self._log_priors(data)]
@@ -613,10 +617,9 @@ class ClimateBreakpoints(SoilModel):
         x_sites = a["x_sites"]
         kbar = np.sqrt(slope_var) * rng.standard_normal((draws, n_c, x_sites.shape[1]))
         mean = mean + (kbar[:, cell, :] * x_sites[site][None]).sum(-1)
-        p_fixed = float(self.spec["priors"].get("p_break", 0.5))
         for k, j in enumerate(self._hinged(data)):
             H = data.meta["hinge_bases"][j]  # (C, U, G + 1), column 0 = no turning point
-            p = st["share"][:, k, None] if "share" in st else p_fixed
+            p = st["share"][:, k, None] if "share" in st else self._break_prior()[1][0]
             has = rng.random((draws, n_c)) < p  # none with probability 1 - p, else uniform
             g = np.where(has, rng.integers(1, H.shape[-1], (draws, n_c)), 0)
             b = np.sqrt(change_var) * rng.standard_normal((draws, n_c))
@@ -948,10 +951,11 @@ class ClimateBreakpoints(SoilModel):
             )
 
     def _break_prior_attrs(self) -> dict:
-        if self._shared_breaks():
-            a_b = self.spec["priors"].get("break_share", [1.0, 1.0])
-            return {"break_prior": f"shared per driver, break_share ~ Beta({a_b[0]}, {a_b[1]})"}
-        return {"break_prior": "fixed", "prior_p_break": float(self.spec["priors"]["p_break"])}
+        """The prior of a turning point as the report reads it back (sentences.break_prior_text)."""
+        mode, args = self._break_prior()
+        if mode == "shared":
+            return {"break_prior": "shared", "break_share_beta": list(args)}
+        return {"break_prior": "fixed", "prior_p_break": args[0]}
 
     def extra_attrs(self, dt: xr.DataTree, data: ModelData, settings) -> dict:
         attrs: dict[str, Any] = {

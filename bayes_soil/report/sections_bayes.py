@@ -104,8 +104,9 @@ def posterior_section(inp: ReportInputs) -> str:
                 "<p class='meta'>Precipitation and temperature co-vary between sites, so the "
                 "joint model can give a temperature turning point beside a precipitation one "
                 "that the data hold only along precipitation: on 20 simulated datasets with "
-                "about 20 sites it did so (P &gt; 0.5) in 4 of 160 cells, 2 with P &ge; 0.8 "
-                "(benchmarks/calibration.md of bayes_soil). Read MAT beside MAP as 'one of the "
+                "about 20 sites it did so (P &gt; 0.5) in 4 of 160 cells, 2 with P &ge; 0.8, "
+                "with the default shared prior (12 and 4 with a fixed prior of 0.5 per cell; "
+                "benchmarks/calibration.md of bayes_soil). Read MAT beside MAP as 'one of the "
                 "two, or both'.</p>"
             )
         for rec in bp_fits:

@@ -207,9 +207,11 @@ def break_prior_text(dt) -> str:
     attrs = dt["psi_grid"].attrs if "psi_grid" in dt.children else {}
     mode = str(attrs.get("break_prior", "fixed"))
     if mode.startswith("shared"):
+        a, b = (float(v) for v in attrs.get("break_share_beta", (1.0, 1.0)))
+        shape = "uniform" if a == b == 1.0 else f"Beta({a:g}, {b:g})"
         return (
             "(the prior probability of a turning point is one unknown share per driver, "
-            "uniform a priori and learnt from all of that driver's element x layer cells, so a "
-            "driver that turns in no other cell makes a lone turning point less likely)"
+            f"{shape} a priori and learnt from all of that driver's element x layer cells, so "
+            "a driver that turns in no other cell makes a lone turning point less likely)"
         )
     return f"(prior probability {float(attrs.get('prior_p_break', 0.5)):g})"
